@@ -1,0 +1,433 @@
+//! Configuration from environment variables: one typed struct with defaults, and
+//! validation whose error is one line naming the variable to fix.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The balenaCloud API, used when `BALENA_API_URL` is not set.
+pub const DEFAULT_API_URL: &str = "https://api.balena-cloud.com";
+
+/// A secret that never shows in `Debug` or `Display` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself; call only where it is sent, never where it is logged.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Which fleets to watch: every fleet the token can see, or those named by slug or name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FleetFilter(Vec<String>);
+
+impl FleetFilter {
+    pub fn new(entries: Vec<String>) -> Self {
+        FleetFilter(entries)
+    }
+
+    pub fn is_all(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// A fleet matches when an entry equals its slug (case-insensitive) or its name.
+    pub fn matches(&self, slug: &str, name: &str) -> bool {
+        self.is_all()
+            || self
+                .0
+                .iter()
+                .any(|e| e.eq_ignore_ascii_case(slug) || e == name)
+    }
+}
+
+/// The exporter's settings, validated.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub token: Secret,
+    pub api_url: String,
+    pub crawl_interval: Duration,
+    pub request_timeout: Duration,
+    pub api_retries: u32,
+    pub page_size: u32,
+    pub fleets: FleetFilter,
+    pub device_metrics: bool,
+    pub listen: SocketAddr,
+    /// Extra trusted CA certificates (PEM), for an openBalena with a private CA.
+    pub ca_cert_pem: Option<Vec<u8>>,
+}
+
+impl Config {
+    /// The age after which `/-/ready` reports the data as stale.
+    pub fn stale_after(&self) -> Duration {
+        self.crawl_interval * 3 + self.request_timeout
+    }
+}
+
+/// A configuration error: its `Display` is the one line printed at startup.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+/// Every variable the exporter reads, as raw text; envy maps `FOO_BAR` to `foo_bar`.
+#[derive(Deserialize, Default)]
+struct Raw {
+    balena_token: Option<String>,
+    api_key: Option<String>,
+    balena_api_key: Option<String>,
+    balena_api_url: Option<String>,
+    crawl_interval: Option<String>,
+    request_timeout: Option<String>,
+    api_retries: Option<String>,
+    page_size: Option<String>,
+    fleets: Option<String>,
+    device_metrics: Option<String>,
+    listen_address: Option<String>,
+    port: Option<String>,
+    balena_ca_cert: Option<String>,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_vars(std::env::vars())
+    }
+
+    /// Reads the given variables (the test seam for `from_env`).
+    pub fn from_vars<I>(vars: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        // Empty values count as unset: `FOO=` in a compose file means "no value".
+        let vars = vars.into_iter().filter(|(_, v)| !v.trim().is_empty());
+        let raw: Raw = envy::from_iter(vars).map_err(|e| ConfigError(e.to_string()))?;
+
+        let token = token(&raw)?;
+        let api_url = api_url(raw.balena_api_url.as_deref())?;
+        let crawl_interval = seconds("CRAWL_INTERVAL", raw.crawl_interval.as_deref(), 60.0)?;
+        let request_timeout = seconds("REQUEST_TIMEOUT", raw.request_timeout.as_deref(), 10.0)?;
+        if request_timeout >= crawl_interval {
+            return Err(ConfigError(format!(
+                "REQUEST_TIMEOUT ({}s) must be below CRAWL_INTERVAL ({}s)",
+                request_timeout.as_secs_f64(),
+                crawl_interval.as_secs_f64()
+            )));
+        }
+        let api_retries = integer("API_RETRIES", raw.api_retries.as_deref(), 3, 0, 10)?;
+        let page_size = integer("PAGE_SIZE", raw.page_size.as_deref(), 1000, 1, 10_000)?;
+        let fleets = FleetFilter::new(
+            raw.fleets
+                .as_deref()
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+        );
+        let device_metrics = boolean("DEVICE_METRICS", raw.device_metrics.as_deref(), true)?;
+        let address = match raw.listen_address.as_deref() {
+            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            Some(s) => s.trim().parse().map_err(|_| {
+                ConfigError(format!(
+                    "LISTEN_ADDRESS: expected an IP address such as 0.0.0.0 or ::1, got {s:?}"
+                ))
+            })?,
+        };
+        let port = integer("PORT", raw.port.as_deref(), 8000, 1, u16::MAX as u32)? as u16;
+        let ca_cert_pem = match raw.balena_ca_cert.as_deref() {
+            None => None,
+            Some(path) => Some(ca_cert(path.trim())?),
+        };
+
+        Ok(Config {
+            token,
+            api_url,
+            crawl_interval,
+            request_timeout,
+            api_retries,
+            page_size,
+            fleets,
+            device_metrics,
+            listen: SocketAddr::new(address, port),
+            ca_cert_pem,
+        })
+    }
+}
+
+fn token(raw: &Raw) -> Result<Secret, ConfigError> {
+    let (name, value) =
+        match (&raw.balena_token, &raw.api_key) {
+            (Some(t), _) => ("BALENA_TOKEN", t),
+            (None, Some(k)) => ("API_KEY", k),
+            (None, None) if raw.balena_api_key.is_some() => return Err(ConfigError(
+                "BALENA_TOKEN is not set, and BALENA_API_KEY is the device key balena injects, \
+                 which can read only its own device and cannot list fleets: set BALENA_TOKEN \
+                 (or API_KEY) to a user or named API key as a fleet variable"
+                    .into(),
+            )),
+            (None, None) => {
+                return Err(ConfigError(
+                    "BALENA_TOKEN is not set: set BALENA_TOKEN (or API_KEY) to a balena user or \
+                 named API key (dashboard: Preferences > Access tokens), or run with --demo"
+                        .into(),
+                ))
+            }
+        };
+    let value = value.trim();
+    // The token goes into an HTTP header: only visible ASCII is valid there.
+    if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError(format!(
+            "{name}: the token contains spaces or characters that are not printable ASCII"
+        )));
+    }
+    Ok(Secret::new(value))
+}
+
+fn api_url(value: Option<&str>) -> Result<String, ConfigError> {
+    let value = value.unwrap_or(DEFAULT_API_URL).trim();
+    let url = reqwest::Url::parse(value).map_err(|e| {
+        ConfigError(format!(
+            "BALENA_API_URL: expected a URL such as {DEFAULT_API_URL}, got {value:?} ({e})"
+        ))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(ConfigError(format!(
+            "BALENA_API_URL: expected an http or https URL such as {DEFAULT_API_URL}, got {value:?}"
+        )));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError(format!(
+            "BALENA_API_URL: expected the API root without query or fragment, got {value:?}"
+        )));
+    }
+    Ok(value.trim_end_matches('/').to_string())
+}
+
+fn seconds(name: &str, value: Option<&str>, default: f64) -> Result<Duration, ConfigError> {
+    let Some(value) = value else {
+        return Ok(Duration::from_secs_f64(default));
+    };
+    match value.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(Duration::from_secs_f64(s)),
+        _ => Err(ConfigError(format!(
+            "{name}: expected a number of seconds above 0 and at most 86400, got {value:?}"
+        ))),
+    }
+}
+
+fn integer(
+    name: &str,
+    value: Option<&str>,
+    default: u32,
+    min: u32,
+    max: u32,
+) -> Result<u32, ConfigError> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    match value.trim().parse::<u32>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(ConfigError(format!(
+            "{name}: expected a whole number from {min} to {max}, got {value:?}"
+        ))),
+    }
+}
+
+/// Parses true/false/1/0/yes/no (any case); anything else is an error naming the variable.
+pub fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(ConfigError(format!(
+            "{name}: expected true, false, 1, 0, yes or no, got {value:?}"
+        ))),
+    }
+}
+
+fn boolean(name: &str, value: Option<&str>, default: bool) -> Result<bool, ConfigError> {
+    value.map_or(Ok(default), |v| parse_bool(name, v))
+}
+
+fn ca_cert(path: &str) -> Result<Vec<u8>, ConfigError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| ConfigError(format!("BALENA_CA_CERT: cannot read {path:?}: {e}")))?;
+    match reqwest::Certificate::from_pem_bundle(&pem) {
+        Ok(certs) if !certs.is_empty() => Ok(pem),
+        _ => Err(ConfigError(format!(
+            "BALENA_CA_CERT: {path:?} holds no PEM certificate"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    fn error(vars: &[(&str, &str)]) -> String {
+        match load(vars) {
+            Ok(c) => panic!("expected an error for {vars:?}, got {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = load(&[("BALENA_TOKEN", "abc")]).unwrap();
+        assert_eq!(c.token.expose(), "abc");
+        assert_eq!(c.api_url, "https://api.balena-cloud.com");
+        assert_eq!(c.crawl_interval, Duration::from_secs(60));
+        assert_eq!(c.request_timeout, Duration::from_secs(10));
+        assert_eq!(c.api_retries, 3);
+        assert_eq!(c.page_size, 1000);
+        assert!(c.fleets.is_all());
+        assert!(c.device_metrics);
+        assert_eq!(c.listen, "0.0.0.0:8000".parse().unwrap());
+        assert!(c.ca_cert_pem.is_none());
+        assert_eq!(c.stale_after(), Duration::from_secs(190));
+    }
+
+    #[test]
+    fn every_variable_is_read() {
+        let c = load(&[
+            ("API_KEY", " key-from-baletheus \n"),
+            ("BALENA_API_URL", "http://127.0.0.1:9999/"),
+            ("CRAWL_INTERVAL", "0.5"),
+            ("REQUEST_TIMEOUT", "0.25"),
+            ("API_RETRIES", "0"),
+            ("PAGE_SIZE", "2"),
+            ("FLEETS", "myorg/fleet-a, Fleet B ,,"),
+            ("DEVICE_METRICS", "No"),
+            ("LISTEN_ADDRESS", "::1"),
+            ("PORT", "9100"),
+        ])
+        .unwrap();
+        assert_eq!(c.token.expose(), "key-from-baletheus");
+        assert_eq!(c.api_url, "http://127.0.0.1:9999");
+        assert_eq!(c.crawl_interval, Duration::from_millis(500));
+        assert_eq!(c.request_timeout, Duration::from_millis(250));
+        assert_eq!(c.api_retries, 0);
+        assert_eq!(c.page_size, 2);
+        assert_eq!(
+            c.fleets,
+            FleetFilter::new(vec!["myorg/fleet-a".into(), "Fleet B".into()])
+        );
+        assert!(!c.device_metrics);
+        assert_eq!(c.listen, "[::1]:9100".parse().unwrap());
+    }
+
+    #[test]
+    fn balena_token_wins_over_api_key() {
+        let c = load(&[("API_KEY", "old"), ("BALENA_TOKEN", "new")]).unwrap();
+        assert_eq!(c.token.expose(), "new");
+    }
+
+    #[test]
+    fn empty_values_count_as_unset() {
+        let c = load(&[("BALENA_TOKEN", "t"), ("PORT", ""), ("FLEETS", " ")]).unwrap();
+        assert_eq!(c.listen.port(), 8000);
+        assert!(c.fleets.is_all());
+    }
+
+    #[test]
+    fn bad_inputs_give_one_line_naming_the_variable() {
+        let t = ("BALENA_TOKEN", "t");
+        let table: &[(&[(&str, &str)], &str)] = &[
+            (&[], "BALENA_TOKEN is not set: set BALENA_TOKEN (or API_KEY) to a balena user or named API key (dashboard: Preferences > Access tokens), or run with --demo"),
+            (&[("BALENA_TOKEN", "")], "BALENA_TOKEN is not set: set BALENA_TOKEN (or API_KEY) to a balena user or named API key (dashboard: Preferences > Access tokens), or run with --demo"),
+            (&[("BALENA_API_KEY", "device-key")], "BALENA_TOKEN is not set, and BALENA_API_KEY is the device key balena injects, which can read only its own device and cannot list fleets: set BALENA_TOKEN (or API_KEY) to a user or named API key as a fleet variable"),
+            (&[("BALENA_TOKEN", "two words")], "BALENA_TOKEN: the token contains spaces or characters that are not printable ASCII"),
+            (&[("API_KEY", "caf\u{e9}")], "API_KEY: the token contains spaces or characters that are not printable ASCII"),
+            (&[t, ("CRAWL_INTERVAL", "abc")], "CRAWL_INTERVAL: expected a number of seconds above 0 and at most 86400, got \"abc\""),
+            (&[t, ("CRAWL_INTERVAL", "0")], "CRAWL_INTERVAL: expected a number of seconds above 0 and at most 86400, got \"0\""),
+            (&[t, ("CRAWL_INTERVAL", "-5")], "CRAWL_INTERVAL: expected a number of seconds above 0 and at most 86400, got \"-5\""),
+            (&[t, ("CRAWL_INTERVAL", "inf")], "CRAWL_INTERVAL: expected a number of seconds above 0 and at most 86400, got \"inf\""),
+            (&[t, ("REQUEST_TIMEOUT", "10s")], "REQUEST_TIMEOUT: expected a number of seconds above 0 and at most 86400, got \"10s\""),
+            (&[t, ("CRAWL_INTERVAL", "30"), ("REQUEST_TIMEOUT", "30")], "REQUEST_TIMEOUT (30s) must be below CRAWL_INTERVAL (30s)"),
+            (&[t, ("CRAWL_INTERVAL", "5")], "REQUEST_TIMEOUT (10s) must be below CRAWL_INTERVAL (5s)"),
+            (&[t, ("PORT", "http")], "PORT: expected a whole number from 1 to 65535, got \"http\""),
+            (&[t, ("PORT", "70000")], "PORT: expected a whole number from 1 to 65535, got \"70000\""),
+            (&[t, ("PORT", "0")], "PORT: expected a whole number from 1 to 65535, got \"0\""),
+            (&[t, ("PAGE_SIZE", "0")], "PAGE_SIZE: expected a whole number from 1 to 10000, got \"0\""),
+            (&[t, ("API_RETRIES", "many")], "API_RETRIES: expected a whole number from 0 to 10, got \"many\""),
+            (&[t, ("DEVICE_METRICS", "maybe")], "DEVICE_METRICS: expected true, false, 1, 0, yes or no, got \"maybe\""),
+            (&[t, ("LISTEN_ADDRESS", "localhost")], "LISTEN_ADDRESS: expected an IP address such as 0.0.0.0 or ::1, got \"localhost\""),
+            (&[t, ("BALENA_API_URL", "ftp://example.com")], "BALENA_API_URL: expected an http or https URL such as https://api.balena-cloud.com, got \"ftp://example.com\""),
+            (&[t, ("BALENA_API_URL", "api.balena-cloud.com")], "BALENA_API_URL: expected a URL such as https://api.balena-cloud.com, got \"api.balena-cloud.com\" (relative URL without a base)"),
+            (&[t, ("BALENA_API_URL", "https://api.example.com/?x=1")], "BALENA_API_URL: expected the API root without query or fragment, got \"https://api.example.com/?x=1\""),
+            (&[t, ("BALENA_CA_CERT", "/nonexistent/ca.pem")], "BALENA_CA_CERT: cannot read \"/nonexistent/ca.pem\": No such file or directory (os error 2)"),
+        ];
+        for (vars, expected) in table {
+            let got = error(vars);
+            assert_eq!(&got, expected, "for {vars:?}");
+            assert!(!got.contains('\n'), "one line for {vars:?}");
+        }
+    }
+
+    #[test]
+    fn ca_cert_must_hold_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, "not a certificate").unwrap();
+        let got = error(&[
+            ("BALENA_TOKEN", "t"),
+            ("BALENA_CA_CERT", path.to_str().unwrap()),
+        ]);
+        assert_eq!(
+            got,
+            format!(
+                "BALENA_CA_CERT: {:?} holds no PEM certificate",
+                path.to_str().unwrap()
+            )
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_the_token() {
+        let c = load(&[("BALENA_TOKEN", "s3cr3t-token")]).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cr3t-token"), "{shown}");
+        assert!(shown.contains("<redacted>"));
+    }
+
+    #[test]
+    fn fleet_filter_matches_slug_or_name() {
+        let f = FleetFilter::new(vec!["MyOrg/Fleet".into(), "Kiosks".into()]);
+        assert!(f.matches("myorg/fleet", "anything"));
+        assert!(f.matches("other/kiosks", "Kiosks"));
+        assert!(!f.matches("other/kiosks", "kiosks"));
+        assert!(FleetFilter::default().matches("a/b", "b"));
+    }
+
+    #[test]
+    fn booleans() {
+        for (v, want) in [
+            ("true", true),
+            ("YES", true),
+            ("1", true),
+            ("False", false),
+            ("no", false),
+            ("0", false),
+        ] {
+            assert_eq!(parse_bool("X", v), Ok(want), "{v}");
+        }
+        assert!(parse_bool("X", "on").is_err());
+    }
+}

@@ -1,0 +1,120 @@
+//! `--demo`: a simulated balena account served on loopback, so the exporter runs through
+//! its real client, crawler and renderers without a balena token. Devices come and go
+//! online as time passes. It answers only the queries the exporter sends.
+
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use warp::Filter;
+
+/// The token the demo server accepts; it is not a secret.
+pub const TOKEN: &str = "demo-token";
+
+const FLEETS: &[(u64, &str, &str, &str)] = &[
+    (1, "kiosks", "acme", "raspberrypi4-64"),
+    (2, "sensors", "acme", "raspberrypi3"),
+    (3, "kiosks", "globex", "intel-nuc"),
+];
+const DEVICES_PER_FLEET: u64 = 8;
+const STATUSES: &[&str] = &[
+    "operational",
+    "operational",
+    "operational",
+    "updating",
+    "disconnected",
+    "reduced-functionality",
+];
+
+/// Starts the simulated API on 127.0.0.1 and returns its address.
+pub async fn start() -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
+    let authorized = warp::header::exact("authorization", "Bearer demo-token");
+    let whoami = warp::path!("actor" / "v1" / "whoami")
+        .and(authorized)
+        .map(|| warp::reply::json(&json!({"id": 1, "actorType": "user", "username": "demo"})));
+    let fleets = warp::path!("v7" / "application")
+        .and(authorized)
+        .map(|| warp::reply::json(&json!({ "d": FLEETS.iter().map(fleet).collect::<Vec<_>>() })));
+    let devices = warp::path!("v7" / "device")
+        .and(authorized)
+        .and(warp::query::raw())
+        .map(|query: String| {
+            let option = |name: &str| {
+                query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                    .and_then(|v| v.parse::<usize>().ok())
+            };
+            let (top, skip) = (
+                option("$top").unwrap_or(usize::MAX),
+                option("$skip").unwrap_or(0),
+            );
+            let minute = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs()
+                / 60;
+            let all = FLEETS
+                .iter()
+                .flat_map(|f| (0..DEVICES_PER_FLEET).map(move |n| device(f, n, minute)));
+            warp::reply::json(&json!({ "d": all.skip(skip).take(top).collect::<Vec<_>>() }))
+        });
+    let routes = whoami.or(fleets).or(devices);
+    tokio::spawn(warp::serve(routes).incoming(listener).run());
+    Ok(addr)
+}
+
+fn fleet(&(id, name, org, device_type): &(u64, &str, &str, &str)) -> Value {
+    json!({
+        "organization": [{"handle": org}],
+        "is_for__device_type": [{"slug": device_type}],
+        "should_be_running__release": [{"commit": commit(id * 10)}],
+        "id": id, "app_name": name, "slug": format!("{org}/{name}"),
+    })
+}
+
+fn device(&(fleet, _, _, device_type): &(u64, &str, &str, &str), n: u64, minute: u64) -> Value {
+    let id = fleet * 100 + n;
+    // A cheap deterministic hash of (device, minute) drives the changing values.
+    let roll =
+        (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ minute.wrapping_mul(0xBF58_476D_1CE4_E5B9)) >> 33;
+    let online = roll % 5 != 0;
+    let status = if online {
+        STATUSES[(roll % 4) as usize]
+    } else {
+        "disconnected"
+    };
+    let release = if roll % 7 == 0 {
+        fleet * 10 - 1
+    } else {
+        fleet * 10
+    };
+    let reported = n != 0; // device 0 of each fleet has not reported hardware values yet
+    let hw = |v: u64| if reported { json!(v) } else { Value::Null };
+    json!({
+        "is_of__device_type": [{"slug": device_type}],
+        "is_running__release": [{"id": release, "commit": commit(release)}],
+        "id": id,
+        "uuid": format!("{id:032x}"),
+        "device_name": format!("demo-{fleet}-{n}"),
+        "belongs_to__application": {"__id": fleet},
+        "is_online": online,
+        "last_connectivity_event": humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        "api_heartbeat_state": if online { "online" } else { "offline" },
+        "overall_status": status,
+        "os_version": "balenaOS 6.0.13",
+        "os_variant": "prod",
+        "supervisor_version": "16.7.4",
+        "should_be_running__release": {"__id": fleet * 10},
+        "cpu_usage": hw(roll % 5 * 20), "cpu_temp": hw(40 + roll % 6 * 5),
+        "memory_usage": hw(300 + roll % 50 * 10), "memory_total": hw(3800),
+        "storage_usage": hw(4000 + roll % 100 * 10), "storage_total": hw(29000),
+        "is_undervolted": roll % 11 == 0,
+    })
+}
+
+fn commit(release: u64) -> String {
+    format!("{:032x}", release.wrapping_mul(0x2545_F491_4F6C_DD1D))
+}

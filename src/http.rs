@@ -1,0 +1,130 @@
+//! The warp server: `/metrics`, `/-/healthy`, `/-/ready` and the status page, all served
+//! from the last publication; anything else is 404. Never calls the balena API.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use warp::http::{header, Response, StatusCode};
+use warp::hyper::body::Bytes;
+use warp::{Filter, Rejection, Reply};
+
+use crate::metrics::CONTENT_TYPE;
+use crate::state::Shared;
+
+/// Every route of the exporter.
+pub fn routes(
+    shared: Arc<Shared>,
+) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    let state = warp::any().map(move || shared.clone());
+
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(warp::header::optional::<String>("accept-encoding"))
+        .and(state.clone())
+        .map(|encoding: Option<String>, shared: Arc<Shared>| {
+            let published = shared.load();
+            let builder = Response::builder()
+                .header(header::CONTENT_TYPE, CONTENT_TYPE)
+                .header(header::VARY, "Accept-Encoding");
+            if accepts_gzip(encoding.as_deref()) {
+                builder
+                    .header(header::CONTENT_ENCODING, "gzip")
+                    .body(published.metrics_gzip.clone())
+            } else {
+                builder.body(published.metrics.clone())
+            }
+        });
+
+    let healthy = warp::path!("-" / "healthy")
+        .and(warp::get())
+        .map(|| text(StatusCode::OK, "Healthy.\n"));
+
+    let ready = warp::path!("-" / "ready")
+        .and(warp::get())
+        .and(state.clone())
+        .map(
+            |shared: Arc<Shared>| match shared.load().readiness(Instant::now()) {
+                Ok(()) => text(StatusCode::OK, "Ready.\n"),
+                Err(why) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("Not ready: {why}.\n"),
+                ),
+            },
+        );
+
+    let index = warp::path::end()
+        .and(warp::get())
+        .and(state)
+        .map(|shared: Arc<Shared>| {
+            Response::builder()
+                .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+                .body(shared.load().status_html.clone())
+        });
+
+    metrics.or(healthy).or(ready).or(index).recover(not_found)
+}
+
+/// Serves `routes` on `listener` until `shutdown` completes, then lets open requests finish.
+pub async fn serve<F>(listener: tokio::net::TcpListener, shared: Arc<Shared>, shutdown: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    warp::serve(routes(shared))
+        .incoming(listener)
+        .graceful(shutdown)
+        .run()
+        .await;
+}
+
+async fn not_found(_: Rejection) -> Result<Response<Bytes>, Infallible> {
+    Ok(text(StatusCode::NOT_FOUND, "Not found.\n"))
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Bytes> {
+    let mut response = Response::new(body.into());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// True when `Accept-Encoding` lists gzip (or `*`) without `q=0`.
+fn accepts_gzip(header: Option<&str>) -> bool {
+    header.is_some_and(|h| {
+        h.split(',').any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or("");
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gzip_negotiation() {
+        for (header, want) in [
+            (None, false),
+            (Some(""), false),
+            (Some("gzip"), true),
+            (Some("deflate, GZIP;q=0.5"), true),
+            (Some("gzip;q=0"), false),
+            (Some("gzip; q=0.0, identity"), false),
+            (Some("*"), true),
+            (Some("br, identity"), false),
+        ] {
+            assert_eq!(accepts_gzip(header), want, "{header:?}");
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The `balena-exporter` binary: arguments, logging, configuration, signals, then `run`.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use balena_exporter::{demo, Config};
+
+const USAGE: &str = "\
+usage: balena-exporter [--demo]
+
+Serves Prometheus metrics about the balena fleets a token can see.
+Configuration comes from environment variables (see README.md): BALENA_TOKEN or API_KEY,
+BALENA_API_URL, CRAWL_INTERVAL, REQUEST_TIMEOUT, API_RETRIES, PAGE_SIZE, FLEETS,
+DEVICE_METRICS, LISTEN_ADDRESS, PORT, BALENA_CA_CERT, RUST_LOG.
+
+  --demo      crawl a simulated account instead of balenaCloud (no token needed)
+  --version   print the version
+  --help      print this help";
+
+fn main() -> ExitCode {
+    let mut demo = false;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--demo" => demo = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            "-V" | "--version" => {
+                println!("balena-exporter {}", env!("CARGO_PKG_VERSION"));
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("balena-exporter: unknown argument {other:?} (try --help)");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("balena-exporter: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(start(demo)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("balena-exporter: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(demo: bool) -> anyhow::Result<()> {
+    let mut vars: Vec<(String, String)> = std::env::vars().collect();
+    if demo {
+        let addr = demo::start().await.context("cannot start the demo API")?;
+        vars.retain(|(k, _)| !matches!(k.as_str(), "BALENA_TOKEN" | "API_KEY" | "BALENA_API_URL"));
+        vars.push(("BALENA_TOKEN".into(), demo::TOKEN.into()));
+        vars.push(("BALENA_API_URL".into(), format!("http://{addr}")));
+    }
+    let config = Config::from_vars(vars)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("LISTEN_ADDRESS/PORT: cannot listen on {}", config.listen))?;
+    log::info!(
+        "listening address={} api_url={} crawl_interval_s={} fleets={} device_metrics={}{}",
+        config.listen,
+        config.api_url,
+        config.crawl_interval.as_secs_f64(),
+        if config.fleets.is_all() {
+            "all".to_string()
+        } else {
+            format!("{:?}", config.fleets)
+        },
+        config.device_metrics,
+        if demo { " demo=true" } else { "" },
+    );
+    balena_exporter::run(config, listener, shutdown_signal()).await?;
+    log::info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM (balena sends SIGTERM when it updates a service).
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    log::info!("shutting down");
+}

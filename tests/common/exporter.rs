@@ -1,0 +1,111 @@
+//! Runs the exporter in-process on 127.0.0.1:0 with given variables, and reads it over HTTP.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use balena_exporter::Config;
+use tokio::sync::oneshot;
+
+use super::promtext::{self, Sample};
+
+/// Fast settings for tests: crawl twice a second, give up on a request after 300 ms.
+pub const FAST: &[(&str, &str)] = &[
+    ("CRAWL_INTERVAL", "0.5"),
+    ("REQUEST_TIMEOUT", "0.3"),
+    ("API_RETRIES", "0"),
+];
+
+pub struct Exporter {
+    pub url: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    http: reqwest::Client,
+}
+
+impl Exporter {
+    /// Starts with `FAST`, then `vars` (later entries win), pointed at `api_url` with `token`.
+    pub async fn start(api_url: &str, token: &str, vars: &[(&str, &str)]) -> Exporter {
+        let mut all = std::collections::BTreeMap::new();
+        let base = [("BALENA_API_URL", api_url), ("BALENA_TOKEN", token)];
+        for (k, v) in base.iter().chain(FAST).chain(vars) {
+            all.insert(k.to_string(), v.to_string());
+        }
+        let config = Config::from_vars(all).expect("valid test config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(balena_exporter::run(config, listener, async {
+            let _ = stopped.await;
+        }));
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        Exporter {
+            url,
+            stop: Some(stop),
+            task,
+            http,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    pub async fn metrics(&self) -> Vec<Sample> {
+        let (status, body) = self.get("/metrics").await;
+        assert_eq!(status, 200);
+        promtext::parse(&body)
+    }
+
+    pub async fn wait_ready(&self) {
+        wait_for("/-/ready to answer 200", || async {
+            self.get("/-/ready").await.0 == 200
+        })
+        .await;
+    }
+
+    /// Waits until `check` holds on a scrape of `/metrics`.
+    pub async fn wait_metrics(&self, what: &str, check: impl Fn(&[Sample]) -> bool) -> Vec<Sample> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let samples = self.metrics().await;
+            if check(&samples) {
+                return samples;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the server gracefully and returns what `run` returned.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(5), &mut self.task)
+            .await
+            .expect("exporter stops within 5 s")
+            .expect("exporter task did not panic")
+    }
+}
+
+/// Polls `check` every 50 ms for up to 15 s.
+pub async fn wait_for<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,4 @@
+#![allow(dead_code)]
+pub mod exporter;
+pub mod fake;
+pub mod promtext;

@@ -1,0 +1,677 @@
+//! Tests of the fake balena API itself (tests/common/fake.rs): each behaviour it mirrors from
+//! the facts recorded in shared/balena-api/. URLs are written literally: reqwest keeps
+//! `$ ( ) , / : ; =` and existing `%XX` escapes as they are, and sends `'` as `%27`.
+
+mod common;
+use common::fake::*;
+
+use std::time::Duration;
+
+const TOKEN: &str = "sample-token";
+
+struct Answer {
+    status: u16,
+    content_type: Option<String>,
+    retry_after: Option<String>,
+    body: String,
+}
+
+async fn get_with(fake: &FakeBalena, path_and_query: &str, authorization: Option<&str>) -> Answer {
+    let mut request = reqwest::Client::new().get(format!("{}{path_and_query}", fake.url()));
+    if let Some(value) = authorization {
+        request = request.header("Authorization", value);
+    }
+    let response = request.send().await.expect("request to the fake");
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap_or("?").to_owned())
+    };
+    let (status, content_type, retry_after) = (
+        response.status().as_u16(),
+        header("content-type"),
+        header("retry-after"),
+    );
+    let body = response.text().await.expect("body");
+    Answer {
+        status,
+        content_type,
+        retry_after,
+        body,
+    }
+}
+
+async fn get(fake: &FakeBalena, path_and_query: &str) -> Answer {
+    get_with(fake, path_and_query, Some(&format!("Bearer {TOKEN}"))).await
+}
+
+async fn sample() -> FakeBalena {
+    FakeBalena::start(Account::sample()).await
+}
+
+fn ids(body: &str) -> Vec<u64> {
+    let v: serde_json::Value = serde_json::from_str(body).expect("JSON body");
+    let rows = v["d"].as_array().expect("d is an array");
+    rows.iter().map(|r| r["id"].as_u64().expect("id")).collect()
+}
+
+fn malformed(path_and_query: &str) -> String {
+    format!("\"Malformed url: '{path_and_query}'\"")
+}
+
+/// Asserts that each `"key":` occurs in the raw body text, in this order.
+fn assert_key_order(body: &str, keys: &[&str]) {
+    let mut last = 0;
+    for key in keys {
+        let at = body
+            .find(&format!("\"{key}\":"))
+            .unwrap_or_else(|| panic!("{key} missing in {body}"));
+        assert!(at >= last, "{key} out of order in {body}");
+        last = at;
+    }
+}
+
+#[tokio::test]
+async fn ping_answers_without_a_token() {
+    let fake = sample().await;
+    let a = get_with(&fake, "/ping", None).await;
+    assert_eq!((a.status, a.body.as_str()), (200, "OK"));
+}
+
+#[tokio::test]
+async fn whoami_accepts_a_known_token_with_any_case_of_bearer() {
+    let fake = sample().await;
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let a = get_with(
+            &fake,
+            "/actor/v1/whoami",
+            Some(&format!("{scheme} {TOKEN}")),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{scheme}");
+        assert_eq!(
+            a.body,
+            r#"{"id":1,"actorType":"user","actorTypeId":1,"username":"admin","email":"admin@example.com"}"#
+        );
+        assert_eq!(
+            a.content_type.as_deref(),
+            Some("application/json; charset=utf-8")
+        );
+    }
+    assert_eq!(get(&fake, "/user/v1/whoami").await.status, 200);
+}
+
+#[tokio::test]
+async fn whoami_rejects_unknown_missing_and_malformed_tokens_with_an_empty_401() {
+    let fake = sample().await;
+    for auth in [
+        Some("Bearer nope"),
+        None,
+        Some(TOKEN),
+        Some("Basic sample-token"),
+        Some("Bearer "),
+    ] {
+        let a = get_with(&fake, "/actor/v1/whoami", auth).await;
+        assert_eq!((a.status, a.body.as_str()), (401, ""), "{auth:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_guest_sees_no_fleets_but_gets_401_on_devices() {
+    let fake = sample().await;
+    for auth in [None, Some("Bearer not-a-key")] {
+        let a = get_with(&fake, "/v7/application?$select=id,app_name", auth).await;
+        assert_eq!((a.status, a.body.as_str()), (200, r#"{"d":[]}"#));
+        assert_eq!(
+            a.content_type.as_deref(),
+            Some("application/json; charset=utf-8")
+        );
+        for path in [
+            "/v7/device?$select=id",
+            "/v7/device/$count",
+            "/actor/v1/whoami",
+        ] {
+            let a = get_with(&fake, path, auth).await;
+            assert_eq!((a.status, a.body.as_str()), (401, ""), "{path}");
+            assert_eq!(a.content_type, None);
+        }
+    }
+    assert!(fake.requests().iter().all(|r| !r.authorized));
+}
+
+#[tokio::test]
+async fn literal_queries_work_and_percent_encoded_reserved_characters_are_400() {
+    let fake = sample().await;
+    let ok = "/v7/device?$select=id,device_name&$expand=belongs_to__application($select=app_name)&$filter=id%20eq%201";
+    let a = get(&fake, ok).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(
+        a.body,
+        r#"{"d":[{"belongs_to__application":[{"app_name":"sensors"}],"id":1,"device_name":"sensor-01"}]}"#
+    );
+
+    let rejected = [
+        "/v7/device?$select=id%2Cdevice_name",
+        "/v7/device?$select=id%2cdevice_name",
+        "/v7/device?$expand=belongs_to__application%28$select=app_name%29",
+        "/v7/device?$expand=belongs_to__application($select=app_name%29",
+        "/v7/application?$expand=owns__device/%24count",
+        "/v7/device?$filter=belongs_to__application%2Fany(a:a/is_directly_accessible_by__user/any(dau:1%20eq%201))",
+        "/v7/application?$filter=is_directly_accessible_by__user/any(dau%3A1%20eq%201)",
+        "/v7/application?$expand=owns__device/$count($filter=is_online%20eq%20true%3B)",
+        "/v7/device?$filter=id%20eq%201&$select%3Did",
+    ];
+    for pq in rejected {
+        let a = get(&fake, pq).await;
+        assert_eq!((a.status, a.body.clone()), (400, malformed(pq)), "{pq}");
+        assert_eq!(
+            a.content_type.as_deref(),
+            Some("application/json; charset=utf-8")
+        );
+    }
+}
+
+#[tokio::test]
+async fn encodings_the_odata_grammar_accepts() {
+    let fake = sample().await;
+    // odata-parser: `Dollar = '$' / '%24'` where an option name starts; spaces are ` `, `%20`
+    // or `+`; an apostrophe may be `%27` (reqwest sends `'` so); quoted text is URI-decoded.
+    for pq in [
+        "/v7/device?%24select=id&$filter=id%20eq%202",
+        "/v7/device?$select=id&$filter=id+eq+2",
+        "/v7/device?$select=id&$filter=device_name%20eq%20'sensor-02'",
+        "/v7/device?$select=id&$filter=device_name%20eq%20%27sensor%2D02%27",
+        "/v7/device?$select=id&$expand=is_of__device_type(%24select=slug)&$filter=id%20eq%202",
+    ] {
+        let a = get(&fake, pq).await;
+        assert_eq!(a.status, 200, "{pq}: {}", a.body);
+        assert_eq!(ids(&a.body), [2], "{pq}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_fields_and_navigations_are_500_with_an_empty_body() {
+    let fake = sample().await;
+    for pq in [
+        "/v7/device?$select=nope",
+        "/v7/device?$select=id,app_name",
+        "/v7/device?$filter=nope%20eq%201",
+        "/v7/device?$orderby=nope%20asc",
+        "/v7/device?$expand=nope",
+        "/v7/device?$expand=belongs_to__application($select=nope)",
+        "/v7/application?$select=device_name",
+        "/v7/application?$select=nope", // also for a guest-visible resource
+        "/v7/device?$filter=is_online%20eq%20'yes'",
+    ] {
+        let a = get(&fake, pq).await;
+        assert_eq!(
+            (a.status, a.body.as_str(), a.content_type),
+            (500, "", None),
+            "{pq}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn malformed_queries_are_400_and_unknown_resources_401() {
+    let fake = sample().await;
+    // Recorded verbatim from the real server.
+    let a = get(&fake, "/v7/device?$filter=is_online%20eq").await;
+    assert_eq!(
+        (a.status, a.body.as_str()),
+        (
+            400,
+            r#""Malformed url: '/v7/device?$filter=is_online%20eq'""#
+        )
+    );
+    for pq in [
+        "/v7/device?$top=abc",
+        "/v7/device?$top=-1",
+        "/v7/device?$skip=1.5",
+        "/v7/device?$nope=1",
+        "/v7/device?$select=id&",
+        "/v7/device?$orderby=id%20up",
+        "/v7/device?$filter=id%20gt%201", // valid OData, but not implemented by the fake
+        "/v7/device?$filter=device_name%20eq%20%27unterminated",
+        "/v7/device?$filter=id%20eq%201%20", // odata-parser takes no trailing space
+        "/v7/device?$select=id,%20device_name",
+        "/v7/device?$orderby=id%20",
+    ] {
+        let a = get(&fake, pq).await;
+        assert_eq!((a.status, a.body.clone()), (400, malformed(pq)), "{pq}");
+    }
+    let a = get(&fake, "/v7/nothing").await;
+    assert_eq!((a.status, a.body.as_str()), (401, ""));
+    assert_eq!(
+        get(&fake, "/v6/device").await.status,
+        404,
+        "the fake speaks v7 only"
+    );
+}
+
+#[tokio::test]
+async fn orderby_id_without_direction_sorts_descending() {
+    let fake = sample().await;
+    let a = get(&fake, "/v7/device?$select=id&$orderby=id").await;
+    assert_eq!(
+        a.body,
+        r#"{"d":[{"id":8},{"id":7},{"id":6},{"id":5},{"id":4},{"id":3},{"id":2},{"id":1}]}"#
+    );
+    assert_eq!(
+        ids(&get(&fake, "/v7/device?$select=id&$orderby=id%20asc")
+            .await
+            .body),
+        [1, 2, 3, 4, 5, 6, 7, 8]
+    );
+    assert_eq!(
+        ids(&get(&fake, "/v7/device?$select=id&$orderby=id%20desc")
+            .await
+            .body),
+        [8, 7, 6, 5, 4, 3, 2, 1]
+    );
+    assert_eq!(
+        ids(&get(&fake, "/v7/device?$select=id").await.body),
+        [1, 2, 3, 4, 5, 6, 7, 8],
+        "default: id ascending"
+    );
+    let by_name = get(
+        &fake,
+        "/v7/application?$select=id&$orderby=app_name%20asc,id%20desc",
+    )
+    .await;
+    assert_eq!(ids(&by_name.body), [3, 2, 1]);
+}
+
+#[tokio::test]
+async fn top_and_skip_page_after_filter_and_sort() {
+    let fake = sample().await;
+    let a = get(
+        &fake,
+        "/v7/device?$select=id&$orderby=id%20asc&$top=2&$skip=1",
+    )
+    .await;
+    assert_eq!(a.body, r#"{"d":[{"id":2},{"id":3}]}"#);
+
+    let (mut all, mut skip) = (Vec::<u64>::new(), 0);
+    loop {
+        let page = ids(&get(
+            &fake,
+            &format!("/v7/device?$select=id&$orderby=id%20asc&$top=3&$skip={skip}"),
+        )
+        .await
+        .body);
+        all.extend(&page);
+        skip += 3;
+        if page.len() < 3 {
+            break;
+        }
+    }
+    assert_eq!(all, [1, 2, 3, 4, 5, 6, 7, 8]);
+    let online = get(
+        &fake,
+        "/v7/device?$select=id&$filter=is_online%20eq%20true&$orderby=id%20desc&$top=2&$skip=1",
+    )
+    .await;
+    assert_eq!(ids(&online.body), [6, 5]);
+    assert_eq!(
+        ids(&get(&fake, "/v7/device?$select=id&$top=100000").await.body).len(),
+        8,
+        "no server cap"
+    );
+}
+
+#[tokio::test]
+async fn expansions_are_arrays_and_a_null_link_is_an_empty_array() {
+    let fake = sample().await;
+    let q = "$select=id&$expand=is_running__release($select=commit),is_pinned_on__release($select=id),should_be_running__release($select=id)";
+    let never = get(&fake, &format!("/v7/device?{q}&$filter=id%20eq%208")).await;
+    assert_eq!(
+        never.body,
+        r#"{"d":[{"is_running__release":[],"is_pinned_on__release":[],"should_be_running__release":[],"id":8}]}"#
+    );
+    let running = get(&fake, &format!("/v7/device?{q}&$filter=id%20eq%201")).await;
+    let v: serde_json::Value = serde_json::from_str(&running.body).expect("JSON");
+    let commit = v["d"][0]["is_running__release"][0]["commit"]
+        .as_str()
+        .expect("commit");
+    assert_eq!(commit.len(), 32);
+    assert_eq!(v["d"][0]["is_pinned_on__release"], serde_json::json!([]));
+    assert_eq!(
+        v["d"][0]["should_be_running__release"],
+        serde_json::json!([{"id": 11}]),
+        "fleet target"
+    );
+    let pinned = get(&fake, &format!("/v7/device?{q}&$filter=id%20eq%204")).await;
+    assert!(
+        pinned.body.contains(
+            r#""is_pinned_on__release":[{"id":10}],"should_be_running__release":[{"id":10}]"#
+        ),
+        "{}",
+        pinned.body
+    );
+    let fleet = get(&fake, "/v7/application?$select=id&$expand=should_be_running__release($select=commit),organization&$filter=id%20eq%203").await;
+    assert_eq!(
+        fleet.body,
+        r#"{"d":[{"should_be_running__release":[],"organization":[{"id":1,"handle":"acme"}],"id":3}]}"#
+    );
+}
+
+#[tokio::test]
+async fn expanded_keys_come_first_then_fields_in_select_order() {
+    let fake = sample().await;
+    let a = get(&fake, "/v7/device?$select=is_online,device_name&$expand=is_of__device_type($select=slug),belongs_to__application($select=slug,id)&$filter=id%20eq%201").await;
+    assert_eq!(
+        a.body,
+        r#"{"d":[{"is_of__device_type":[{"slug":"raspberrypi4-64"}],"belongs_to__application":[{"slug":"acme/sensors","id":1}],"is_online":true,"device_name":"sensor-01"}]}"#
+    );
+    let all = get(
+        &fake,
+        "/v7/device?$expand=belongs_to__application($select=id)&$filter=id%20eq%208",
+    )
+    .await;
+    let rest = device_fields()
+        .iter()
+        .filter(|f| **f != "belongs_to__application");
+    assert_key_order(
+        &all.body,
+        &[vec!["belongs_to__application"], rest.copied().collect()].concat(),
+    );
+    let fleet = get(&fake, "/v7/application?$filter=id%20eq%201").await;
+    assert_key_order(&fleet.body, fleet_fields());
+}
+
+#[tokio::test]
+async fn links_that_are_not_expanded_are_id_objects_or_null() {
+    let fake = sample().await;
+    let a = get(&fake, "/v7/device?$select=belongs_to__application,is_running__release,should_be_running__release&$filter=id%20eq%208").await;
+    assert_eq!(
+        a.body,
+        r#"{"d":[{"belongs_to__application":{"__id":3},"is_running__release":null,"should_be_running__release":null}]}"#
+    );
+    let b = get(
+        &fake,
+        "/v7/device?$select=is_pinned_on__release,should_be_running__release&$filter=id%20eq%204",
+    )
+    .await;
+    assert_eq!(
+        b.body,
+        r#"{"d":[{"is_pinned_on__release":{"__id":10},"should_be_running__release":{"__id":10}}]}"#
+    );
+    let f = get(
+        &fake,
+        "/v7/application?$select=organization,is_for__device_type&$filter=id%20eq%202",
+    )
+    .await;
+    // Ids of organizations and device types are derived: handles and slugs sorted, 1-based.
+    assert_eq!(
+        f.body,
+        r#"{"d":[{"organization":{"__id":2},"is_for__device_type":{"__id":2}}]}"#
+    );
+    let nulls = get(&fake, "/v7/device?$select=cpu_usage,cpu_temp,memory_usage,memory_total,storage_usage,storage_total,os_version&$filter=id%20eq%208").await;
+    assert_eq!(
+        nulls.body,
+        r#"{"d":[{"cpu_usage":null,"cpu_temp":null,"memory_usage":null,"memory_total":null,"storage_usage":null,"storage_total":null,"os_version":null}]}"#
+    );
+}
+
+#[tokio::test]
+async fn fleets_with_the_same_name_in_two_organizations() {
+    let fake = sample().await;
+    let a = get(&fake, "/v7/application?$select=id,app_name,slug&$expand=organization($select=handle)&$filter=is_directly_accessible_by__user/any(dau:1%20eq%201)").await;
+    assert_eq!(
+        a.body,
+        concat!(
+            r#"{"d":[{"organization":[{"handle":"acme"}],"id":1,"app_name":"sensors","slug":"acme/sensors"},"#,
+            r#"{"organization":[{"handle":"globex"}],"id":2,"app_name":"sensors","slug":"globex/sensors"},"#,
+            r#"{"organization":[{"handle":"acme"}],"id":3,"app_name":"gateways","slug":"acme/gateways"}]}"#
+        )
+    );
+}
+
+#[tokio::test]
+async fn count_is_a_bare_integer_that_agrees_with_the_list() {
+    let fake = sample().await;
+    let a = get(
+        &fake,
+        "/v7/device/$count?$filter=belongs_to__application%20eq%201%20and%20is_online%20eq%20true",
+    )
+    .await;
+    assert_eq!((a.status, a.body.as_str()), (200, r#"{"d":3}"#));
+    for filter in [
+        "is_online%20eq%20false",
+        "overall_status%20eq%20'operational'",
+        "api_heartbeat_state%20eq%20'unknown'",
+        "belongs_to__application/any(a:a/is_directly_accessible_by__user/any(dau:1%20eq%201))",
+    ] {
+        let count = get(&fake, &format!("/v7/device/$count?$filter={filter}"))
+            .await
+            .body;
+        let list = ids(
+            &get(&fake, &format!("/v7/device?$select=id&$filter={filter}"))
+                .await
+                .body,
+        );
+        assert_eq!(count, format!(r#"{{"d":{}}}"#, list.len()), "{filter}");
+    }
+    assert_eq!(get(&fake, "/v7/device/$count").await.body, r#"{"d":8}"#);
+    assert_eq!(
+        get(&fake, "/v7/application/$count").await.body,
+        r#"{"d":3}"#
+    );
+}
+
+#[tokio::test]
+async fn filters() {
+    let fake = sample().await;
+    let f = |filter: &str| format!("/v7/device?$select=id&$filter={filter}");
+    assert_eq!(
+        ids(&get(&fake, &f("is_online%20eq%20false")).await.body),
+        [2, 8]
+    );
+    assert_eq!(
+        ids(&get(&fake, &f("overall_status%20eq%20'operational'"))
+            .await
+            .body),
+        [1, 4, 5]
+    );
+    assert_eq!(
+        ids(&get(&fake, &f("api_heartbeat_state%20ne%20'online'"))
+            .await
+            .body),
+        [2, 3, 7, 8]
+    );
+    assert_eq!(
+        ids(&get(&fake, &f("os_version%20eq%20null")).await.body),
+        [8]
+    );
+    // pinejs gives `and` and `or` the same precedence, left to right: (1 or 2) and offline.
+    assert_eq!(
+        ids(&get(
+            &fake,
+            &f("id%20eq%201%20or%20id%20eq%202%20and%20is_online%20eq%20false")
+        )
+        .await
+        .body),
+        [2]
+    );
+    assert_eq!(
+        ids(&get(
+            &fake,
+            &f("id%20eq%201%20or%20(id%20eq%202%20and%20is_online%20eq%20false)")
+        )
+        .await
+        .body),
+        [1, 2]
+    );
+    let fleets = get(
+        &fake,
+        "/v7/application?$select=id&$filter=is_directly_accessible_by__user/any(dau:1%20eq%201)",
+    )
+    .await;
+    assert_eq!(ids(&fleets.body), [1, 2, 3]);
+    let wrong_resource = get(
+        &fake,
+        "/v7/device?$filter=is_directly_accessible_by__user/any(dau:1%20eq%201)",
+    )
+    .await;
+    assert_eq!(wrong_resource.status, 500);
+}
+
+#[tokio::test]
+async fn owns_device_count_expansion_and_read_by_key() {
+    let fake = sample().await;
+    let a = get(&fake, "/v7/application?$select=id,app_name&$expand=owns__device/$count($filter=is_online%20eq%20true)").await;
+    assert_eq!(
+        a.body,
+        r#"{"d":[{"owns__device":3,"id":1,"app_name":"sensors"},{"owns__device":2,"id":2,"app_name":"sensors"},{"owns__device":1,"id":3,"app_name":"gateways"}]}"#
+    );
+    assert_eq!(
+        get(&fake, "/v7/application(1)?$select=id,app_name")
+            .await
+            .body,
+        r#"{"d":[{"id":1,"app_name":"sensors"}]}"#
+    );
+    assert_eq!(
+        get(&fake, "/v7/application(999)?$select=id,app_name")
+            .await
+            .body,
+        r#"{"d":[]}"#
+    );
+    assert_eq!(
+        get(&fake, "/v7/device(3)?$select=device_name").await.body,
+        r#"{"d":[{"device_name":"sensor-03"}]}"#
+    );
+}
+
+#[tokio::test]
+async fn set_account_replaces_the_data() {
+    let fake = sample().await;
+    let mut account = Account::sample();
+    account.devices.retain(|d| d.fleet_id != 3);
+    account.fleets.retain(|f| f.id != 3);
+    account.devices[0].is_online = false;
+    fake.set_account(account);
+    assert_eq!(
+        ids(&get(&fake, "/v7/application?$select=id").await.body),
+        [1, 2]
+    );
+    assert_eq!(
+        ids(&get(
+            &fake,
+            "/v7/device?$select=id&$filter=is_online%20eq%20false"
+        )
+        .await
+        .body),
+        [1, 2]
+    );
+    fake.set_account(Account {
+        tokens: vec!["other".into()],
+        ..Account::sample()
+    });
+    assert_eq!(
+        get(&fake, "/v7/device?$select=id").await.status,
+        401,
+        "old token revoked"
+    );
+}
+
+#[tokio::test]
+async fn requests_are_recorded_in_order() {
+    let fake = sample().await;
+    get(&fake, "/v7/device?$select=id&$filter=id%20eq%201").await;
+    get_with(&fake, "/v7/device", None).await;
+    get(&fake, "/v7/device?$select=nope").await;
+    let status = reqwest::Client::new()
+        .post(format!("{}/v7/device", fake.url()))
+        .send()
+        .await
+        .expect("post")
+        .status();
+    assert_eq!(status.as_u16(), 405, "only GET is served");
+    let recorded = fake.requests();
+    let r = |method: &str, path: &str, raw_query: &str, authorized, status| Recorded {
+        method: method.into(),
+        path: path.into(),
+        raw_query: raw_query.into(),
+        authorized,
+        status,
+    };
+    assert_eq!(
+        recorded,
+        [
+            r(
+                "GET",
+                "/v7/device",
+                "$select=id&$filter=id%20eq%201",
+                true,
+                200
+            ),
+            r("GET", "/v7/device", "", false, 401),
+            r("GET", "/v7/device", "$select=nope", true, 500),
+            r("POST", "/v7/device", "", false, 405),
+        ]
+    );
+    fake.clear_requests();
+    assert!(fake.requests().is_empty());
+}
+
+#[tokio::test]
+async fn faults() {
+    let fake = sample().await;
+    let pq = "/v7/device?$select=id,device_name";
+    let normal = get(&fake, pq).await.body;
+
+    fake.set_fault(Some(Fault::Unavailable));
+    let a = get(&fake, pq).await;
+    assert_eq!((a.status, a.body.as_str()), (503, ""));
+    assert_eq!(get(&fake, "/actor/v1/whoami").await.status, 503);
+    assert_eq!(
+        get(&fake, "/ping").await.status,
+        200,
+        "ping is never faulted"
+    );
+
+    fake.set_fault(Some(Fault::RateLimited {
+        retry_after_secs: 7,
+    }));
+    let a = get(&fake, "/v7/application").await;
+    assert_eq!((a.status, a.retry_after.as_deref()), (429, Some("7")));
+
+    fake.set_fault(Some(Fault::Truncated));
+    let a = get(&fake, pq).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body, normal[..normal.len() / 2]);
+    assert!(serde_json::from_str::<serde_json::Value>(&a.body).is_err());
+
+    fake.set_fault(Some(Fault::Malformed));
+    let a = get(&fake, pq).await;
+    assert_eq!((a.status, a.body.as_str()), (200, "<html>oops"));
+    assert_eq!(
+        a.content_type.as_deref(),
+        Some("application/json; charset=utf-8")
+    );
+
+    fake.set_fault(Some(Fault::Hang));
+    fake.clear_requests();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .expect("client");
+    let err = client
+        .get(format!("{}{pq}", fake.url()))
+        .send()
+        .await
+        .expect_err("hangs");
+    assert!(err.is_timeout(), "{err}");
+    assert_eq!(
+        fake.requests()[0].status,
+        0,
+        "recorded before answering; never answered"
+    );
+
+    fake.set_fault(None);
+    assert_eq!(get(&fake, pq).await.body, normal);
+    let statuses: Vec<u16> = fake.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [0, 200]);
+}

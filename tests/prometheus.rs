@@ -1,0 +1,178 @@
+//! Real Prometheus tools against the exporter: `promtool check metrics` on a live scrape, and
+//! a `prometheus` server (Debian package `prometheus`, which scripts/test installs) scraping
+//! the exporter on loopback, whose query API must report `up` 1 and the API's values.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+
+use common::exporter::{wait_for, Exporter};
+use common::fake::{Account, FakeBalena};
+
+const TOKEN: &str = "sample-token";
+
+#[tokio::test]
+async fn promtool_accepts_a_live_scrape() {
+    let fake = FakeBalena::start(Account::sample()).await;
+    let exporter = Exporter::start(&fake.url(), TOKEN, &[]).await;
+    exporter.wait_ready().await;
+    let (_, body) = exporter.get("/metrics").await;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; scripts/test installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool check metrics: {report}"
+    );
+    assert!(
+        body.contains("process_resident_memory_bytes"),
+        "process metrics are exported"
+    );
+    exporter.stop().await.unwrap();
+}
+
+/// A Prometheus server killed when dropped.
+struct Prometheus {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    fn start(target: &str) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: balena-exporter\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian package prometheus; scripts/test installs it)");
+        Prometheus {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+
+    /// The instant vector of `query` as (labels, value) pairs; empty on any error.
+    async fn query(&self, query: &str) -> Vec<(serde_json::Value, f64)> {
+        let url = format!("{}/api/v1/query", self.url);
+        let Ok(response) = reqwest::Client::new()
+            .get(url)
+            .query(&[("query", query)])
+            .send()
+            .await
+        else {
+            return vec![];
+        };
+        let body: serde_json::Value =
+            serde_json::from_slice(&response.bytes().await.unwrap_or_default()).unwrap_or_default();
+        body["data"]["result"]
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| {
+                        (
+                            r["metric"].clone(),
+                            r["value"][1]
+                                .as_str()
+                                .unwrap_or("")
+                                .parse()
+                                .unwrap_or(f64::NAN),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[tokio::test]
+async fn a_real_prometheus_scrapes_the_api_values() {
+    let account = Account::sample();
+    let fake = FakeBalena::start(account.clone()).await;
+    let exporter = Exporter::start(&fake.url(), TOKEN, &[]).await;
+    exporter.wait_ready().await;
+    let prometheus = Prometheus::start(exporter.url.trim_start_matches("http://"));
+
+    wait_for("prometheus to scrape the exporter with up 1", || async {
+        prometheus
+            .query("up{job=\"balena-exporter\"}")
+            .await
+            .iter()
+            .any(|(_, v)| *v == 1.0)
+    })
+    .await;
+    wait_for("balena_devices_online in prometheus", || async {
+        prometheus.query("balena_devices_online").await.len() == account.fleets.len()
+    })
+    .await;
+    for (labels, value) in prometheus.query("balena_devices_online").await {
+        let slug = labels["fleet_slug"].as_str().unwrap();
+        let fleet = account.fleets.iter().find(|f| f.slug == slug).unwrap();
+        let online = account
+            .devices
+            .iter()
+            .filter(|d| d.fleet_id == fleet.id && d.is_online)
+            .count();
+        assert_eq!(value, online as f64, "{slug}");
+        assert_eq!(labels["fleet_name"], fleet.app_name.as_str());
+    }
+    // The device join that dashboards and alerts use works on the scraped series.
+    let joined = prometheus
+        .query(
+            "balena_device_cpu_usage_ratio * on(uuid) group_left(device_name) balena_device_info",
+        )
+        .await;
+    assert_eq!(
+        joined.len(),
+        account
+            .devices
+            .iter()
+            .filter(|d| d.cpu_usage.is_some())
+            .count()
+    );
+    assert!(joined
+        .iter()
+        .all(|(labels, _)| labels["device_name"].is_string()));
+    exporter.stop().await.unwrap();
+}

@@ -6,17 +6,18 @@
 //! answers an error (400 for syntax it cannot parse, 500 for fields and navigations it does not
 //! know), so a test fails loudly instead of passing against behaviour that was never checked.
 //!
-//! Routes: `GET /ping` (no auth), `GET /actor/v1/whoami` and `/user/v1/whoami`, `GET /v7/application`,
-//! `/v7/device`, `/v7/<resource>(<id>)`, `/v7/<resource>/$count`. Another `/v7/<name>` answers 401
-//! (unknown resource, as recorded); paths outside `/v7` (also `/v6`, which the fake does not speak)
-//! answer 404, as the server does for `/v5`. Every method but GET answers 405.
+//! Routes: `GET /ping` (no auth), `GET /actor/v1/whoami` and `/user/v1/whoami`,
+//! `GET /v7/application`, `/v7/device`, `/v7/<resource>(<id>)`, `/v7/<resource>/$count`.
+//! Another `/v7/<name>` answers 401 (unknown resource, as recorded); paths outside `/v7` (also
+//! `/v6`, which the fake does not speak) answer 404, as the server does for `/v5`. Every method
+//! but GET answers 405.
 //!
-//! Query grammar notes (from odata-parser's grammar): `$` may be sent as `%24` only where it starts
-//! an option name (`%24select=...`, `x(%24select=...)`); spaces may be ` `, `%20` or `+`; `'` may be
-//! `%27`; inside a quoted string every `%XX` is decoded and `''` is a quote. Any other
-//! percent-encoding outside quoted strings (`%28 %29 %2C %2F %3A %3B %3D`, `%24` elsewhere) → 400.
-//! In `$filter`, `and` and `or` have the SAME precedence and group left to right, as in pinejs:
-//! `a or b and c` means `(a or b) and c`. Only `eq`/`ne` comparisons are implemented.
+//! Query syntax follows odata-parser's grammar: `$` may be sent as `%24` only where it starts an
+//! option name (`%24select=...`, `x(%24select=...)`); spaces may be ` `, `%20` or `+`; `'` may
+//! be `%27`; inside a quoted string every `%XX` is decoded and `''` is a quote. Any other
+//! percent-encoding outside quoted strings (`%28 %29 %2C %2F %3A %3B %3D`, `%24` elsewhere) is a
+//! 400. In `$filter`, `and` and `or` have the SAME precedence and group left to right, as in
+//! pinejs: `a or b and c` means `(a or b) and c`. Only `eq`/`ne` comparisons are implemented.
 
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
@@ -188,20 +189,28 @@ impl Account {
             dev(6, "probe-02", 2, pi3, 20),
             dev(7, "gw-01", 3, nuc, 0),
         ];
+        // 1: web accessible, two addresses, runs its fleet's target.
         d[0].is_web_accessible = true;
         d[0].ip_address = Some("192.168.1.10 10.114.101.2".into());
-        (
-            d[1].is_online,
-            d[1].api_heartbeat_state,
-            d[1].overall_status,
-        ) = (false, "offline".into(), "disconnected".into());
-        (d[2].api_heartbeat_state, d[2].overall_status) =
-            ("timeout".into(), "reduced-functionality".into());
-        (d[2].cpu_temp, d[2].is_undervolted) = (Some(80), true);
+        // 2: offline, on an old release.
+        d[1].is_online = false;
+        d[1].api_heartbeat_state = "offline".into();
+        d[1].overall_status = "disconnected".into();
+        // 3: heartbeat timed out, hot and undervolted.
+        d[2].api_heartbeat_state = "timeout".into();
+        d[2].overall_status = "reduced-functionality".into();
+        d[2].cpu_temp = Some(80);
+        d[2].is_undervolted = true;
+        // 4: pinned on release 10, so its target is 10, not the fleet's 11.
         d[3].pinned_release = Some(rel(10));
-        (d[5].overall_status, d[5].cpu_usage) = ("updating".into(), Some(80));
-        (d[6].api_heartbeat_state, d[6].overall_status) = ("unknown".into(), "configuring".into());
-        (d[6].os_variant, d[6].running_release) = (Some("dev".into()), None);
+        // 6: updating from release 20 to its fleet's 21.
+        d[5].overall_status = "updating".into();
+        d[5].cpu_usage = Some(80);
+        // 7: a dev image still configuring, running nothing yet.
+        d[6].api_heartbeat_state = "unknown".into();
+        d[6].overall_status = "configuring".into();
+        d[6].os_variant = Some("dev".into());
+        d[6].running_release = None;
         // Device 8 was provisioned but never came online: every reported value is null.
         d.push(Device {
             id: 8,
@@ -522,6 +531,7 @@ impl<'a> Ctx<'a> {
 
     fn record(&self, row: Row<'a>) -> Record {
         let rel = |r: Option<&Release>| link(r.map(|r| r.id));
+        let class = |f: &'a Fleet| f.is_of__class.as_str();
         let (names, obj) = match row {
             Row::Device(d) => (
                 &DEVICE_FIELDS,
@@ -530,7 +540,8 @@ impl<'a> Ctx<'a> {
                     "device_name": d.device_name, "is_online": d.is_online,
                     "is_of__device_type": link(Some(self.device_type_id(&d.device_type))),
                     "belongs_to__application": link(Some(d.fleet_id)),
-                    "last_connectivity_event": d.last_connectivity_event, "ip_address": d.ip_address,
+                    "last_connectivity_event": d.last_connectivity_event,
+                    "ip_address": d.ip_address,
                     "is_web_accessible": d.is_web_accessible, "is_undervolted": d.is_undervolted,
                     "memory_usage": d.memory_usage, "memory_total": d.memory_total,
                     "storage_usage": d.storage_usage, "storage_total": d.storage_total,
@@ -550,7 +561,7 @@ impl<'a> Ctx<'a> {
                     "organization": link(Some(self.org_id(&f.organization))),
                     "is_for__device_type": link(Some(self.device_type_id(&f.device_type))),
                     "should_be_running__release": rel(f.target_release.as_ref()),
-                    "is_of__class": if f.is_of__class.is_empty() { "fleet" } else { f.is_of__class.as_str() },
+                    "is_of__class": if f.is_of__class.is_empty() { "fleet" } else { class(f) },
                     "should_track_latest_release": true, "is_host": false, "is_archived": false,
                 }),
             ),

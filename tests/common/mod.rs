@@ -1,4 +1,5 @@
 #![allow(dead_code)]
 pub mod exporter;
 pub mod fake;
+pub mod prometheus;
 pub mod promtext;

@@ -54,6 +54,15 @@ impl FleetFilter {
     }
 }
 
+/// Credentials that `/metrics` (and `/sd`) require, when any are configured.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetricsAuth {
+    /// `Authorization: Bearer <token>`.
+    pub token: Option<Secret>,
+    /// `Authorization: Basic ...` with this user name and password.
+    pub basic: Option<(String, Secret)>,
+}
+
 /// The exporter's settings, validated.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -68,6 +77,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Extra trusted CA certificates (PEM), for an openBalena with a private CA.
     pub ca_cert_pem: Option<Vec<u8>>,
+    /// Where `/grafana/...` is forwarded; None leaves `/grafana/` unserved.
+    pub grafana_url: Option<String>,
+    /// None: `/metrics` is open.
+    pub metrics_auth: Option<MetricsAuth>,
 }
 
 impl Config {
@@ -98,6 +111,10 @@ struct Raw {
     listen_address: Option<String>,
     port: Option<String>,
     balena_ca_cert: Option<String>,
+    grafana_url: Option<String>,
+    metrics_token: Option<String>,
+    metrics_username: Option<String>,
+    metrics_password: Option<String>,
 }
 
 impl Config {
@@ -116,7 +133,10 @@ impl Config {
         let raw: Raw = envy::from_iter(vars).map_err(|e| ConfigError(e.to_string()))?;
 
         let token = token(&raw)?;
-        let api_url = api_url(raw.balena_api_url.as_deref())?;
+        let api_url = http_url(
+            "BALENA_API_URL",
+            raw.balena_api_url.as_deref().unwrap_or(DEFAULT_API_URL),
+        )?;
         let crawl_interval = seconds("CRAWL_INTERVAL", raw.crawl_interval.as_deref(), 60.0)?;
         let request_timeout = seconds("REQUEST_TIMEOUT", raw.request_timeout.as_deref(), 10.0)?;
         if request_timeout >= crawl_interval {
@@ -152,6 +172,12 @@ impl Config {
             None => None,
             Some(path) => Some(ca_cert(path.trim())?),
         };
+        let grafana_url = raw
+            .grafana_url
+            .as_deref()
+            .map(|u| http_url("GRAFANA_URL", u))
+            .transpose()?;
+        let metrics_auth = metrics_auth(&raw)?;
 
         Ok(Config {
             token,
@@ -164,6 +190,8 @@ impl Config {
             device_metrics,
             listen: SocketAddr::new(address, port),
             ca_cert_pem,
+            grafana_url,
+            metrics_auth,
         })
     }
 }
@@ -197,24 +225,61 @@ fn token(raw: &Raw) -> Result<Secret, ConfigError> {
     Ok(Secret::new(value))
 }
 
-fn api_url(value: Option<&str>) -> Result<String, ConfigError> {
-    let value = value.unwrap_or(DEFAULT_API_URL).trim();
+/// An http(s) root URL without query or fragment, returned without a trailing slash.
+fn http_url(name: &str, value: &str) -> Result<String, ConfigError> {
+    let value = value.trim();
+    let example = if name == "GRAFANA_URL" {
+        "http://grafana:3000"
+    } else {
+        DEFAULT_API_URL
+    };
     let url = reqwest::Url::parse(value).map_err(|e| {
         ConfigError(format!(
-            "BALENA_API_URL: expected a URL such as {DEFAULT_API_URL}, got {value:?} ({e})"
+            "{name}: expected a URL such as {example}, got {value:?} ({e})"
         ))
     })?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err(ConfigError(format!(
-            "BALENA_API_URL: expected an http or https URL such as {DEFAULT_API_URL}, got {value:?}"
+            "{name}: expected an http or https URL such as {example}, got {value:?}"
         )));
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(ConfigError(format!(
-            "BALENA_API_URL: expected the API root without query or fragment, got {value:?}"
+            "{name}: expected a root URL without query or fragment, got {value:?}"
         )));
     }
     Ok(value.trim_end_matches('/').to_string())
+}
+
+fn metrics_auth(raw: &Raw) -> Result<Option<MetricsAuth>, ConfigError> {
+    let token = raw.metrics_token.as_deref().map(str::trim);
+    if token.is_some_and(|t| !t.bytes().all(|b| b.is_ascii_graphic())) {
+        return Err(ConfigError(
+            "METRICS_TOKEN: the token contains spaces or characters that are not printable ASCII"
+                .into(),
+        ));
+    }
+    let basic = match (&raw.metrics_username, &raw.metrics_password) {
+        (None, None) => None,
+        (Some(_), None) => return Err(ConfigError(
+            "METRICS_PASSWORD is not set: basic auth needs METRICS_USERNAME and METRICS_PASSWORD"
+                .into(),
+        )),
+        (None, Some(_)) => return Err(ConfigError(
+            "METRICS_USERNAME is not set: basic auth needs METRICS_USERNAME and METRICS_PASSWORD"
+                .into(),
+        )),
+        (Some(user), Some(_)) if user.contains(':') => {
+            return Err(ConfigError(
+                "METRICS_USERNAME: a user name cannot contain ':'".into(),
+            ))
+        }
+        (Some(user), Some(password)) => Some((user.clone(), Secret::new(password.clone()))),
+    };
+    Ok((token.is_some() || basic.is_some()).then(|| MetricsAuth {
+        token: token.map(Secret::new),
+        basic,
+    }))
 }
 
 fn seconds(name: &str, value: Option<&str>, default: f64) -> Result<Duration, ConfigError> {
@@ -301,6 +366,8 @@ mod tests {
         assert!(c.device_metrics);
         assert_eq!(c.listen, "0.0.0.0:8000".parse().unwrap());
         assert!(c.ca_cert_pem.is_none());
+        assert!(c.grafana_url.is_none());
+        assert!(c.metrics_auth.is_none());
         assert_eq!(c.stale_after(), Duration::from_secs(190));
     }
 
@@ -317,8 +384,16 @@ mod tests {
             ("DEVICE_METRICS", "No"),
             ("LISTEN_ADDRESS", "::1"),
             ("PORT", "9100"),
+            ("GRAFANA_URL", "http://grafana:3000/"),
+            ("METRICS_TOKEN", "scrape-me"),
+            ("METRICS_USERNAME", "prom"),
+            ("METRICS_PASSWORD", "pass word"),
         ])
         .unwrap();
+        assert_eq!(c.grafana_url.as_deref(), Some("http://grafana:3000"));
+        let auth = c.metrics_auth.clone().unwrap();
+        assert_eq!(auth.token, Some(Secret::new("scrape-me")));
+        assert_eq!(auth.basic, Some(("prom".into(), Secret::new("pass word"))));
         assert_eq!(c.token.expose(), "key-from-baletheus");
         assert_eq!(c.api_url, "http://127.0.0.1:9999");
         assert_eq!(c.crawl_interval, Duration::from_millis(500));
@@ -371,7 +446,12 @@ mod tests {
             (&[t, ("LISTEN_ADDRESS", "localhost")], "LISTEN_ADDRESS: expected an IP address such as 0.0.0.0 or ::1, got \"localhost\""),
             (&[t, ("BALENA_API_URL", "ftp://example.com")], "BALENA_API_URL: expected an http or https URL such as https://api.balena-cloud.com, got \"ftp://example.com\""),
             (&[t, ("BALENA_API_URL", "api.balena-cloud.com")], "BALENA_API_URL: expected a URL such as https://api.balena-cloud.com, got \"api.balena-cloud.com\" (relative URL without a base)"),
-            (&[t, ("BALENA_API_URL", "https://api.example.com/?x=1")], "BALENA_API_URL: expected the API root without query or fragment, got \"https://api.example.com/?x=1\""),
+            (&[t, ("BALENA_API_URL", "https://api.example.com/?x=1")], "BALENA_API_URL: expected a root URL without query or fragment, got \"https://api.example.com/?x=1\""),
+            (&[t, ("GRAFANA_URL", "grafana:3000")], "GRAFANA_URL: expected an http or https URL such as http://grafana:3000, got \"grafana:3000\""),
+            (&[t, ("METRICS_USERNAME", "prom")], "METRICS_PASSWORD is not set: basic auth needs METRICS_USERNAME and METRICS_PASSWORD"),
+            (&[t, ("METRICS_PASSWORD", "x")], "METRICS_USERNAME is not set: basic auth needs METRICS_USERNAME and METRICS_PASSWORD"),
+            (&[t, ("METRICS_USERNAME", "a:b"), ("METRICS_PASSWORD", "x")], "METRICS_USERNAME: a user name cannot contain ':'"),
+            (&[t, ("METRICS_TOKEN", "a b")], "METRICS_TOKEN: the token contains spaces or characters that are not printable ASCII"),
             (&[t, ("BALENA_CA_CERT", "/nonexistent/ca.pem")], "BALENA_CA_CERT: cannot read \"/nonexistent/ca.pem\": No such file or directory (os error 2)"),
         ];
         for (vars, expected) in table {
@@ -402,6 +482,13 @@ mod tests {
     #[test]
     fn debug_output_hides_the_token() {
         let c = load(&[("BALENA_TOKEN", "s3cr3t-token")]).unwrap();
+        let c = Config {
+            metrics_auth: Some(MetricsAuth {
+                token: Some(Secret::new("s3cr3t-token")),
+                basic: None,
+            }),
+            ..c
+        };
         let shown = format!("{c:?}");
         assert!(!shown.contains("s3cr3t-token"), "{shown}");
         assert!(shown.contains("<redacted>"));

@@ -1,5 +1,6 @@
 //! The warp server: `/metrics`, `/-/healthy`, `/-/ready` and the status page, all served
-//! from the last publication; anything else is 404. Never calls the balena API.
+//! from the last publication, plus `/grafana/` forwarding when configured; anything else is
+//! 404. Never calls the balena API.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -10,17 +11,56 @@ use warp::http::{header, Response, StatusCode};
 use warp::hyper::body::Bytes;
 use warp::{Filter, Rejection, Reply};
 
+use crate::auth;
+use crate::config::MetricsAuth;
 use crate::metrics::CONTENT_TYPE;
+use crate::proxy::{self, Upstream};
 use crate::state::Shared;
+
+/// What the routes need besides the published state.
+#[derive(Default)]
+pub struct Options {
+    /// Credentials `/metrics` requires; None leaves it open.
+    pub auth: Option<MetricsAuth>,
+    /// Where `/grafana/...` goes; None answers 404 there.
+    pub grafana: Option<Upstream>,
+}
+
+/// A rejection for a request without the credentials `/metrics` needs.
+#[derive(Debug)]
+struct Unauthorized(&'static str);
+
+impl warp::reject::Reject for Unauthorized {}
+
+/// Passes requests whose `Authorization` header `auth` accepts (all when `auth` is None).
+fn authorized(auth: Option<MetricsAuth>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    let auth = Arc::new(auth);
+    warp::header::optional::<String>("authorization")
+        .and_then(move |header: Option<String>| {
+            let auth = auth.clone();
+            async move {
+                match auth.as_ref() {
+                    Some(a) if !auth::allows(a, header.as_deref()) => {
+                        Err(warp::reject::custom(Unauthorized(auth::challenge(a))))
+                    }
+                    _ => Ok(()),
+                }
+            }
+        })
+        .untuple_one()
+}
 
 /// Every route of the exporter.
 pub fn routes(
     shared: Arc<Shared>,
+    options: Options,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let state = warp::any().map(move || shared.clone());
+    let guarded = authorized(options.auth);
 
     let metrics = warp::path!("metrics")
         .and(warp::get())
+        .and(guarded.clone())
         .and(warp::header::optional::<String>("accept-encoding"))
         .and(state.clone())
         .map(|encoding: Option<String>, shared: Arc<Shared>| {
@@ -56,6 +96,7 @@ pub fn routes(
 
     let index = warp::path::end()
         .and(warp::get())
+        .and(guarded)
         .and(state)
         .map(|shared: Arc<Shared>| {
             Response::builder()
@@ -63,22 +104,47 @@ pub fn routes(
                 .body(shared.load().status_html.clone())
         });
 
-    metrics.or(healthy).or(ready).or(index).recover(not_found)
+    let grafana = match options.grafana {
+        Some(upstream) => proxy::route(Arc::new(upstream)).boxed(),
+        None => warp::any()
+            .and_then(|| async { Err::<warp::reply::Response, _>(warp::reject::not_found()) })
+            .boxed(),
+    };
+
+    metrics
+        .or(healthy)
+        .or(ready)
+        .or(index)
+        .or(grafana)
+        .recover(rejected)
 }
 
-/// Serves `routes` on `listener` until `shutdown` completes, then lets open requests finish.
-pub async fn serve<F>(listener: tokio::net::TcpListener, shared: Arc<Shared>, shutdown: F)
-where
+/// Serves the routes on `listener` until `shutdown` completes, then lets open requests finish.
+pub async fn serve<F>(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    options: Options,
+    shutdown: F,
+) where
     F: Future<Output = ()> + Send + 'static,
 {
-    warp::serve(routes(shared))
+    warp::serve(routes(shared, options))
         .incoming(listener)
         .graceful(shutdown)
         .run()
         .await;
 }
 
-async fn not_found(_: Rejection) -> Result<Response<Bytes>, Infallible> {
+/// 401 with a challenge for missing credentials; 404 for everything else.
+async fn rejected(rejection: Rejection) -> Result<Response<Bytes>, Infallible> {
+    if let Some(Unauthorized(challenge)) = rejection.find::<Unauthorized>() {
+        let mut response = text(StatusCode::UNAUTHORIZED, "Unauthorized.\n");
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static(challenge),
+        );
+        return Ok(response);
+    }
     Ok(text(StatusCode::NOT_FOUND, "Not found.\n"))
 }
 

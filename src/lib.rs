@@ -9,14 +9,18 @@
 //! - [`status`]: the HTML status page.
 //! - [`state`]: the rendered bodies the handlers serve, swapped atomically.
 //! - [`http`]: warp routes and the server.
+//! - [`auth`]: optional bearer or basic credentials on `/metrics`, compared in constant time.
+//! - [`proxy`]: `/grafana/...` forwarded to Grafana, so one public URL serves both.
 //! - [`demo`]: a simulated account on loopback for `--demo`.
 
+pub mod auth;
 pub mod balena;
 pub mod config;
 pub mod crawler;
 pub mod demo;
 pub mod http;
 pub mod metrics;
+pub mod proxy;
 pub mod snapshot;
 pub mod state;
 pub mod status;
@@ -41,8 +45,16 @@ where
         &config, &health,
     )));
     let crawler = crawler::Crawler::new(&config, client, health, shared.clone());
+    let options = http::Options {
+        auth: config.metrics_auth.clone(),
+        grafana: config
+            .grafana_url
+            .as_deref()
+            .map(proxy::Upstream::new)
+            .transpose()?,
+    };
     let crawling = tokio::spawn(crawler.run());
-    http::serve(listener, shared, shutdown).await;
+    http::serve(listener, shared, options, shutdown).await;
     crawling.abort();
     Ok(())
 }

@@ -1,0 +1,224 @@
+//! `/grafana/...` forwarding against a local upstream that records what reaches it, and the
+//! optional credentials on `/metrics`.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use common::exporter::Exporter;
+use common::fake::{Account, FakeBalena};
+use warp::http::{HeaderMap, Method, Response, StatusCode};
+use warp::Filter;
+
+const TOKEN: &str = "sample-token";
+
+/// What the upstream received.
+#[derive(Clone, Debug)]
+struct Seen {
+    method: Method,
+    path: String,
+    query: String,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+/// A stand-in for Grafana: `/grafana/` redirects to the login page, `/grafana/big` sends
+/// 5 MiB, everything else answers 201 with a header of its own and echoes the body.
+async fn upstream() -> (String, Arc<Mutex<Vec<Seen>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let routes = warp::method()
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::bytes())
+        .map(
+            move |method, path: warp::path::FullPath, query, headers, body: bytes::Bytes| {
+                let path = path.as_str().to_string();
+                record.lock().unwrap().push(Seen {
+                    method,
+                    path: path.clone(),
+                    query,
+                    headers,
+                    body: body.to_vec(),
+                });
+                let builder = Response::builder().header("x-upstream", "grafana-stand-in");
+                match path.as_str() {
+                    "/grafana/" => builder
+                        .status(StatusCode::FOUND)
+                        .header("location", "/grafana/login")
+                        .body(Vec::new()),
+                    "/grafana/big" => builder.body(vec![b'g'; 5 << 20]),
+                    _ => builder
+                        .status(StatusCode::CREATED)
+                        .header("content-type", "application/json")
+                        .body(body.to_vec()),
+                }
+            },
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(warp::serve(routes).incoming(listener).run());
+    (url, seen)
+}
+
+#[tokio::test]
+async fn grafana_requests_reach_the_upstream_unchanged() {
+    let fake = FakeBalena::start(Account::sample()).await;
+    let (grafana, seen) = upstream().await;
+    let exporter = Exporter::start(&fake.url(), TOKEN, &[("GRAFANA_URL", &grafana)]).await;
+    exporter.wait_ready().await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    // GET with a query and headers.
+    let r = http
+        .get(format!(
+            "{}/grafana/api/health?verbose=1&x=a%20b",
+            exporter.url
+        ))
+        .header("cookie", "grafana_session=abc")
+        .header("connection", "x-private")
+        .header("x-private", "must not pass")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["x-upstream"], "grafana-stand-in");
+    let got = seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        (got.method, got.path.as_str(), got.query.as_str()),
+        (Method::GET, "/grafana/api/health", "verbose=1&x=a%20b")
+    );
+    assert_eq!(got.headers["cookie"], "grafana_session=abc");
+    assert!(
+        got.headers.get("x-private").is_none(),
+        "a header named by Connection is hop-by-hop"
+    );
+    assert!(got.headers["x-forwarded-host"]
+        .to_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
+    assert_eq!(got.headers["x-forwarded-for"], "127.0.0.1");
+
+    // POST with a body: method, body and content type arrive; the status comes back.
+    let query = br#"{"queries":[{"expr":"balena_up"}]}"#;
+    let r = http
+        .post(format!("{}/grafana/api/ds/query", exporter.url))
+        .header("content-type", "application/json")
+        .body(query.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), query);
+    let got = seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        (got.method, got.body.as_slice()),
+        (Method::POST, query.as_slice())
+    );
+    assert_eq!(got.headers["content-type"], "application/json");
+
+    // Redirects go back to the client, not followed.
+    let r = http
+        .get(format!("{}/grafana/", exporter.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "/grafana/login");
+
+    // A large body streams through whole.
+    let r = http
+        .get(format!("{}/grafana/big", exporter.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().len(), 5 << 20);
+
+    // Only the prefix is forwarded; /metrics is still the exporter's.
+    let before = seen.lock().unwrap().len();
+    assert_eq!(exporter.get("/grafanax/api").await.0, 404);
+    assert_eq!(exporter.get("/api/health").await.0, 404);
+    assert_eq!(seen.lock().unwrap().len(), before);
+    let (status, body) = exporter.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("balena_devices_online{"));
+    exporter.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unreachable_grafana_is_a_502_and_without_grafana_url_a_404() {
+    let fake = FakeBalena::start(Account::sample()).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let exporter = Exporter::start(
+        &fake.url(),
+        TOKEN,
+        &[("GRAFANA_URL", &format!("http://{closed}"))],
+    )
+    .await;
+    assert_eq!(
+        exporter.get("/grafana/api/health").await,
+        (502, "Bad gateway: Grafana is not reachable.\n".into())
+    );
+    exporter.stop().await.unwrap();
+
+    let exporter = Exporter::start(&fake.url(), TOKEN, &[]).await;
+    assert_eq!(exporter.get("/grafana/api/health").await.0, 404);
+    exporter.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn metrics_credentials_when_configured() {
+    let fake = FakeBalena::start(Account::sample()).await;
+    let exporter = Exporter::start(
+        &fake.url(),
+        TOKEN,
+        &[
+            ("METRICS_TOKEN", "scrape-t0ken"),
+            ("METRICS_USERNAME", "prom"),
+            ("METRICS_PASSWORD", "pa55"),
+        ],
+    )
+    .await;
+    exporter.wait_ready().await;
+    let http = reqwest::Client::new();
+    let status = |auth: Option<String>| {
+        let mut request = http.get(format!("{}/metrics", exporter.url));
+        if let Some(a) = auth {
+            request = request.header("authorization", a);
+        }
+        async move { request.send().await.unwrap() }
+    };
+    let basic = |s: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(s)
+        )
+    };
+
+    let denied = status(None).await;
+    assert_eq!(denied.status(), 401);
+    assert_eq!(
+        denied.headers()["www-authenticate"],
+        "Basic realm=\"balena-exporter\", charset=\"UTF-8\""
+    );
+    assert_eq!(status(Some("Bearer wrong".into())).await.status(), 401);
+    assert_eq!(status(Some(basic("prom:wrong"))).await.status(), 401);
+    assert_eq!(
+        status(Some("Bearer scrape-t0ken".into())).await.status(),
+        200
+    );
+    assert_eq!(status(Some(basic("prom:pa55"))).await.status(), 200);
+    // The status page names fleets, so it is guarded too; the probes stay open.
+    assert_eq!(exporter.get("/").await.0, 401);
+    assert_eq!(exporter.get("/-/healthy").await.0, 200);
+    assert_eq!(exporter.get("/-/ready").await.0, 200);
+    exporter.stop().await.unwrap();
+}

@@ -13,8 +13,10 @@ Configuration comes from environment variables (see README.md): BALENA_TOKEN or 
 BALENA_API_URL, CRAWL_INTERVAL, REQUEST_TIMEOUT, API_RETRIES, PAGE_SIZE, FLEETS,
 DEVICE_METRICS, LISTEN_ADDRESS, PORT, BALENA_CA_CERT, RUST_LOG.
 
-  --demo      crawl a simulated account instead of balenaCloud (no token needed)
-  --version   print the version
+  --demo          crawl a simulated account instead of balenaCloud (no token needed)
+  --healthcheck   ask the exporter on 127.0.0.1:$PORT for /-/healthy; exit 0 if it
+                  answers 200 (for container health checks on an image without curl)
+  --version       print the version
   --help      print this help";
 
 fn main() -> ExitCode {
@@ -22,6 +24,7 @@ fn main() -> ExitCode {
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--demo" => demo = true,
+            "--healthcheck" => return healthcheck(),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
@@ -49,6 +52,38 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("balena-exporter: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A dependency-free HTTP/1.0 probe of the local `/-/healthy`.
+fn healthcheck() -> ExitCode {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let port = std::env::var("PORT")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "8000".into());
+    let probe = || -> std::io::Result<bool> {
+        let addr = format!("127.0.0.1:{port}")
+            .parse()
+            .map_err(|_| std::io::Error::other("PORT is not a port number"))?;
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+        stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+        stream.write_all(b"GET /-/healthy HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head)?;
+        Ok(head.starts_with(b"HTTP/1.") && &head[8..12] == b" 200")
+    };
+    match probe() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("balena-exporter: /-/healthy did not answer 200");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("balena-exporter: cannot reach 127.0.0.1:{port}/-/healthy: {e}");
             ExitCode::FAILURE
         }
     }

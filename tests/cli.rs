@@ -212,6 +212,39 @@ async fn a_rejected_token_is_logged_and_the_process_stays_up() {
 }
 
 #[tokio::test]
+async fn healthcheck_flag_probes_the_running_exporter() {
+    let running = Running::start(&["--demo"], &[]);
+    let port = running.url.rsplit(':').next().unwrap().to_string();
+    wait_for("healthy", || async {
+        running.status("/-/healthy").await == Some(200)
+    })
+    .await;
+    let ok = Command::new(BIN)
+        .arg("--healthcheck")
+        .env_clear()
+        .env("PORT", &port)
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let (code, _) = running.terminate().await;
+    assert_eq!(code, Some(0));
+    let down = Command::new(BIN)
+        .arg("--healthcheck")
+        .env_clear()
+        .env("PORT", &port)
+        .output()
+        .unwrap();
+    assert_eq!(down.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&down.stderr)
+        .contains(&format!("cannot reach 127.0.0.1:{port}/-/healthy")));
+}
+
+#[tokio::test]
 async fn demo_mode_serves_a_simulated_account_without_a_token() {
     let running = Running::start(&["--demo"], &[]);
     wait_for("demo ready", || async {

@@ -19,22 +19,29 @@ impl Drop for Prometheus {
 impl Prometheus {
     /// Scrapes `target` (host:port) every second as job `balena-exporter`.
     pub fn start(target: &str) -> Prometheus {
+        let config = format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: balena-exporter\n    static_configs:\n      - targets: ['{target}']\n"
+        );
+        Prometheus::with_config(&config, &[])
+    }
+
+    /// Runs with `config` as prometheus.yml, beside `files` (relative path, content).
+    pub fn with_config(config: &str, files: &[(&str, &str)]) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: balena-exporter\n    static_configs:\n      - targets: ['{target}']\n"
-            ),
-        )
-        .unwrap();
+        for (path, content) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, content).unwrap();
+        }
+        let config_path = dir.path().join("prometheus.yml");
+        std::fs::write(&config_path, config).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--config.file={}", config_path.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
                 dir.path().join("data").display()
@@ -49,6 +56,14 @@ impl Prometheus {
             url: format!("http://127.0.0.1:{port}"),
             _dir: dir,
         }
+    }
+
+    /// The JSON answer of an API path such as `/api/v1/rules`; Null on any error.
+    pub async fn api(&self, path: &str) -> serde_json::Value {
+        let Ok(response) = reqwest::get(format!("{}{path}", self.url)).await else {
+            return serde_json::Value::Null;
+        };
+        serde_json::from_slice(&response.bytes().await.unwrap_or_default()).unwrap_or_default()
     }
 
     /// The instant vector of `query` as (labels, value) pairs; empty on any error.

@@ -63,6 +63,26 @@ pub struct MetricsAuth {
     pub basic: Option<(String, Secret)>,
 }
 
+/// How `/sd` addresses a device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SdMode {
+    /// `https://<uuid>.<domain>:443`, only for devices with the public URL on.
+    Public { domain: String },
+    /// `http://<address>:<port>` for each local address.
+    Lan { port: u16 },
+}
+
+/// HTTP service discovery of fleet devices (and its file_sd copy).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SdConfig {
+    pub mode: SdMode,
+    pub fleets: FleetFilter,
+    pub include_offline: bool,
+    pub metrics_path: String,
+    /// Also write the target list here after each successful crawl (file_sd).
+    pub file: Option<std::path::PathBuf>,
+}
+
 /// The exporter's settings, validated.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -81,6 +101,7 @@ pub struct Config {
     pub grafana_url: Option<String>,
     /// None: `/metrics` is open.
     pub metrics_auth: Option<MetricsAuth>,
+    pub sd: SdConfig,
 }
 
 impl Config {
@@ -115,6 +136,14 @@ struct Raw {
     metrics_token: Option<String>,
     metrics_username: Option<String>,
     metrics_password: Option<String>,
+    sd_mode: Option<String>,
+    use_public_urls: Option<String>,
+    sd_public_domain: Option<String>,
+    sd_lan_port: Option<String>,
+    sd_fleets: Option<String>,
+    sd_include_offline: Option<String>,
+    sd_metrics_path: Option<String>,
+    sd_file: Option<String>,
 }
 
 impl Config {
@@ -148,16 +177,7 @@ impl Config {
         }
         let api_retries = integer("API_RETRIES", raw.api_retries.as_deref(), 3, 0, 10)?;
         let page_size = integer("PAGE_SIZE", raw.page_size.as_deref(), 1000, 1, 10_000)?;
-        let fleets = FleetFilter::new(
-            raw.fleets
-                .as_deref()
-                .unwrap_or("")
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect(),
-        );
+        let fleets = fleet_list(raw.fleets.as_deref());
         let device_metrics = boolean("DEVICE_METRICS", raw.device_metrics.as_deref(), true)?;
         let address = match raw.listen_address.as_deref() {
             None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -178,6 +198,7 @@ impl Config {
             .map(|u| http_url("GRAFANA_URL", u))
             .transpose()?;
         let metrics_auth = metrics_auth(&raw)?;
+        let sd = sd(&raw)?;
 
         Ok(Config {
             token,
@@ -192,8 +213,93 @@ impl Config {
             ca_cert_pem,
             grafana_url,
             metrics_auth,
+            sd,
         })
     }
+}
+
+fn fleet_list(value: Option<&str>) -> FleetFilter {
+    FleetFilter::new(
+        value
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+    )
+}
+
+fn sd(raw: &Raw) -> Result<SdConfig, ConfigError> {
+    // SD_MODE wins; baletheus' USE_PUBLIC_URLS is read when it is not set.
+    let public = match (
+        raw.sd_mode.as_deref().map(str::trim),
+        raw.use_public_urls.as_deref(),
+    ) {
+        (Some(m), _) if m.eq_ignore_ascii_case("public") => true,
+        (Some(m), _) if m.eq_ignore_ascii_case("lan") => false,
+        (Some(m), _) => {
+            return Err(ConfigError(format!(
+                "SD_MODE: expected public or lan, got {m:?}"
+            )))
+        }
+        (None, Some(v)) => parse_bool("USE_PUBLIC_URLS", v)?,
+        (None, None) => true,
+    };
+    let mode = if public {
+        let domain = raw
+            .sd_public_domain
+            .as_deref()
+            .unwrap_or("balena-devices.com")
+            .trim();
+        if domain.is_empty()
+            || !domain
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        {
+            return Err(ConfigError(format!(
+                "SD_PUBLIC_DOMAIN: expected a domain such as balena-devices.com, got {domain:?}"
+            )));
+        }
+        SdMode::Public {
+            domain: domain.trim_matches('.').to_string(),
+        }
+    } else {
+        SdMode::Lan {
+            port: integer(
+                "SD_LAN_PORT",
+                raw.sd_lan_port.as_deref(),
+                80,
+                1,
+                u16::MAX as u32,
+            )? as u16,
+        }
+    };
+    let metrics_path = raw
+        .sd_metrics_path
+        .as_deref()
+        .unwrap_or("/metrics")
+        .trim()
+        .to_string();
+    if !metrics_path.starts_with('/') {
+        return Err(ConfigError(format!(
+            "SD_METRICS_PATH: expected a path starting with /, got {metrics_path:?}"
+        )));
+    }
+    Ok(SdConfig {
+        mode,
+        fleets: fleet_list(raw.sd_fleets.as_deref()),
+        include_offline: boolean(
+            "SD_INCLUDE_OFFLINE",
+            raw.sd_include_offline.as_deref(),
+            false,
+        )?,
+        metrics_path,
+        file: raw
+            .sd_file
+            .as_deref()
+            .map(|p| std::path::PathBuf::from(p.trim())),
+    })
 }
 
 fn token(raw: &Raw) -> Result<Secret, ConfigError> {
@@ -368,6 +474,18 @@ mod tests {
         assert!(c.ca_cert_pem.is_none());
         assert!(c.grafana_url.is_none());
         assert!(c.metrics_auth.is_none());
+        assert_eq!(
+            c.sd,
+            SdConfig {
+                mode: SdMode::Public {
+                    domain: "balena-devices.com".into()
+                },
+                fleets: FleetFilter::default(),
+                include_offline: false,
+                metrics_path: "/metrics".into(),
+                file: None,
+            }
+        );
         assert_eq!(c.stale_after(), Duration::from_secs(190));
     }
 
@@ -406,6 +524,47 @@ mod tests {
         );
         assert!(!c.device_metrics);
         assert_eq!(c.listen, "[::1]:9100".parse().unwrap());
+    }
+
+    #[test]
+    fn service_discovery_settings() {
+        let c = load(&[
+            ("BALENA_TOKEN", "t"),
+            ("SD_MODE", "LAN"),
+            ("SD_LAN_PORT", "9100"),
+            ("SD_FLEETS", "acme/a,b"),
+            ("SD_INCLUDE_OFFLINE", "yes"),
+            ("SD_METRICS_PATH", "/node/metrics"),
+            ("SD_FILE", "/data/targets.json"),
+        ])
+        .unwrap();
+        assert_eq!(c.sd.mode, SdMode::Lan { port: 9100 });
+        assert_eq!(
+            c.sd.fleets,
+            FleetFilter::new(vec!["acme/a".into(), "b".into()])
+        );
+        assert!(c.sd.include_offline);
+        assert_eq!(c.sd.metrics_path, "/node/metrics");
+        assert_eq!(
+            c.sd.file.as_deref(),
+            Some(std::path::Path::new("/data/targets.json"))
+        );
+        // baletheus' variable: false means LAN (baletheus itself read "false" as true).
+        let lan = load(&[("BALENA_TOKEN", "t"), ("USE_PUBLIC_URLS", "false")]).unwrap();
+        assert_eq!(lan.sd.mode, SdMode::Lan { port: 80 });
+        let public = load(&[
+            ("BALENA_TOKEN", "t"),
+            ("USE_PUBLIC_URLS", "false"),
+            ("SD_MODE", "public"),
+            ("SD_PUBLIC_DOMAIN", "devices.example.org"),
+        ])
+        .unwrap();
+        assert_eq!(
+            public.sd.mode,
+            SdMode::Public {
+                domain: "devices.example.org".into()
+            }
+        );
     }
 
     #[test]
@@ -451,6 +610,12 @@ mod tests {
             (&[t, ("METRICS_USERNAME", "prom")], "METRICS_PASSWORD is not set: basic auth needs METRICS_USERNAME and METRICS_PASSWORD"),
             (&[t, ("METRICS_PASSWORD", "x")], "METRICS_USERNAME is not set: basic auth needs METRICS_USERNAME and METRICS_PASSWORD"),
             (&[t, ("METRICS_USERNAME", "a:b"), ("METRICS_PASSWORD", "x")], "METRICS_USERNAME: a user name cannot contain ':'"),
+            (&[t, ("SD_MODE", "both")], "SD_MODE: expected public or lan, got \"both\""),
+            (&[t, ("USE_PUBLIC_URLS", "nope")], "USE_PUBLIC_URLS: expected true, false, 1, 0, yes or no, got \"nope\""),
+            (&[t, ("SD_INCLUDE_OFFLINE", "sometimes")], "SD_INCLUDE_OFFLINE: expected true, false, 1, 0, yes or no, got \"sometimes\""),
+            (&[t, ("SD_MODE", "lan"), ("SD_LAN_PORT", "0")], "SD_LAN_PORT: expected a whole number from 1 to 65535, got \"0\""),
+            (&[t, ("SD_PUBLIC_DOMAIN", "https://x.org")], "SD_PUBLIC_DOMAIN: expected a domain such as balena-devices.com, got \"https://x.org\""),
+            (&[t, ("SD_METRICS_PATH", "metrics")], "SD_METRICS_PATH: expected a path starting with /, got \"metrics\""),
             (&[t, ("METRICS_TOKEN", "a b")], "METRICS_TOKEN: the token contains spaces or characters that are not printable ASCII"),
             (&[t, ("BALENA_CA_CERT", "/nonexistent/ca.pem")], "BALENA_CA_CERT: cannot read \"/nonexistent/ca.pem\": No such file or directory (os error 2)"),
         ];

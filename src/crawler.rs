@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::balena::{ApiError, Client};
-use crate::config::{Config, FleetFilter};
+use crate::config::{Config, FleetFilter, SdConfig};
 use crate::metrics::{self, Health};
+use crate::sd;
 use crate::snapshot::Snapshot;
 use crate::state::{Published, Shared};
 use crate::status::{self, CrawlReport};
@@ -23,6 +24,7 @@ pub struct Crawler {
     stale_after: Duration,
     device_metrics: bool,
     api_url: String,
+    sd: SdConfig,
     last: Last,
 }
 
@@ -54,6 +56,7 @@ impl Crawler {
             stale_after: config.stale_after(),
             device_metrics: config.device_metrics,
             api_url: config.api_url.clone(),
+            sd: config.sd.clone(),
             last: Last::default(),
         }
     }
@@ -70,6 +73,7 @@ impl Crawler {
         Published::new(
             metrics::render(None, config.device_metrics, health),
             status::render(None, &report),
+            None,
             None,
             config.stale_after(),
         )
@@ -113,6 +117,12 @@ impl Crawler {
                         String::new()
                     },
                 );
+                if let Some(path) = &self.sd.file {
+                    if let Err(e) = sd::write_file(path, &sd::render(&snapshot, &self.sd)) {
+                        self.health.sd_file_failed();
+                        log::warn!("sd file write failed path={} error=\"{e}\"", path.display());
+                    }
+                }
                 self.last.snapshot = Some(snapshot);
                 self.last.success = Some((Instant::now(), finished));
                 self.last.error = None;
@@ -155,6 +165,7 @@ impl Crawler {
         self.shared.store(Published::new(
             metrics::render(snapshot, self.device_metrics, &self.health),
             status::render(snapshot, &report),
+            snapshot.map(|s| sd::render(s, &self.sd)),
             self.last.success.map(|(t, _)| t),
             self.stale_after,
         ));

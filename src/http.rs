@@ -1,4 +1,4 @@
-//! The warp server: `/metrics`, `/-/healthy`, `/-/ready` and the status page, all served
+//! The warp server: `/metrics`, `/sd`, `/-/healthy`, `/-/ready` and the status page, all served
 //! from the last publication, plus `/grafana/` forwarding when configured; anything else is
 //! 404. Never calls the balena API.
 
@@ -77,6 +77,22 @@ pub fn routes(
             }
         });
 
+    let sd = warp::path!("sd")
+        .and(warp::get())
+        .and(guarded.clone())
+        .and(state.clone())
+        .map(|shared: Arc<Shared>| match &shared.load().sd_json {
+            Some(json) => Response::builder()
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(json.clone())
+                .unwrap_or_default(),
+            // Prometheus keeps its last target list on an error answer.
+            None => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "No successful crawl of the balena API yet.\n",
+            ),
+        });
+
     let healthy = warp::path!("-" / "healthy")
         .and(warp::get())
         .map(|| text(StatusCode::OK, "Healthy.\n"));
@@ -112,6 +128,7 @@ pub fn routes(
     };
 
     metrics
+        .or(sd)
         .or(healthy)
         .or(ready)
         .or(index)

@@ -6,6 +6,7 @@
 //! - [`crawler`]: the crawl loop: fetch → `Snapshot` → render → swap; error accounting.
 //! - [`snapshot`]: plain data about fleets and devices as of one crawl.
 //! - [`metrics`]: every metric name and help text; renders a snapshot and the exporter's health.
+//! - [`sd`]: Prometheus HTTP service discovery of fleet devices, and its file_sd copy.
 //! - [`status`]: the HTML status page.
 //! - [`state`]: the rendered bodies the handlers serve, swapped atomically.
 //! - [`http`]: warp routes and the server.
@@ -21,6 +22,7 @@ pub mod demo;
 pub mod http;
 pub mod metrics;
 pub mod proxy;
+pub mod sd;
 pub mod snapshot;
 pub mod state;
 pub mod status;

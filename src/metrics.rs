@@ -43,6 +43,7 @@ pub struct Health {
     crawl_requests: IntGauge,
     crawls: IntCounter,
     crawl_errors: IntCounterVec,
+    sd_file_errors: IntCounter,
     api: ApiCounters,
 }
 
@@ -69,8 +70,13 @@ impl Health {
             "API requests made by the last crawl, retries included.",
         )
         .expect("valid metric");
-        let crawls = IntCounter::new("balena_crawls_total", "Crawls of the balena API started.")
+        let crawls = IntCounter::new("balena_crawls_total", "Crawls of the balena API finished.")
             .expect("valid metric");
+        let sd_file_errors = IntCounter::new(
+            "balena_sd_file_write_errors_total",
+            "Failed writes of the service discovery file (SD_FILE).",
+        )
+        .expect("valid metric");
         let crawl_errors = IntCounterVec::new(
             Opts::new(
                 "balena_crawl_errors_total",
@@ -117,6 +123,7 @@ impl Health {
             Box::new(last_success.clone()),
             Box::new(crawl_requests.clone()),
             Box::new(crawls.clone()),
+            Box::new(sd_file_errors.clone()),
             Box::new(crawl_errors.clone()),
             Box::new(requests.clone()),
             Box::new(errors.clone()),
@@ -134,6 +141,7 @@ impl Health {
             crawl_requests,
             crawls,
             crawl_errors,
+            sd_file_errors,
             api: ApiCounters { requests, errors },
         }
     }
@@ -153,6 +161,10 @@ impl Health {
         self.crawl_finished(duration, requests);
         self.up.set(0);
         self.crawl_errors.with_label_values(&[kind]).inc();
+    }
+
+    pub fn sd_file_failed(&self) {
+        self.sd_file_errors.inc();
     }
 
     fn crawl_finished(&self, duration: Duration, requests: u64) {

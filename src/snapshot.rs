@@ -65,6 +65,10 @@ pub struct Device {
     pub storage_used_bytes: Option<f64>,
     pub storage_total_bytes: Option<f64>,
     pub undervolted: Option<bool>,
+    /// The public device URL is on.
+    pub web_accessible: bool,
+    /// Local IP addresses.
+    pub addresses: Vec<String>,
 }
 
 impl Fleet {
@@ -173,6 +177,14 @@ impl Device {
             storage_used_bytes: d.storage_usage.map(|m| m * MIB),
             storage_total_bytes: d.storage_total.map(|m| m * MIB),
             undervolted: d.is_undervolted,
+            web_accessible: d.is_web_accessible.unwrap_or(false),
+            addresses: d
+                .ip_address
+                .as_deref()
+                .unwrap_or("")
+                .split_whitespace()
+                .map(String::from)
+                .collect(),
         }
     }
 }
@@ -205,6 +217,17 @@ mod tests {
         assert_eq!(d.storage_used_bytes, Some(2_147_483_648.0));
         assert_eq!(d.undervolted, Some(true));
         assert_eq!(d.last_connectivity_seconds, Some(1_795_292_830.768));
+    }
+
+    #[test]
+    fn addresses_are_split_on_spaces() {
+        let d = device(
+            r#"{"id":1,"ip_address":"192.168.1.10  10.114.101.2 ","is_web_accessible":true}"#,
+        );
+        assert_eq!(d.addresses, ["192.168.1.10", "10.114.101.2"]);
+        assert!(d.web_accessible);
+        let none = device(r#"{"id":2,"ip_address":null}"#);
+        assert!(none.addresses.is_empty() && !none.web_accessible);
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub struct Published {
     pub metrics: Bytes,
     pub metrics_gzip: Bytes,
     pub status_html: Bytes,
+    /// HTTP service discovery JSON; None before the first successful crawl.
+    pub sd_json: Option<Bytes>,
     /// When the last successful crawl finished; None before the first.
     pub last_success: Option<Instant>,
     /// Past this age the data is stale and `/-/ready` answers 503.
@@ -25,6 +27,7 @@ impl Published {
     pub fn new(
         metrics: String,
         status_html: String,
+        sd_json: Option<String>,
         last_success: Option<Instant>,
         stale_after: Duration,
     ) -> Self {
@@ -33,6 +36,7 @@ impl Published {
             metrics: Bytes::from(metrics),
             metrics_gzip,
             status_html: Bytes::from(status_html),
+            sd_json: sd_json.map(Bytes::from),
             last_success,
             stale_after,
         }
@@ -86,6 +90,7 @@ mod tests {
             "a 1\n".repeat(1000),
             String::new(),
             None,
+            None,
             Duration::from_secs(1),
         );
         let mut out = String::new();
@@ -100,12 +105,12 @@ mod tests {
     fn readiness_needs_a_fresh_success() {
         let now = Instant::now();
         let stale_after = Duration::from_secs(10);
-        let never = Published::new(String::new(), String::new(), None, stale_after);
+        let never = Published::new(String::new(), String::new(), None, None, stale_after);
         assert_eq!(
             never.readiness(now),
             Err("no successful crawl of the balena API yet".into())
         );
-        let fresh = Published::new(String::new(), String::new(), Some(now), stale_after);
+        let fresh = Published::new(String::new(), String::new(), None, Some(now), stale_after);
         assert_eq!(fresh.readiness(now + Duration::from_secs(10)), Ok(()));
         assert_eq!(
             fresh.readiness(now + Duration::from_secs(11)),

@@ -37,6 +37,8 @@ fn snapshot() -> Snapshot {
         storage_used_bytes: Some(4_194_304_000.0),
         storage_total_bytes: Some(30_408_704_000.0),
         undervolted: Some(false),
+        web_accessible: true,
+        addresses: vec!["192.168.1.10".into()],
     };
     let silent = Device {
         id: 2,

@@ -82,6 +82,12 @@ pub struct Device {
     pub storage_total: Option<f64>,
     #[serde(default)]
     pub is_undervolted: Option<bool>,
+    /// The public device URL is on.
+    #[serde(default)]
+    pub is_web_accessible: Option<bool>,
+    /// Local addresses, separated by spaces.
+    #[serde(default)]
+    pub ip_address: Option<String>,
 }
 
 /// A foreign key that is not expanded: `{"__id": 1}`.

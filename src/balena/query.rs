@@ -14,7 +14,7 @@ const FLEETS_VISIBLE: &str = "is_directly_accessible_by__user/any(dau:1 eq 1)";
 const DEVICE_SELECT: &str = "id,uuid,device_name,belongs_to__application,is_online,\
 last_connectivity_event,api_heartbeat_state,overall_status,os_version,os_variant,\
 supervisor_version,should_be_running__release,cpu_usage,cpu_temp,memory_usage,\
-memory_total,storage_usage,storage_total,is_undervolted";
+memory_total,storage_usage,storage_total,is_undervolted,is_web_accessible,ip_address";
 const DEVICE_EXPAND: &str =
     "is_of__device_type($select=slug),is_running__release($select=id,commit)";
 const DEVICES_VISIBLE: &str =

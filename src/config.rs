@@ -81,6 +81,9 @@ pub struct SdConfig {
     pub metrics_path: String,
     /// Also write the target list here after each successful crawl (file_sd).
     pub file: Option<std::path::PathBuf>,
+    /// The device this exporter runs on (balena injects `BALENA_DEVICE_UUID`): left out of
+    /// the targets, since its port 80 serves this exporter, not a device exporter.
+    pub own_uuid: Option<String>,
 }
 
 /// The exporter's settings, validated.
@@ -144,6 +147,7 @@ struct Raw {
     sd_include_offline: Option<String>,
     sd_metrics_path: Option<String>,
     sd_file: Option<String>,
+    balena_device_uuid: Option<String>,
 }
 
 impl Config {
@@ -299,6 +303,10 @@ fn sd(raw: &Raw) -> Result<SdConfig, ConfigError> {
             .sd_file
             .as_deref()
             .map(|p| std::path::PathBuf::from(p.trim())),
+        own_uuid: raw
+            .balena_device_uuid
+            .as_deref()
+            .map(|u| u.trim().to_string()),
     })
 }
 
@@ -484,6 +492,7 @@ mod tests {
                 include_offline: false,
                 metrics_path: "/metrics".into(),
                 file: None,
+                own_uuid: None,
             }
         );
         assert_eq!(c.stale_after(), Duration::from_secs(190));
@@ -536,8 +545,10 @@ mod tests {
             ("SD_INCLUDE_OFFLINE", "yes"),
             ("SD_METRICS_PATH", "/node/metrics"),
             ("SD_FILE", "/data/targets.json"),
+            ("BALENA_DEVICE_UUID", "monitor-uuid"),
         ])
         .unwrap();
+        assert_eq!(c.sd.own_uuid.as_deref(), Some("monitor-uuid"));
         assert_eq!(c.sd.mode, SdMode::Lan { port: 9100 });
         assert_eq!(
             c.sd.fleets,

@@ -24,6 +24,7 @@ pub fn render(snapshot: &Snapshot, config: &SdConfig) -> String {
         .filter(|f| config.fleets.matches(&f.slug, &f.name))
         .flat_map(|f| f.devices.iter().map(move |d| (f, d)))
         .filter(|(_, d)| d.online || config.include_offline)
+        .filter(|(_, d)| config.own_uuid.as_deref() != Some(d.uuid.as_str()))
         .filter_map(|(f, d)| group(config, f, d))
         .collect();
     serde_json::to_string_pretty(&groups).unwrap_or_else(|_| "[]".into())
@@ -134,6 +135,7 @@ mod tests {
             include_offline: false,
             metrics_path: "/metrics".into(),
             file: None,
+            own_uuid: None,
         }
     }
 
@@ -196,6 +198,18 @@ mod tests {
             ]
         );
         assert!(json.contains("\"__scheme__\": \"http\""));
+    }
+
+    #[test]
+    fn the_monitor_device_itself_is_left_out() {
+        let mut c = config(SdMode::Public {
+            domain: "balena-devices.com".into(),
+        });
+        c.own_uuid = Some("uuid1".into());
+        assert_eq!(
+            targets(&render(&snapshot(), &c)),
+            [["uuid5.balena-devices.com:443"]]
+        );
     }
 
     #[test]

@@ -7,54 +7,6 @@ use common::exporter::{wait_for, Exporter};
 use common::fake::{Account, FakeBalena};
 use common::prometheus::Prometheus;
 
-/// prometheus.yml, its rules and secrets, as the image lays them out in /etc/prometheus,
-/// with the compose address of the exporter replaced by `exporter` and 1 s intervals.
-fn shipped(exporter: &str, token: &str) -> (String, Vec<(String, String)>) {
-    let mut config = std::fs::read_to_string("prometheus/prometheus.yml").unwrap();
-    let replacements = [
-        ("\"exporter:8000\"".to_string(), format!("\"{exporter}\"")),
-        (
-            "http://exporter:8000/sd".to_string(),
-            format!("http://{exporter}/sd"),
-        ),
-        (
-            "scrape_interval: 60s".to_string(),
-            "scrape_interval: 1s".to_string(),
-        ),
-        (
-            "evaluation_interval: 60s".to_string(),
-            "evaluation_interval: 1s".to_string(),
-        ),
-        (
-            "refresh_interval: 60s".to_string(),
-            "refresh_interval: 1s".to_string(),
-        ),
-        (
-            "scrape_timeout: 10s".to_string(),
-            "scrape_timeout: 1s".to_string(),
-        ),
-    ];
-    for (from, to) in replacements {
-        assert!(
-            config.contains(&from),
-            "{from} moved in prometheus.yml; update this test"
-        );
-        config = config.replace(&from, &to);
-    }
-    let mut files = vec![("secrets/metrics_token".to_string(), token.to_string())];
-    for entry in std::fs::read_dir("prometheus/rules").unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "yml") {
-            let name = path.file_name().unwrap().to_string_lossy();
-            files.push((
-                format!("rules/{name}"),
-                std::fs::read_to_string(&path).unwrap(),
-            ));
-        }
-    }
-    (config, files)
-}
-
 #[tokio::test]
 async fn shipped_config_scrapes_a_protected_exporter_and_loads_every_rule() {
     let fake = FakeBalena::start(Account::sample()).await;
@@ -65,15 +17,10 @@ async fn shipped_config_scrapes_a_protected_exporter_and_loads_every_rule() {
     )
     .await;
     exporter.wait_ready().await;
-    let (config, files) = shipped(
+    let prometheus = Prometheus::shipped(
         exporter.url.trim_start_matches("http://"),
         "on-device-t0ken",
     );
-    let files: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(p, c)| (p.as_str(), c.as_str()))
-        .collect();
-    let prometheus = Prometheus::with_config(&config, &files);
 
     wait_for("the exporter scraped with its token (up 1)", || async {
         prometheus
@@ -86,11 +33,12 @@ async fn shipped_config_scrapes_a_protected_exporter_and_loads_every_rule() {
     assert_eq!(prometheus.query("balena_devices_online").await.len(), 3);
 
     // Every shipped rule loads and evaluates without error.
-    let expected = files
+    let (_, files) = common::prometheus::shipped_files("unused:1", "");
+    let expected: usize = files
         .iter()
         .filter(|(p, _)| p.starts_with("rules/"))
         .map(|(_, c)| c.matches("- alert:").count())
-        .sum::<usize>();
+        .sum();
     wait_for("every rule evaluated", || async {
         let rules = prometheus.api("/api/v1/rules").await;
         let all: Vec<_> = rules["data"]["groups"]
@@ -144,12 +92,7 @@ async fn shipped_config_discovers_and_scrapes_a_device_through_sd() {
     )
     .await;
     exporter.wait_ready().await;
-    let (config, files) = shipped(exporter.url.trim_start_matches("http://"), "");
-    let files: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(p, c)| (p.as_str(), c.as_str()))
-        .collect();
-    let prometheus = Prometheus::with_config(&config, &files);
+    let prometheus = Prometheus::shipped(exporter.url.trim_start_matches("http://"), "");
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !prometheus
@@ -175,7 +118,8 @@ async fn shipped_config_discovers_and_scrapes_a_device_through_sd() {
     assert_eq!(devices.len(), 1, "{devices:?}");
     let labels = &devices[0]["labels"];
     assert_eq!(labels["uuid"], device.uuid.as_str());
-    assert_eq!(labels["instance"], device.device_name.as_str());
+    assert_eq!(labels["instance"], format!("127.0.0.2:{port}").as_str());
+    assert_eq!(labels["device_name"], device.device_name.as_str());
     assert_eq!(labels["fleet_slug"], "acme/sensors");
     assert_eq!(labels["fleet_name"], "sensors");
     assert_eq!(labels["device_type"], device.device_type.as_str());

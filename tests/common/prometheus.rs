@@ -98,3 +98,63 @@ impl Prometheus {
             .unwrap_or_default()
     }
 }
+
+/// prometheus.yml, its rules and secrets, as the image lays them out in /etc/prometheus,
+/// with the compose address of the exporter replaced by `exporter` and 1 s intervals.
+pub fn shipped_files(exporter: &str, token: &str) -> (String, Vec<(String, String)>) {
+    let mut config = std::fs::read_to_string("prometheus/prometheus.yml").unwrap();
+    let replacements = [
+        ("\"exporter:8000\"".to_string(), format!("\"{exporter}\"")),
+        (
+            "http://exporter:8000/sd".to_string(),
+            format!("http://{exporter}/sd"),
+        ),
+        (
+            "scrape_interval: 60s".to_string(),
+            "scrape_interval: 1s".to_string(),
+        ),
+        (
+            "evaluation_interval: 60s".to_string(),
+            "evaluation_interval: 1s".to_string(),
+        ),
+        (
+            "refresh_interval: 60s".to_string(),
+            "refresh_interval: 1s".to_string(),
+        ),
+        (
+            "scrape_timeout: 10s".to_string(),
+            "scrape_timeout: 1s".to_string(),
+        ),
+    ];
+    for (from, to) in replacements {
+        assert!(
+            config.contains(&from),
+            "{from} moved in prometheus.yml; update this test"
+        );
+        config = config.replace(&from, &to);
+    }
+    let mut files = vec![("secrets/metrics_token".to_string(), token.to_string())];
+    for entry in std::fs::read_dir("prometheus/rules").unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yml") {
+            let name = path.file_name().unwrap().to_string_lossy();
+            files.push((
+                format!("rules/{name}"),
+                std::fs::read_to_string(&path).unwrap(),
+            ));
+        }
+    }
+    (config, files)
+}
+
+impl Prometheus {
+    /// The shipped configuration (see `shipped_files`) scraping the exporter at `exporter`.
+    pub fn shipped(exporter: &str, token: &str) -> Prometheus {
+        let (config, files) = shipped_files(exporter, token);
+        let files: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_str()))
+            .collect();
+        Prometheus::with_config(&config, &files)
+    }
+}

@@ -22,14 +22,7 @@ async fn shipped_config_scrapes_a_protected_exporter_and_loads_every_rule() {
         "on-device-t0ken",
     );
 
-    wait_for("the exporter scraped with its token (up 1)", || async {
-        prometheus
-            .query("up{job=\"balena-exporter\"}")
-            .await
-            .iter()
-            .any(|(_, v)| *v == 1.0)
-    })
-    .await;
+    prometheus.wait_up("balena-exporter").await;
     assert_eq!(prometheus.query("balena_devices_online").await.len(), 3);
 
     // Every shipped rule loads and evaluates without error.

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 use balena_exporter::metrics;
 use balena_exporter::snapshot::{Device, Fleet, Snapshot};
@@ -109,21 +107,9 @@ fn rendering_matches_the_golden_file() {
 #[test]
 fn golden_file_passes_promtool_check_metrics() {
     let golden = std::fs::read(GOLDEN).unwrap();
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; scripts/test installs it)");
-    child.stdin.take().unwrap().write_all(&golden).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && report.trim().is_empty(),
-        "promtool: {report}"
-    );
+    if let Err(report) = common::prometheus::promtool_check_metrics(&golden) {
+        panic!("promtool: {report}");
+    }
 }
 
 #[test]

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 use common::exporter::{wait_for, Exporter};
 use common::fake::{Account, FakeBalena};
@@ -19,26 +17,9 @@ async fn promtool_accepts_a_live_scrape() {
     let exporter = Exporter::start(&fake.url(), TOKEN, &[]).await;
     exporter.wait_ready().await;
     let (_, body) = exporter.get("/metrics").await;
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; scripts/test installs it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && report.trim().is_empty(),
-        "promtool check metrics: {report}"
-    );
+    if let Err(report) = common::prometheus::promtool_check_metrics(body.as_bytes()) {
+        panic!("promtool check metrics: {report}");
+    }
     assert!(
         body.contains("process_resident_memory_bytes"),
         "process metrics are exported"
@@ -54,14 +35,7 @@ async fn a_real_prometheus_scrapes_the_api_values() {
     exporter.wait_ready().await;
     let prometheus = Prometheus::start(exporter.url.trim_start_matches("http://"));
 
-    wait_for("prometheus to scrape the exporter with up 1", || async {
-        prometheus
-            .query("up{job=\"balena-exporter\"}")
-            .await
-            .iter()
-            .any(|(_, v)| *v == 1.0)
-    })
-    .await;
+    prometheus.wait_up("balena-exporter").await;
     wait_for("balena_devices_online in prometheus", || async {
         prometheus.query("balena_devices_online").await.len() == account.fleets.len()
     })

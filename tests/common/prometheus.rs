@@ -1,5 +1,6 @@
 //! A real `prometheus` server (Debian package `prometheus`) on loopback, scraping given targets.
 
+use std::io::Write;
 use std::process::{Child, Command, Stdio};
 
 /// A Prometheus server killed when dropped.
@@ -156,5 +157,36 @@ impl Prometheus {
             .map(|(p, c)| (p.as_str(), c.as_str()))
             .collect();
         Prometheus::with_config(&config, &files)
+    }
+}
+
+/// `promtool check metrics` on `text`: Err with promtool's report on any problem or lint.
+pub fn promtool_check_metrics(text: &[u8]) -> Result<(), String> {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; scripts/test installs it)");
+    child.stdin.take().unwrap().write_all(text).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    if out.status.success() && report.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(report)
+    }
+}
+
+impl Prometheus {
+    /// Waits until a target of `job` has been scraped with `up` 1.
+    pub async fn wait_up(&self, job: &str) {
+        let query = format!("up{{job=\"{job}\"}}");
+        super::exporter::wait_for(&format!("{job} scraped with up 1"), || async {
+            self.query(&query).await.iter().any(|(_, v)| *v == 1.0)
+        })
+        .await;
     }
 }

@@ -4,7 +4,6 @@
 
 mod common;
 
-
 use balena_exporter::metrics;
 use balena_exporter::snapshot::{Device, Fleet, Snapshot};
 use common::promtext;

@@ -4,7 +4,6 @@
 
 mod common;
 
-
 use common::exporter::{wait_for, Exporter};
 use common::fake::{Account, FakeBalena};
 use common::prometheus::Prometheus;

@@ -39,7 +39,12 @@ fn main() -> ExitCode {
             }
         }
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // warp logs every client that hangs up mid-response (a scrape timeout) at ERROR; that is
+    // noise in balena's log view, so it is off unless RUST_LOG asks for it.
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,warp::server=off"),
+    )
+    .init();
 
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

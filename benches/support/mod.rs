@@ -1,0 +1,229 @@
+//! What both benchmarks share: the test suite's fake API and account generator (included by
+//! path, not copied), and the API's answers for a generated account, recorded once from the
+//! fake so that a benchmark measures the exporter and not the fake.
+//!
+//! The fake renders every device of its account for every request (and ranks device types per
+//! record), which is fine for tests and far too slow for 100,000 devices. So each page is
+//! recorded from a fake that holds every fleet but only that page's devices, with the
+//! exporter's own query at `$skip=0`; the replay then answers the exporter's real
+//! `$skip=k × PAGE_SIZE` query with page k. The bodies are byte for byte what the fake serves.
+
+#![allow(dead_code)]
+
+#[path = "../../tests/common/fake.rs"]
+pub mod fake;
+#[path = "../../tests/common/generate.rs"]
+pub mod generate;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use balena_exporter::balena::{model, query};
+use balena_exporter::snapshot::Snapshot;
+use bytes::Bytes;
+
+/// The sizes every figure is taken at.
+pub const SIZES: &[usize] = &[10, 1_000, 10_000, 100_000];
+
+/// The exporter's default `PAGE_SIZE`.
+pub const PAGE_SIZE: u32 = 1_000;
+
+/// The API's answers for one account, as the exporter asks for them.
+pub struct Recorded {
+    pub devices: usize,
+    pub fleets: usize,
+    pub page_size: u32,
+    pub whoami: Bytes,
+    pub fleet_list: Bytes,
+    /// Page k holds devices k × page_size .. (k + 1) × page_size in id order.
+    pub pages: Vec<Bytes>,
+}
+
+impl Recorded {
+    /// Records `account` page by page through the fake.
+    pub async fn from_fake(account: &fake::Account, page_size: u32) -> Recorded {
+        let token = generate::TOKEN;
+        let fleets_only = fake::Account {
+            devices: Vec::new(),
+            ..account.clone()
+        };
+        let api = fake::FakeBalena::start(fleets_only.clone()).await;
+        let http = reqwest::Client::new();
+        let get = |path: String| {
+            let request = http
+                .get(format!("{}{path}", api.url()))
+                .bearer_auth(token)
+                .send();
+            async move {
+                let response = request.await.expect("fake answers");
+                assert_eq!(response.status(), 200, "fake refused {path}");
+                response.bytes().await.expect("fake body")
+            }
+        };
+        let whoami = get(query::WHOAMI.to_string()).await;
+        let fleet_list = get(query::fleets()).await;
+        let mut devices = account.devices.clone();
+        devices.sort_by_key(|d| d.id);
+        let mut pages = Vec::new();
+        for chunk in devices.chunks(page_size as usize) {
+            api.set_account(fake::Account {
+                devices: chunk.to_vec(),
+                ..fleets_only.clone()
+            });
+            pages.push(get(query::devices(None, page_size, 0)).await);
+        }
+        Recorded {
+            devices: devices.len(),
+            fleets: account.fleets.len(),
+            page_size,
+            whoami,
+            fleet_list,
+            pages,
+        }
+    }
+
+    /// The generated account of `devices` devices ([`generate::sized`]), recorded once and
+    /// cached under `target/bench-data/` (recording 100,000 devices takes about a minute).
+    pub async fn sized(devices: usize, page_size: u32) -> Recorded {
+        let dir = target_dir().join("bench-data");
+        // Keyed by the generator's and the fake's source, so that a change to either records anew.
+        let sources = [
+            include_str!("../../tests/common/generate.rs"),
+            include_str!("../../tests/common/fake.rs"),
+        ];
+        let version = sources
+            .iter()
+            .flat_map(|s| s.bytes())
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            });
+        let file = dir.join(format!(
+            "account-{devices}-p{page_size}-{version:016x}.json"
+        ));
+        if let Ok(text) = std::fs::read(&file) {
+            if let Ok(cached) = serde_json::from_slice::<Vec<String>>(&text) {
+                if cached.len() >= 2 {
+                    let mut it = cached.into_iter().map(Bytes::from);
+                    let whoami = it.next().unwrap_or_default();
+                    let fleet_list = it.next().unwrap_or_default();
+                    let pages: Vec<Bytes> = it.collect();
+                    let fleets =
+                        serde_json::from_slice::<model::Envelope<model::Fleet>>(&fleet_list)
+                            .map_or(0, |e| e.d.len());
+                    return Recorded {
+                        devices,
+                        fleets,
+                        page_size,
+                        whoami,
+                        fleet_list,
+                        pages,
+                    };
+                }
+            }
+        }
+        let recorded = Recorded::from_fake(&generate::sized(devices), page_size).await;
+        let all: Vec<String> = [&recorded.whoami, &recorded.fleet_list]
+            .into_iter()
+            .chain(&recorded.pages)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect();
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(&file, serde_json::to_vec(&all).unwrap_or_default());
+        recorded
+    }
+
+    /// What the exporter's requests map to: `path?query` → body.
+    pub fn routes(&self) -> HashMap<String, Bytes> {
+        let mut map = HashMap::new();
+        map.insert(query::WHOAMI.to_string(), self.whoami.clone());
+        map.insert(query::fleets(), self.fleet_list.clone());
+        let p = self.page_size as u64;
+        for (k, page) in self.pages.iter().enumerate() {
+            map.insert(
+                query::devices(None, self.page_size, k as u64 * p),
+                page.clone(),
+            );
+        }
+        // After a full last page the exporter asks once more.
+        map.insert(
+            query::devices(None, self.page_size, self.pages.len() as u64 * p),
+            Bytes::from_static(br#"{"d":[]}"#),
+        );
+        map
+    }
+
+    /// The snapshot a crawl of this account builds (the exporter's own decoding and join).
+    pub fn snapshot(&self) -> Snapshot {
+        let fleets: model::Envelope<model::Fleet> =
+            serde_json::from_slice(&self.fleet_list).expect("fleet list parses");
+        let mut devices = Vec::with_capacity(self.devices);
+        for page in &self.pages {
+            let envelope: model::Envelope<model::Device> =
+                serde_json::from_slice(page).expect("device page parses");
+            devices.extend(envelope.d);
+        }
+        Snapshot::from_api(fleets.d, devices).0
+    }
+
+    /// Response bytes of one crawl's bodies.
+    pub fn body_bytes(&self) -> usize {
+        self.whoami.len()
+            + self.fleet_list.len()
+            + self.pages.iter().map(Bytes::len).sum::<usize>()
+            + if self.devices % self.page_size as usize == 0 {
+                8
+            } else {
+                0
+            }
+    }
+}
+
+/// Cargo's target directory (`CARGO_TARGET_DIR`, else `target/` of the crate).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// Where the benchmarks leave their tables for `scripts/bench`.
+pub fn results_dir() -> PathBuf {
+    let dir = target_dir().join("bench");
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Bytes as `812 B`, `3.4 KiB`, `21.7 MiB`.
+pub fn size(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b < 1024.0 {
+        format!("{bytes} B")
+    } else if b < 1024.0 * 1024.0 {
+        format!("{:.1} KiB", b / 1024.0)
+    } else {
+        format!("{:.1} MiB", b / 1024.0 / 1024.0)
+    }
+}
+
+/// Seconds as `412 µs`, `12.3 ms`, `1.52 s`.
+pub fn duration(seconds: f64) -> String {
+    if seconds < 1e-3 {
+        format!("{:.0} µs", seconds * 1e6)
+    } else if seconds < 1.0 {
+        format!("{:.1} ms", seconds * 1e3)
+    } else {
+        format!("{seconds:.2} s")
+    }
+}

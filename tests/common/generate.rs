@@ -1,0 +1,265 @@
+//! Synthetic accounts for the fake API: F fleets × D devices with realistic, varied fields,
+//! the same for the same arguments (a fixed hash of the device id, no random state).
+//!
+//! Shared by the tests and the benchmarks (`benches/` include this file by path), so both see
+//! the same accounts. What varies, device by device, in roughly the proportions of a real
+//! account: online or not (85 % online), heartbeat and `overall_status` consistent with it,
+//! devices that never reported (no hardware values, no release), device types compatible
+//! with the fleet's, OS and supervisor versions, the running release (mostly the target,
+//! some behind, some pinned), one or two IP addresses, hardware values, undervoltage, the
+//! public URL, and a few names that need escaping in the text format (`"`, `\`, newline,
+//! non-ASCII).
+
+use super::fake::{Account, Device, Fleet, Release};
+
+/// The token a generated account accepts.
+pub const TOKEN: &str = "generated-token";
+
+/// Releases per fleet; the last one is the fleet's target.
+const RELEASES: u64 = 4;
+
+/// splitmix64: a well-mixed 64-bit hash of `x`.
+pub fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Draws from one hash: successive calls give independent-looking values.
+struct Draw(u64);
+
+impl Draw {
+    fn new(seed: u64) -> Draw {
+        Draw(mix(seed))
+    }
+    fn next(&mut self) -> u64 {
+        self.0 = mix(self.0);
+        self.0
+    }
+    /// 0 ≤ n < bound.
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound.max(1)
+    }
+    /// True with probability `percent` %.
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// Fleet device types, each with the device types a device of that fleet may be.
+const DEVICE_TYPES: &[(&str, &[&str])] = &[
+    ("raspberrypi4-64", &["raspberrypi4-64", "raspberrypi400-64"]),
+    ("raspberrypi3", &["raspberrypi3", "raspberrypi3-64"]),
+    ("intel-nuc", &["intel-nuc", "genericx86-64-ext"]),
+    ("jetson-nano", &["jetson-nano", "jetson-nano-emmc"]),
+    ("raspberrypi5", &["raspberrypi5"]),
+    ("fincm3", &["fincm3"]),
+];
+const ORGS: &[&str] = &[
+    "acme",
+    "globex",
+    "initech",
+    "umbrella-corp",
+    "stark-industries",
+    "wayne-enterprises",
+    "hooli",
+    "vandelay",
+];
+const APPS: &[&str] = &[
+    "kiosks", "sensors", "gateways", "signage", "cameras", "meters", "robots", "lockers",
+];
+const OS_VERSIONS: &[&str] = &[
+    "balenaOS 6.0.13",
+    "balenaOS 6.0.13",
+    "balenaOS 5.3.21",
+    "balenaOS 5.1.20+rev1",
+    "balenaOS 2.113.18",
+];
+const SUPERVISORS: &[&str] = &["16.7.1", "16.7.1", "16.4.6", "15.0.4", "14.11.14"];
+const ADJECTIVES: &[&str] = &[
+    "frosty", "silent", "ancient", "bold", "crimson", "gentle", "lucky", "misty", "proud", "quiet",
+];
+const NOUNS: &[&str] = &[
+    "meadow", "river", "forest", "falcon", "glacier", "harbor", "lantern", "pebble", "summit",
+    "willow",
+];
+/// Names people type, some of which need escaping in the exposition format.
+const ODD_NAMES: &[&str] = &[
+    "Lobby \"north\" screen",
+    "C:\\kiosk\\front",
+    "two\nlines",
+    "Küche-Gerät ☃",
+    "café terrace",
+];
+
+/// A release of fleet `fleet_id`: ids `fleet_id * 10 + 1 ..= fleet_id * 10 + RELEASES`.
+fn release(fleet_id: u64, n: u64) -> Release {
+    let id = fleet_id * 10 + n;
+    Release {
+        id,
+        commit: format!("{:016x}{:016x}", mix(id), mix(id ^ 0x5eed)),
+    }
+}
+
+fn fleet(id: u64) -> Fleet {
+    let mut d = Draw::new(id ^ 0xf1ee7);
+    let i = (id - 1) as usize;
+    let organization = ORGS[i % ORGS.len()].to_string();
+    // Names repeat across organizations (as they do on balenaCloud); slugs do not.
+    let app_name = format!("{}-{}", APPS[(i / ORGS.len()) % APPS.len()], i / ORGS.len());
+    Fleet {
+        id,
+        slug: format!("{organization}/{app_name}"),
+        app_name,
+        organization,
+        device_type: DEVICE_TYPES[i % DEVICE_TYPES.len()].0.to_string(),
+        target_release: (!d.chance(10)).then(|| release(id, RELEASES)),
+        is_of__class: "fleet".into(),
+    }
+}
+
+/// Device `id` of `fleet`, which is fleet number `fleet_index` (0-based).
+fn device(id: u64, fleet: &Fleet, fleet_index: usize) -> Device {
+    let mut d = Draw::new(id);
+    let compatible = DEVICE_TYPES[fleet_index % DEVICE_TYPES.len()].1;
+    let device_type = if d.chance(10) {
+        d.pick(compatible)
+    } else {
+        compatible[0]
+    };
+    // Never came online: provisioned, nothing reported.
+    let silent = d.chance(3);
+    let online = !silent && d.chance(88);
+    let (heartbeat, status) = if silent {
+        (
+            "unknown",
+            d.pick(&["inactive", "inactive", "post-provisioning"]),
+        )
+    } else if online {
+        let status = match d.below(100) {
+            0..=89 => "operational",
+            90..=94 => "updating",
+            95..=97 => "reduced-functionality",
+            _ => "configuring",
+        };
+        ("online", status)
+    } else {
+        (d.pick(&["offline", "offline", "timeout"]), "disconnected")
+    };
+    let device_name = if d.chance(1) {
+        format!("{} {id}", d.pick(ODD_NAMES))
+    } else if d.chance(30) {
+        format!("{}-{id:05}", fleet.app_name)
+    } else {
+        format!("{}-{}", d.pick(ADJECTIVES), d.pick(NOUNS))
+    };
+    let mut device = Device {
+        id,
+        uuid: format!("{:016x}{:016x}", mix(id ^ 0xdead), mix(id ^ 0xbeef)),
+        device_name,
+        fleet_id: fleet.id,
+        device_type: device_type.into(),
+        is_online: online,
+        api_heartbeat_state: heartbeat.into(),
+        overall_status: status.into(),
+        ..Device::default()
+    };
+    if silent {
+        return device;
+    }
+    // Up to 30 days before 2026-11-21T20:27:10Z, to the millisecond.
+    let at = 1_795_292_830 - d.below(30 * 86_400);
+    device.last_connectivity_event = Some(rfc3339(at, d.below(1000)));
+    device.os_version = Some(d.pick(OS_VERSIONS).into());
+    device.os_variant = Some(if d.chance(5) { "dev" } else { "prod" }.into());
+    device.supervisor_version = Some(d.pick(SUPERVISORS).into());
+    device.running_release = match d.below(100) {
+        0..=74 => Some(release(fleet.id, RELEASES)),
+        75..=94 => Some(release(fleet.id, 1 + d.below(RELEASES - 1))),
+        _ => None,
+    };
+    if d.chance(3) {
+        device.pinned_release = Some(release(fleet.id, RELEASES - 1));
+    }
+    device.is_web_accessible = d.chance(10);
+    let lan = format!("192.168.{}.{}", d.below(256), 2 + d.below(250));
+    device.ip_address = Some(if d.chance(20) {
+        format!(
+            "{lan} 10.{}.{}.{}",
+            d.below(256),
+            d.below(256),
+            2 + d.below(250)
+        )
+    } else {
+        lan
+    });
+    if d.chance(95) {
+        let memory_total = *[512i64, 966, 1_850, 3_840, 7_820]
+            .get(d.below(5) as usize)
+            .unwrap_or(&3_840);
+        let storage_total = *[14_000i64, 28_400, 59_000, 119_000]
+            .get(d.below(4) as usize)
+            .unwrap_or(&28_400);
+        device.cpu_usage = Some(d.below(101) as i64);
+        device.cpu_temp = Some(35 + d.below(50) as i64);
+        device.memory_total = Some(memory_total);
+        device.memory_usage = Some(memory_total * (10 + d.below(85) as i64) / 100);
+        device.storage_total = Some(storage_total);
+        device.storage_usage = Some(storage_total * (5 + d.below(90) as i64) / 100);
+    }
+    device.is_undervolted = d.chance(2);
+    device
+}
+
+/// `seconds` since the Unix epoch as `2026-11-21T20:27:10.768Z`.
+fn rfc3339(seconds: u64, millis: u64) -> String {
+    let days = seconds / 86_400;
+    let rem = seconds % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
+}
+
+/// `fleets` fleets of `devices_per_fleet` devices each, token [`TOKEN`]. Fleet ids are
+/// 1..=fleets; device ids 1..=fleets × devices_per_fleet, dealt to the fleets in turn (as
+/// devices are provisioned over time), so every page of devices spans many fleets.
+pub fn account(fleets: usize, devices_per_fleet: usize) -> Account {
+    let fleet_list: Vec<Fleet> = (1..=fleets as u64).map(fleet).collect();
+    let total = fleets * devices_per_fleet;
+    let devices = (0..total)
+        .map(|i| {
+            let index = i % fleets.max(1);
+            device(i as u64 + 1, &fleet_list[index], index)
+        })
+        .collect();
+    Account {
+        tokens: vec![TOKEN.into()],
+        fleets: fleet_list,
+        devices,
+    }
+}
+
+/// The account the benchmarks use for `devices` devices: one fleet per 500 devices (at least
+/// one, at most 200), so 10 → 1 × 10, 1,000 → 2 × 500, 10,000 → 20 × 500,
+/// 100,000 → 200 × 500.
+pub fn sized(devices: usize) -> Account {
+    let fleets = (devices / 500).clamp(1, 200);
+    account(fleets, devices.div_ceil(fleets))
+}

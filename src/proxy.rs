@@ -91,8 +91,15 @@ where
     if let Some(host) = headers.get(header::HOST) {
         outgoing.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
     }
-    if let Some(addr) = remote.and_then(|a| HeaderValue::from_str(&a.ip().to_string()).ok()) {
-        outgoing.insert(HeaderName::from_static("x-forwarded-for"), addr);
+    // Append the peer to the chain a proxy in front (balena's public URL) may have started.
+    if let Some(peer) = remote.map(|a| a.ip().to_string()) {
+        let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(earlier) => format!("{earlier}, {peer}"),
+            None => peer,
+        };
+        if let Ok(value) = HeaderValue::from_str(&chain) {
+            outgoing.insert(HeaderName::from_static("x-forwarded-for"), value);
+        }
     }
     let body = body.map(|chunk| chunk.map(|mut b| b.copy_to_bytes(b.remaining())));
     let sent = upstream

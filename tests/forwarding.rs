@@ -104,6 +104,15 @@ async fn grafana_requests_reach_the_upstream_unchanged() {
         .starts_with("127.0.0.1:"));
     assert_eq!(got.headers["x-forwarded-for"], "127.0.0.1");
 
+    // Behind another proxy, the peer is appended to the chain.
+    http.get(format!("{}/grafana/api/health", exporter.url))
+        .header("x-forwarded-for", "203.0.113.7")
+        .send()
+        .await
+        .unwrap();
+    let got = seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(got.headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+
     // POST with a body: method, body and content type arrive; the status comes back.
     let query = br#"{"queries":[{"expr":"balena_up"}]}"#;
     let r = http

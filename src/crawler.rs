@@ -162,8 +162,8 @@ impl Crawler {
             last_error: self.last.error.as_deref(),
             api_url: &self.api_url,
         };
-        self.shared.store(Published::new(
-            metrics::render(snapshot, self.device_metrics, &self.health),
+        self.shared.store(Published::from_gzip(
+            metrics::render_gzip(snapshot, self.device_metrics, &self.health),
             status::render(snapshot, &report),
             snapshot.map(|s| sd::render(s, &self.sd)),
             self.last.success.map(|(t, _)| t),

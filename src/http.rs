@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use tokio::sync::{Semaphore, SemaphorePermit};
 use warp::http::{header, Response, StatusCode};
 use warp::hyper::body::Bytes;
 use warp::{Filter, Rejection, Reply};
@@ -24,6 +25,23 @@ pub struct Options {
     pub auth: Option<MetricsAuth>,
     /// Where `/grafana/...` goes; None answers 404 there.
     pub grafana: Option<Upstream>,
+}
+
+/// Plain `/metrics` bodies alive at once. Each is the whole text (about 15 MiB at 10,000
+/// devices), inflated from the gzip body for a client that does not accept gzip; more
+/// requests wait for a body to be sent.
+static PLAIN_BODIES: Semaphore = Semaphore::const_new(2);
+
+/// An inflated `/metrics` body, which holds its place in `PLAIN_BODIES` until it is dropped.
+struct Plain {
+    text: Vec<u8>,
+    _permit: SemaphorePermit<'static>,
+}
+
+impl AsRef<[u8]> for Plain {
+    fn as_ref(&self) -> &[u8] {
+        &self.text
+    }
 }
 
 /// A rejection for a request without the credentials `/metrics` needs.
@@ -63,17 +81,36 @@ pub fn routes(
         .and(guarded.clone())
         .and(warp::header::optional::<String>("accept-encoding"))
         .and(state.clone())
-        .map(|encoding: Option<String>, shared: Arc<Shared>| {
-            let published = shared.load();
+        .then(|encoding: Option<String>, shared: Arc<Shared>| async move {
             let builder = Response::builder()
                 .header(header::CONTENT_TYPE, CONTENT_TYPE)
                 .header(header::VARY, "Accept-Encoding");
             if accepts_gzip(encoding.as_deref()) {
-                builder
+                return builder
                     .header(header::CONTENT_ENCODING, "gzip")
-                    .body(published.metrics_gzip.clone())
-            } else {
-                builder.body(published.metrics.clone())
+                    .body(shared.load().metrics_gzip.clone());
+            }
+            // Only the gzip body is kept: inflate it, off the async workers (milliseconds
+            // of CPU on a large account), and only a few at a time, since each plain body is
+            // the whole text until it has been sent.
+            let Ok(permit) = PLAIN_BODIES.acquire().await else {
+                return Ok(text(StatusCode::SERVICE_UNAVAILABLE, "Unavailable.\n"));
+            };
+            // Loaded after the wait, so that a waiting request does not hold an old body.
+            let published = shared.load();
+            let inflated = tokio::task::spawn_blocking(move || published.metrics_plain())
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r);
+            match inflated {
+                Ok(text) => builder.body(Bytes::from_owner(Plain {
+                    text,
+                    _permit: permit,
+                })),
+                Err(e) => {
+                    log::error!("inflating the metrics body failed error=\"{e}\"");
+                    Ok(text(StatusCode::INTERNAL_SERVER_ERROR, "Internal error.\n"))
+                }
             }
         });
 

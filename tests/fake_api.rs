@@ -596,6 +596,7 @@ async fn requests_are_recorded_in_order() {
         raw_query: raw_query.into(),
         authorized,
         status,
+        user_agent: String::new(),
     };
     assert_eq!(
         recorded,

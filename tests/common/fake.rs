@@ -112,6 +112,8 @@ pub struct Recorded {
     pub raw_query: String,
     pub authorized: bool,
     pub status: u16,
+    /// The `User-Agent` header, empty when there was none.
+    pub user_agent: String,
 }
 
 static DEVICE_FIELDS: LazyLock<Vec<&str>> = LazyLock::new(|| {
@@ -387,6 +389,11 @@ async fn handle(
             raw_query: query,
             authorized,
             status,
+            user_agent: headers
+                .get("user-agent")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned(),
         });
         (reply, hang)
     };

@@ -79,11 +79,7 @@ struct Running {
 
 impl Running {
     fn start(args: &[&str], vars: &[(&str, &str)]) -> Running {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = common::exporter::free_port();
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("stderr.log");
         let child = Command::new(BIN)

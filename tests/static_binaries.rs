@@ -243,11 +243,7 @@ const SETTINGS: &[(&str, &str)] = &[
 
 impl Running {
     fn start(target: &Target, qemu_args: &[&str], vars: &[(&str, &str)]) -> Running {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = common::exporter::free_port();
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("stderr.log");
         let started = Instant::now();

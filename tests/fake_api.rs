@@ -1,4 +1,4 @@
-//! Tests of the fake balena API itself (tests/common/fake.rs): each behaviour it mirrors from
+//! Tests of the fake balena API itself (tests/common/fake/): each behaviour it mirrors from
 //! the facts recorded in shared/balena-api/. URLs are written literally: reqwest keeps
 //! `$ ( ) , / : ; =` and existing `%XX` escapes as they are, and sends `'` as `%27`.
 
@@ -232,7 +232,7 @@ async fn malformed_queries_are_400_and_unknown_resources_401() {
         "/v7/device?$nope=1",
         "/v7/device?$select=id&",
         "/v7/device?$orderby=id%20up",
-        "/v7/device?$filter=id%20gt%201", // valid OData, but not implemented by the fake
+        "/v7/device?$filter=id%20has%201", // valid OData, but not implemented by the fake
         "/v7/device?$filter=device_name%20eq%20%27unterminated",
         "/v7/device?$filter=id%20eq%201%20", // odata-parser takes no trailing space
         "/v7/device?$select=id,%20device_name",
@@ -504,12 +504,21 @@ async fn filters() {
         .body),
         [1, 2]
     );
+    // Order comparisons, as keyset paging uses them; null compares as nothing.
+    assert_eq!(ids(&get(&fake, &f("id%20gt%205")).await.body), [6, 7, 8]);
+    assert_eq!(ids(&get(&fake, &f("id%20le%202")).await.body), [1, 2]);
+    assert_eq!(
+        ids(&get(&fake, &f("cpu_temp%20ge%2080")).await.body),
+        [3],
+        "device 8 has no temperature"
+    );
+    assert_eq!(get(&fake, &f("is_online%20gt%20false")).await.status, 500);
     let fleets = get(
         &fake,
-        "/v7/application?$select=id&$filter=is_directly_accessible_by__user/any(dau:1%20eq%201)",
+        "/v7/application?$select=id&$filter=(is_directly_accessible_by__user/any(dau:1%20eq%201))%20and%20id%20gt%201",
     )
     .await;
-    assert_eq!(ids(&fleets.body), [1, 2, 3]);
+    assert_eq!(ids(&fleets.body), [2, 3]);
     let wrong_resource = get(
         &fake,
         "/v7/device?$filter=is_directly_accessible_by__user/any(dau:1%20eq%201)",
@@ -675,4 +684,149 @@ async fn faults() {
     assert_eq!(get(&fake, pq).await.body, normal);
     let statuses: Vec<u16> = fake.requests().iter().map(|r| r.status).collect();
     assert_eq!(statuses, [0, 200]);
+}
+
+#[tokio::test]
+async fn a_page_cap_shortens_reads_whatever_top_says() {
+    let fake = sample().await;
+    fake.set_max_top(Some(3));
+    let q = "/v7/device?$select=id&$orderby=id%20asc";
+    assert_eq!(
+        ids(&get(&fake, &format!("{q}&$top=1000")).await.body),
+        [1, 2, 3]
+    );
+    assert_eq!(ids(&get(&fake, q).await.body), [1, 2, 3]);
+    assert_eq!(ids(&get(&fake, &format!("{q}&$top=2")).await.body), [1, 2]);
+    fake.set_max_top(None);
+    assert_eq!(
+        ids(&get(&fake, &format!("{q}&$top=1000")).await.body).len(),
+        8
+    );
+}
+
+#[tokio::test]
+async fn churn_deletes_the_first_device_of_each_page_and_adds_one() {
+    let fake = sample().await;
+    fake.set_churn(2);
+    let q = "/v7/device?$select=id&$orderby=id%20asc&$top=3";
+    assert_eq!(ids(&get(&fake, q).await.body), [1, 2, 3]);
+    // Device 1 is gone and device 9 came: an offset of 3 now skips device 4.
+    assert_eq!(
+        ids(&get(&fake, &format!("{q}&$skip=3")).await.body),
+        [5, 6, 7]
+    );
+    let left: Vec<u64> = fake.account().devices.iter().map(|d| d.id).collect();
+    assert_eq!(left, [2, 3, 4, 6, 7, 8, 9, 10]);
+}
+
+#[tokio::test]
+async fn nested_expansions_with_their_own_options() {
+    let mut account = Account::sample();
+    account.services = vec![
+        Service {
+            id: 1,
+            fleet_id: 1,
+            name: "main".into(),
+        },
+        Service {
+            id: 2,
+            fleet_id: 1,
+            name: "sidecar".into(),
+        },
+    ];
+    let install = |id, service_id, release_id, status: &str| Install {
+        id,
+        service_id,
+        release_id,
+        status: status.into(),
+        download_progress: None,
+    };
+    account.devices[0].installs = vec![
+        install(1, 1, 10, "deleted"),
+        install(2, 1, 11, "Running"),
+        install(3, 2, 11, "exited"),
+    ];
+    account.devices[0].tags = vec![("site".into(), "Köln".into())];
+    let fake = FakeBalena::start(account).await;
+    let a = get(
+        &fake,
+        "/v7/device?$select=id&$expand=image_install($select=id,status,is_provided_by__release;\
+         $expand=installs__image($select=is_a_build_of__service);\
+         $filter=status%20ne%20'deleted';$orderby=id%20asc),device_tag($select=tag_key,value)\
+         &$filter=id%20eq%201",
+    )
+    .await;
+    assert_eq!(
+        a.body,
+        r#"{"d":[{"image_install":[{"installs__image":[{"is_a_build_of__service":{"__id":1}}],"id":2,"status":"Running","is_provided_by__release":{"__id":11}},{"installs__image":[{"is_a_build_of__service":{"__id":2}}],"id":3,"status":"exited","is_provided_by__release":{"__id":11}}],"device_tag":[{"tag_key":"site","value":"Köln"}],"id":1}]}"#
+    );
+    // Without their own $orderby, nested lists come in no particular order.
+    let unordered = get(
+        &fake,
+        "/v7/device?$select=id&$expand=image_install($select=id)&$filter=id%20eq%201",
+    )
+    .await;
+    assert_eq!(
+        unordered.body,
+        r#"{"d":[{"image_install":[{"id":3},{"id":2},{"id":1}],"id":1}]}"#
+    );
+    // An unknown nested field or navigation is a 500, as at the top level.
+    for bad in [
+        "/v7/device?$expand=image_install($select=nope)",
+        "/v7/device?$expand=image_install($expand=nope)",
+        "/v7/device?$expand=installs($select=id)",
+    ] {
+        assert_eq!(get(&fake, bad).await.status, 500, "{bad}");
+    }
+    let services = get(
+        &fake,
+        "/v7/service?$select=id,service_name&$orderby=id%20asc",
+    )
+    .await;
+    assert_eq!(
+        services.body,
+        r#"{"d":[{"id":1,"service_name":"main"},{"id":2,"service_name":"sidecar"}]}"#
+    );
+    // As recorded: a guest gets 401 on installs and device tags, an empty 200 on services.
+    let guest = Some("Bearer nobody");
+    assert_eq!(
+        get_with(&fake, "/v7/image_install", guest).await.status,
+        401
+    );
+    assert_eq!(get_with(&fake, "/v7/device_tag", guest).await.status, 401);
+    let empty = get_with(&fake, "/v7/service", guest).await;
+    assert_eq!((empty.status, empty.body.as_str()), (200, r#"{"d":[]}"#));
+}
+
+#[tokio::test]
+async fn balena_cloud_fields_exist_only_when_the_account_has_them() {
+    let q = "/v7/device?$select=id,latitude,longitude&$filter=id%20eq%201";
+    let open_balena = sample().await;
+    let a = get(&open_balena, q).await;
+    assert_eq!((a.status, a.body.as_str(), a.content_type), (500, "", None));
+    let mut account = Account::sample();
+    account.cloud_fields = true;
+    account.devices[0].latitude = Some("52.52".into());
+    let cloud = FakeBalena::start(account).await;
+    assert_eq!(
+        get(&cloud, q).await.body,
+        r#"{"d":[{"id":1,"latitude":"52.52","longitude":null}]}"#
+    );
+}
+
+#[tokio::test]
+async fn a_device_key_passes_whoami_as_a_device() {
+    let mut account = Account::sample();
+    account.device_keys = vec![("device-5-key".into(), 5)];
+    let fake = FakeBalena::start(account).await;
+    let a = get_with(&fake, "/actor/v1/whoami", Some("Bearer device-5-key")).await;
+    assert_eq!(a.status, 200);
+    let actor: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+    assert_eq!(actor["actorType"], "device");
+    assert_eq!(
+        get_with(&fake, "/v7/device", Some("Bearer device-5-key"))
+            .await
+            .status,
+        401
+    );
 }

@@ -119,6 +119,7 @@ fn fleet(id: u64) -> Fleet {
         device_type: DEVICE_TYPES[i % DEVICE_TYPES.len()].0.to_string(),
         target_release: (!d.chance(10)).then(|| release(id, RELEASES)),
         is_of__class: "fleet".into(),
+        tags: Vec::new(),
     }
 }
 
@@ -253,6 +254,7 @@ pub fn account(fleets: usize, devices_per_fleet: usize) -> Account {
         tokens: vec![TOKEN.into()],
         fleets: fleet_list,
         devices,
+        ..Account::default()
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! - `decode`: the API's device pages (JSON) → `Snapshot` (serde, then the fleet join);
 //! - `render`: `Snapshot` + health → the `/metrics` text (`metrics::render`, once per crawl);
-//! - `publish`: the text → plain and gzip bodies (`state::Published::new`).
+//! - `publish`: the text → the gzip body (`gzip::Writer`, as `metrics::render_head` feeds it).
 //!
 //! `cargo bench --bench render` (add `-- render/` etc. to filter). After criterion's own
 //! report it prints a table of medians and sizes and leaves it in `target/bench/render.md`.
@@ -14,9 +14,12 @@ mod support;
 use std::hint::black_box;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use balena_exporter::balena::ApiStats;
+use balena_exporter::gzip;
 use balena_exporter::metrics::{self, Health};
 use balena_exporter::snapshot::{Device, Snapshot};
-use balena_exporter::state::Published;
 use criterion::{BatchSize, BenchmarkId, Criterion};
 use support::{Recorded, PAGE_SIZE, SIZES};
 
@@ -36,9 +39,9 @@ fn inputs() -> Vec<Input> {
             let recorded = runtime.block_on(Recorded::sized(n, PAGE_SIZE));
             let snapshot = recorded.snapshot();
             assert_eq!(snapshot.device_count(), n, "every generated device decodes");
-            let text = metrics::render(Some(&snapshot), true, &Health::new());
+            let text = metrics::render(Some(&snapshot), true, &health());
             let text_bytes = text.len();
-            let gzip_bytes = publish(text).metrics_gzip.len();
+            let gzip_bytes = publish(text).bytes().len();
             Input {
                 recorded,
                 text_bytes,
@@ -73,12 +76,20 @@ fn snapshot_heap(snapshot: &Snapshot) -> usize {
     heap
 }
 
-fn publish(text: String) -> Published {
-    Published::new(text, String::new(), None, None, Duration::from_secs(1))
+fn publish(text: String) -> gzip::Head {
+    let mut writer = gzip::Writer::new(text.len() / 4);
+    for chunk in text.as_bytes().chunks(64 * 1024) {
+        writer.write(chunk);
+    }
+    writer.finish()
+}
+
+fn health() -> Health {
+    Health::new(Arc::new(ApiStats::default()))
 }
 
 fn benches(c: &mut Criterion, inputs: &[Input]) {
-    let health = Health::new();
+    let health = health();
     for name in ["decode", "render", "publish"] {
         let mut group = c.benchmark_group(name);
         for input in inputs {
@@ -122,18 +133,18 @@ fn bench_publish(b: &mut Bencher, input: &Input, health: &Health) {
 /// gzip at the default level 6 instead of 1, and inflating the gzip body for a client that
 /// does not take gzip (the cost of keeping only the gzip copy in memory).
 fn alternatives(c: &mut Criterion, inputs: &[Input]) -> Option<(usize, usize)> {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let input = inputs
         .iter()
         .find(|i| i.recorded.devices == ALTERNATIVES_AT)?;
-    let text = metrics::render(Some(&input.recorded.snapshot()), true, &Health::new());
+    let text = metrics::render(Some(&input.recorded.snapshot()), true, &health());
     let level6 = |text: &[u8]| {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
         gz.write_all(text).expect("gzip to memory");
         gz.finish().expect("gzip to memory")
     };
     let level6_bytes = level6(text.as_bytes()).len();
-    let gzip = publish(text.clone()).metrics_gzip;
+    let gzip = publish(text.clone());
     let mut group = c.benchmark_group("alternatives");
     group.sample_size(10);
     group.warm_up_time(Duration::from_secs(1));
@@ -142,13 +153,7 @@ fn alternatives(c: &mut Criterion, inputs: &[Input]) -> Option<(usize, usize)> {
         b.iter(|| black_box(level6(text.as_bytes())))
     });
     group.bench_function("inflate", |b| {
-        b.iter(|| {
-            let mut out = Vec::with_capacity(text.len());
-            flate2::read::GzDecoder::new(&gzip[..])
-                .read_to_end(&mut out)
-                .expect("inflate");
-            black_box(out)
-        })
+        b.iter(|| black_box(gzip.inflate().expect("inflate")))
     });
     group.finish();
     Some((level6_bytes, input.gzip_bytes))

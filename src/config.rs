@@ -1,14 +1,179 @@
-//! Configuration from environment variables: one typed struct with defaults, and
-//! validation whose error is one line naming the variable to fix.
+//! Configuration from environment variables: one table of every variable (`VARIABLES`, which
+//! the parser, `--help` and the README's table all follow), one typed struct with defaults,
+//! and validation whose error is one line naming the variable to fix.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use serde::Deserialize;
-
 /// The balenaCloud API, used when `BALENA_API_URL` is not set.
 pub const DEFAULT_API_URL: &str = "https://api.balena-cloud.com";
+
+/// The log filter when `RUST_LOG` is not set: warp logs every client that hangs up
+/// mid-response (a scrape timeout) at ERROR, which is noise in balena's log view.
+pub const DEFAULT_LOG_FILTER: &str = "info,warp::server=off";
+
+/// One environment variable the exporter reads.
+pub struct Variable {
+    pub name: &'static str,
+    /// The default as the README shows it (`—` when there is none).
+    pub default: &'static str,
+    /// One line for `--help`.
+    pub help: &'static str,
+}
+
+/// Every variable the exporter reads, in the order of the README's table.
+pub const VARIABLES: &[Variable] = &[
+    Variable {
+        name: "BALENA_TOKEN",
+        default: "—",
+        help: "user or named API key (required unless API_KEY is set)",
+    },
+    Variable {
+        name: "API_KEY",
+        default: "—",
+        help: "same as BALENA_TOKEN (baletheus' name); BALENA_TOKEN wins",
+    },
+    Variable {
+        name: "BALENA_API_URL",
+        default: DEFAULT_API_URL,
+        help: "API root: balenaCloud or https://api.<your openBalena domain>",
+    },
+    Variable {
+        name: "BALENA_CA_CERT",
+        default: "—",
+        help: "PEM file of extra CA certificates to trust (private openBalena CA)",
+    },
+    Variable {
+        name: "CRAWL_INTERVAL",
+        default: "60",
+        help: "seconds between crawls of the API",
+    },
+    Variable {
+        name: "REQUEST_TIMEOUT",
+        default: "10, at most half of CRAWL_INTERVAL",
+        help: "seconds one API request may take; must be below CRAWL_INTERVAL",
+    },
+    Variable {
+        name: "API_RETRIES",
+        default: "3",
+        help: "retries of a request after a timeout, connection error or 5xx",
+    },
+    Variable {
+        name: "PAGE_SIZE",
+        default: "1000",
+        help: "rows asked for per request (1 to 10000)",
+    },
+    Variable {
+        name: "FLEETS",
+        default: "all",
+        help: "comma-separated fleet slugs (org/fleet) or names to watch",
+    },
+    Variable {
+        name: "DEVICE_METRICS",
+        default: "true",
+        help: "false keeps only fleet and exporter families (very large accounts)",
+    },
+    Variable {
+        name: "LISTEN_ADDRESS",
+        default: "0.0.0.0",
+        help: "IP address to listen on (:: for IPv6)",
+    },
+    Variable {
+        name: "PORT",
+        default: "8000",
+        help: "port of the HTTP server",
+    },
+    Variable {
+        name: "GRAFANA_URL",
+        default: "—",
+        help: "forward /grafana/... there (the app sets http://grafana:3000)",
+    },
+    Variable {
+        name: "METRICS_TOKEN",
+        default: "—",
+        help: "require this bearer token on /metrics, /sd and /",
+    },
+    Variable {
+        name: "METRICS_USERNAME",
+        default: "—",
+        help: "require basic auth with this user on /metrics, /sd and /",
+    },
+    Variable {
+        name: "METRICS_PASSWORD",
+        default: "—",
+        help: "the basic auth password for METRICS_USERNAME",
+    },
+    Variable {
+        name: "SD_MODE",
+        default: "public",
+        help: "how /sd addresses devices: public (public device URL) or lan",
+    },
+    Variable {
+        name: "USE_PUBLIC_URLS",
+        default: "—",
+        help: "baletheus' name for SD_MODE: true = public, false = lan",
+    },
+    Variable {
+        name: "SD_PUBLIC_DOMAIN",
+        default: "balena-devices.com",
+        help: "domain of public device URLs in SD_MODE=public",
+    },
+    Variable {
+        name: "SD_LAN_PORT",
+        default: "80",
+        help: "port scraped on each local address in SD_MODE=lan",
+    },
+    Variable {
+        name: "SD_FLEETS",
+        default: "all",
+        help: "comma-separated fleet slugs or names whose devices /sd lists",
+    },
+    Variable {
+        name: "SD_INCLUDE_OFFLINE",
+        default: "false",
+        help: "list offline devices in /sd too",
+    },
+    Variable {
+        name: "SD_METRICS_PATH",
+        default: "/metrics",
+        help: "metrics path on the devices (__metrics_path__)",
+    },
+    Variable {
+        name: "SD_FILE",
+        default: "—",
+        help: "also write the /sd JSON to this file after each successful crawl",
+    },
+    Variable {
+        name: "BALENA_DEVICE_UUID",
+        default: "set by balena",
+        help: "the monitor device's own uuid, left out of /sd",
+    },
+    Variable {
+        name: "BALENA_API_KEY",
+        default: "set by balena",
+        help: "the device's own key: never used, only explained when it is all there is",
+    },
+    Variable {
+        name: "RUST_LOG",
+        default: DEFAULT_LOG_FILTER,
+        help: "log filter (env_logger syntax), e.g. debug",
+    },
+];
+
+/// `--help`'s list of variables, from `VARIABLES`.
+pub fn variables_help() -> String {
+    let width = VARIABLES.iter().map(|v| v.name.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for v in VARIABLES {
+        out.push_str(&format!(
+            "  {:width$}  {} (default: {})\n",
+            v.name, v.help, v.default
+        ));
+    }
+    out
+}
 
 /// A secret that never shows in `Debug` or `Display` output.
 #[derive(Clone, PartialEq, Eq)]
@@ -54,6 +219,16 @@ impl FleetFilter {
     }
 }
 
+impl fmt::Display for FleetFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_all() {
+            f.write_str("all")
+        } else {
+            write!(f, "{:?}", self.0)
+        }
+    }
+}
+
 /// Credentials that `/metrics` (and `/sd`) require, when any are configured.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MetricsAuth {
@@ -86,20 +261,32 @@ pub struct SdConfig {
     pub own_uuid: Option<String>,
 }
 
+/// How to reach the balena API: what the client needs, and nothing else.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    pub url: String,
+    pub token: Secret,
+    /// Extra trusted CA certificates (PEM), for an openBalena with a private CA.
+    pub ca_cert_pem: Option<Vec<u8>>,
+    pub request_timeout: Duration,
+    pub retries: u32,
+}
+
+/// What the crawl reads and how often.
+#[derive(Clone, Debug)]
+pub struct CrawlConfig {
+    pub interval: Duration,
+    pub page_size: u32,
+    pub fleets: FleetFilter,
+}
+
 /// The exporter's settings, validated.
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub token: Secret,
-    pub api_url: String,
-    pub crawl_interval: Duration,
-    pub request_timeout: Duration,
-    pub api_retries: u32,
-    pub page_size: u32,
-    pub fleets: FleetFilter,
+    pub api: ApiConfig,
+    pub crawl: CrawlConfig,
     pub device_metrics: bool,
     pub listen: SocketAddr,
-    /// Extra trusted CA certificates (PEM), for an openBalena with a private CA.
-    pub ca_cert_pem: Option<Vec<u8>>,
     /// Where `/grafana/...` is forwarded; None leaves `/grafana/` unserved.
     pub grafana_url: Option<String>,
     /// None: `/metrics` is open.
@@ -110,7 +297,7 @@ pub struct Config {
 impl Config {
     /// The age after which `/-/ready` reports the data as stale.
     pub fn stale_after(&self) -> Duration {
-        self.crawl_interval * 3 + self.request_timeout
+        self.crawl.interval * 3 + self.api.request_timeout
     }
 }
 
@@ -119,35 +306,34 @@ impl Config {
 #[error("{0}")]
 pub struct ConfigError(String);
 
-/// Every variable the exporter reads, as raw text; envy maps `FOO_BAR` to `foo_bar`.
-#[derive(Deserialize, Default)]
-struct Raw {
-    balena_token: Option<String>,
-    api_key: Option<String>,
-    balena_api_key: Option<String>,
-    balena_api_url: Option<String>,
-    crawl_interval: Option<String>,
-    request_timeout: Option<String>,
-    api_retries: Option<String>,
-    page_size: Option<String>,
-    fleets: Option<String>,
-    device_metrics: Option<String>,
-    listen_address: Option<String>,
-    port: Option<String>,
-    balena_ca_cert: Option<String>,
-    grafana_url: Option<String>,
-    metrics_token: Option<String>,
-    metrics_username: Option<String>,
-    metrics_password: Option<String>,
-    sd_mode: Option<String>,
-    use_public_urls: Option<String>,
-    sd_public_domain: Option<String>,
-    sd_lan_port: Option<String>,
-    sd_fleets: Option<String>,
-    sd_include_offline: Option<String>,
-    sd_metrics_path: Option<String>,
-    sd_file: Option<String>,
-    balena_device_uuid: Option<String>,
+/// The variables of `VARIABLES` that are set to something other than blanks.
+struct Vars(BTreeMap<&'static str, String>);
+
+impl Vars {
+    fn new<I>(vars: I) -> Vars
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let mut map = BTreeMap::new();
+        for (name, value) in vars {
+            // Empty values count as unset: `FOO=` in a compose file means "no value".
+            if value.trim().is_empty() {
+                continue;
+            }
+            if let Some(v) = VARIABLES.iter().find(|v| v.name == name) {
+                map.insert(v.name, value);
+            }
+        }
+        Vars(map)
+    }
+
+    fn get(&self, name: &'static str) -> Option<&str> {
+        debug_assert!(
+            VARIABLES.iter().any(|v| v.name == name),
+            "{name} is not in VARIABLES"
+        );
+        self.0.get(name).map(String::as_str)
+    }
 }
 
 impl Config {
@@ -161,29 +347,32 @@ impl Config {
     where
         I: IntoIterator<Item = (String, String)>,
     {
-        // Empty values count as unset: `FOO=` in a compose file means "no value".
-        let vars = vars.into_iter().filter(|(_, v)| !v.trim().is_empty());
-        let raw: Raw = envy::from_iter(vars).map_err(|e| ConfigError(e.to_string()))?;
-
-        let token = token(&raw)?;
-        let api_url = http_url(
+        let vars = Vars::new(vars);
+        let token = token(&vars)?;
+        let url = http_url(
             "BALENA_API_URL",
-            raw.balena_api_url.as_deref().unwrap_or(DEFAULT_API_URL),
+            vars.get("BALENA_API_URL").unwrap_or(DEFAULT_API_URL),
         )?;
-        let crawl_interval = seconds("CRAWL_INTERVAL", raw.crawl_interval.as_deref(), 60.0)?;
-        let request_timeout = seconds("REQUEST_TIMEOUT", raw.request_timeout.as_deref(), 10.0)?;
-        if request_timeout >= crawl_interval {
+        let interval = seconds("CRAWL_INTERVAL", vars.get("CRAWL_INTERVAL"), 60.0)?;
+        // The default fits any interval; only a timeout the user chose can be too long.
+        let default_timeout = 10f64.min(interval.as_secs_f64() / 2.0);
+        let request_timeout = seconds(
+            "REQUEST_TIMEOUT",
+            vars.get("REQUEST_TIMEOUT"),
+            default_timeout,
+        )?;
+        if request_timeout >= interval {
             return Err(ConfigError(format!(
                 "REQUEST_TIMEOUT ({}s) must be below CRAWL_INTERVAL ({}s)",
                 request_timeout.as_secs_f64(),
-                crawl_interval.as_secs_f64()
+                interval.as_secs_f64()
             )));
         }
-        let api_retries = integer("API_RETRIES", raw.api_retries.as_deref(), 3, 0, 10)?;
-        let page_size = integer("PAGE_SIZE", raw.page_size.as_deref(), 1000, 1, 10_000)?;
-        let fleets = fleet_list(raw.fleets.as_deref());
-        let device_metrics = boolean("DEVICE_METRICS", raw.device_metrics.as_deref(), true)?;
-        let address = match raw.listen_address.as_deref() {
+        let retries = integer("API_RETRIES", vars.get("API_RETRIES"), 3, 0, 10)?;
+        let page_size = integer("PAGE_SIZE", vars.get("PAGE_SIZE"), 1000, 1, 10_000)?;
+        let fleets = fleet_list(vars.get("FLEETS"));
+        let device_metrics = boolean("DEVICE_METRICS", vars.get("DEVICE_METRICS"), true)?;
+        let address = match vars.get("LISTEN_ADDRESS") {
             None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             Some(s) => s.trim().parse().map_err(|_| {
                 ConfigError(format!(
@@ -191,30 +380,33 @@ impl Config {
                 ))
             })?,
         };
-        let port = integer("PORT", raw.port.as_deref(), 8000, 1, u16::MAX as u32)? as u16;
-        let ca_cert_pem = match raw.balena_ca_cert.as_deref() {
+        let port = integer("PORT", vars.get("PORT"), 8000, 1, u16::MAX as u32)? as u16;
+        let ca_cert_pem = match vars.get("BALENA_CA_CERT") {
             None => None,
             Some(path) => Some(ca_cert(path.trim())?),
         };
-        let grafana_url = raw
-            .grafana_url
-            .as_deref()
+        let grafana_url = vars
+            .get("GRAFANA_URL")
             .map(|u| http_url("GRAFANA_URL", u))
             .transpose()?;
-        let metrics_auth = metrics_auth(&raw)?;
-        let sd = sd(&raw)?;
+        let metrics_auth = metrics_auth(&vars)?;
+        let sd = sd(&vars)?;
 
         Ok(Config {
-            token,
-            api_url,
-            crawl_interval,
-            request_timeout,
-            api_retries,
-            page_size,
-            fleets,
+            api: ApiConfig {
+                url,
+                token,
+                ca_cert_pem,
+                request_timeout,
+                retries,
+            },
+            crawl: CrawlConfig {
+                interval,
+                page_size,
+                fleets,
+            },
             device_metrics,
             listen: SocketAddr::new(address, port),
-            ca_cert_pem,
             grafana_url,
             metrics_auth,
             sd,
@@ -234,11 +426,11 @@ fn fleet_list(value: Option<&str>) -> FleetFilter {
     )
 }
 
-fn sd(raw: &Raw) -> Result<SdConfig, ConfigError> {
+fn sd(vars: &Vars) -> Result<SdConfig, ConfigError> {
     // SD_MODE wins; baletheus' USE_PUBLIC_URLS is read when it is not set.
     let public = match (
-        raw.sd_mode.as_deref().map(str::trim),
-        raw.use_public_urls.as_deref(),
+        vars.get("SD_MODE").map(str::trim),
+        vars.get("USE_PUBLIC_URLS"),
     ) {
         (Some(m), _) if m.eq_ignore_ascii_case("public") => true,
         (Some(m), _) if m.eq_ignore_ascii_case("lan") => false,
@@ -251,9 +443,8 @@ fn sd(raw: &Raw) -> Result<SdConfig, ConfigError> {
         (None, None) => true,
     };
     let mode = if public {
-        let domain = raw
-            .sd_public_domain
-            .as_deref()
+        let domain = vars
+            .get("SD_PUBLIC_DOMAIN")
             .unwrap_or("balena-devices.com")
             .trim();
         if domain.is_empty()
@@ -272,16 +463,15 @@ fn sd(raw: &Raw) -> Result<SdConfig, ConfigError> {
         SdMode::Lan {
             port: integer(
                 "SD_LAN_PORT",
-                raw.sd_lan_port.as_deref(),
+                vars.get("SD_LAN_PORT"),
                 80,
                 1,
                 u16::MAX as u32,
             )? as u16,
         }
     };
-    let metrics_path = raw
-        .sd_metrics_path
-        .as_deref()
+    let metrics_path = vars
+        .get("SD_METRICS_PATH")
         .unwrap_or("/metrics")
         .trim()
         .to_string();
@@ -292,33 +482,25 @@ fn sd(raw: &Raw) -> Result<SdConfig, ConfigError> {
     }
     Ok(SdConfig {
         mode,
-        fleets: fleet_list(raw.sd_fleets.as_deref()),
-        include_offline: boolean(
-            "SD_INCLUDE_OFFLINE",
-            raw.sd_include_offline.as_deref(),
-            false,
-        )?,
+        fleets: fleet_list(vars.get("SD_FLEETS")),
+        include_offline: boolean("SD_INCLUDE_OFFLINE", vars.get("SD_INCLUDE_OFFLINE"), false)?,
         metrics_path,
-        file: raw
-            .sd_file
-            .as_deref()
+        file: vars
+            .get("SD_FILE")
             .map(|p| std::path::PathBuf::from(p.trim())),
-        own_uuid: raw
-            .balena_device_uuid
-            .as_deref()
-            .map(|u| u.trim().to_string()),
+        own_uuid: vars.get("BALENA_DEVICE_UUID").map(|u| u.trim().to_string()),
     })
 }
 
-fn token(raw: &Raw) -> Result<Secret, ConfigError> {
+fn token(vars: &Vars) -> Result<Secret, ConfigError> {
     let (name, value) =
-        match (&raw.balena_token, &raw.api_key) {
+        match (vars.get("BALENA_TOKEN"), vars.get("API_KEY")) {
             (Some(t), _) => ("BALENA_TOKEN", t),
             (None, Some(k)) => ("API_KEY", k),
-            (None, None) if raw.balena_api_key.is_some() => return Err(ConfigError(
+            (None, None) if vars.get("BALENA_API_KEY").is_some() => return Err(ConfigError(
                 "BALENA_TOKEN is not set, and BALENA_API_KEY is the device key balena injects, \
                  which can read only its own device and cannot list fleets: set BALENA_TOKEN \
-                 (or API_KEY) to a user or named API key as a fleet variable"
+                 (or API_KEY) to a user or named API key as a service variable of the exporter"
                     .into(),
             )),
             (None, None) => {
@@ -365,15 +547,15 @@ fn http_url(name: &str, value: &str) -> Result<String, ConfigError> {
     Ok(value.trim_end_matches('/').to_string())
 }
 
-fn metrics_auth(raw: &Raw) -> Result<Option<MetricsAuth>, ConfigError> {
-    let token = raw.metrics_token.as_deref().map(str::trim);
+fn metrics_auth(vars: &Vars) -> Result<Option<MetricsAuth>, ConfigError> {
+    let token = vars.get("METRICS_TOKEN").map(str::trim);
     if token.is_some_and(|t| !t.bytes().all(|b| b.is_ascii_graphic())) {
         return Err(ConfigError(
             "METRICS_TOKEN: the token contains spaces or characters that are not printable ASCII"
                 .into(),
         ));
     }
-    let basic = match (&raw.metrics_username, &raw.metrics_password) {
+    let basic = match (vars.get("METRICS_USERNAME"), vars.get("METRICS_PASSWORD")) {
         (None, None) => None,
         (Some(_), None) => return Err(ConfigError(
             "METRICS_PASSWORD is not set: basic auth needs METRICS_USERNAME and METRICS_PASSWORD"
@@ -388,7 +570,7 @@ fn metrics_auth(raw: &Raw) -> Result<Option<MetricsAuth>, ConfigError> {
                 "METRICS_USERNAME: a user name cannot contain ':'".into(),
             ))
         }
-        (Some(user), Some(password)) => Some((user.clone(), Secret::new(password.clone()))),
+        (Some(user), Some(password)) => Some((user.to_string(), Secret::new(password))),
     };
     Ok((token.is_some() || basic.is_some()).then(|| MetricsAuth {
         token: token.map(Secret::new),
@@ -470,16 +652,16 @@ mod tests {
     #[test]
     fn defaults() {
         let c = load(&[("BALENA_TOKEN", "abc")]).unwrap();
-        assert_eq!(c.token.expose(), "abc");
-        assert_eq!(c.api_url, "https://api.balena-cloud.com");
-        assert_eq!(c.crawl_interval, Duration::from_secs(60));
-        assert_eq!(c.request_timeout, Duration::from_secs(10));
-        assert_eq!(c.api_retries, 3);
-        assert_eq!(c.page_size, 1000);
-        assert!(c.fleets.is_all());
+        assert_eq!(c.api.token.expose(), "abc");
+        assert_eq!(c.api.url, "https://api.balena-cloud.com");
+        assert_eq!(c.crawl.interval, Duration::from_secs(60));
+        assert_eq!(c.api.request_timeout, Duration::from_secs(10));
+        assert_eq!(c.api.retries, 3);
+        assert_eq!(c.crawl.page_size, 1000);
+        assert!(c.crawl.fleets.is_all());
         assert!(c.device_metrics);
         assert_eq!(c.listen, "0.0.0.0:8000".parse().unwrap());
-        assert!(c.ca_cert_pem.is_none());
+        assert!(c.api.ca_cert_pem.is_none());
         assert!(c.grafana_url.is_none());
         assert!(c.metrics_auth.is_none());
         assert_eq!(
@@ -521,14 +703,14 @@ mod tests {
         let auth = c.metrics_auth.clone().unwrap();
         assert_eq!(auth.token, Some(Secret::new("scrape-me")));
         assert_eq!(auth.basic, Some(("prom".into(), Secret::new("pass word"))));
-        assert_eq!(c.token.expose(), "key-from-baletheus");
-        assert_eq!(c.api_url, "http://127.0.0.1:9999");
-        assert_eq!(c.crawl_interval, Duration::from_millis(500));
-        assert_eq!(c.request_timeout, Duration::from_millis(250));
-        assert_eq!(c.api_retries, 0);
-        assert_eq!(c.page_size, 2);
+        assert_eq!(c.api.token.expose(), "key-from-baletheus");
+        assert_eq!(c.api.url, "http://127.0.0.1:9999");
+        assert_eq!(c.crawl.interval, Duration::from_millis(500));
+        assert_eq!(c.api.request_timeout, Duration::from_millis(250));
+        assert_eq!(c.api.retries, 0);
+        assert_eq!(c.crawl.page_size, 2);
         assert_eq!(
-            c.fleets,
+            c.crawl.fleets,
             FleetFilter::new(vec!["myorg/fleet-a".into(), "Fleet B".into()])
         );
         assert!(!c.device_metrics);
@@ -579,16 +761,61 @@ mod tests {
     }
 
     #[test]
+    fn the_default_timeout_fits_the_interval() {
+        for (interval, timeout) in [
+            ("60", 10.0),
+            ("20", 10.0),
+            ("10", 5.0),
+            ("5", 2.5),
+            ("1", 0.5),
+        ] {
+            let c = load(&[("BALENA_TOKEN", "t"), ("CRAWL_INTERVAL", interval)]).unwrap();
+            assert_eq!(
+                c.api.request_timeout.as_secs_f64(),
+                timeout,
+                "CRAWL_INTERVAL={interval}"
+            );
+        }
+        // A timeout the user set is kept when it is below the interval.
+        let c = load(&[
+            ("BALENA_TOKEN", "t"),
+            ("CRAWL_INTERVAL", "10"),
+            ("REQUEST_TIMEOUT", "9"),
+        ])
+        .unwrap();
+        assert_eq!(c.api.request_timeout, Duration::from_secs(9));
+    }
+
+    #[test]
+    fn the_table_lists_each_variable_once_and_help_shows_them_all() {
+        let mut names: Vec<_> = VARIABLES.iter().map(|v| v.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), VARIABLES.len());
+        let help = variables_help();
+        for v in VARIABLES {
+            assert!(
+                help.contains(&format!("  {} ", v.name)),
+                "{} in --help",
+                v.name
+            );
+        }
+        // Variables outside the table are not read.
+        let c = load(&[("BALENA_TOKEN", "t"), ("CRAWL_INTERVALS", "abc")]).unwrap();
+        assert_eq!(c.crawl.interval, Duration::from_secs(60));
+    }
+
+    #[test]
     fn balena_token_wins_over_api_key() {
         let c = load(&[("API_KEY", "old"), ("BALENA_TOKEN", "new")]).unwrap();
-        assert_eq!(c.token.expose(), "new");
+        assert_eq!(c.api.token.expose(), "new");
     }
 
     #[test]
     fn empty_values_count_as_unset() {
         let c = load(&[("BALENA_TOKEN", "t"), ("PORT", ""), ("FLEETS", " ")]).unwrap();
         assert_eq!(c.listen.port(), 8000);
-        assert!(c.fleets.is_all());
+        assert!(c.crawl.fleets.is_all());
     }
 
     #[test]
@@ -597,7 +824,7 @@ mod tests {
         let table: &[(&[(&str, &str)], &str)] = &[
             (&[], "BALENA_TOKEN is not set: set BALENA_TOKEN (or API_KEY) to a balena user or named API key (dashboard: Preferences > Access tokens), or run with --demo"),
             (&[("BALENA_TOKEN", "")], "BALENA_TOKEN is not set: set BALENA_TOKEN (or API_KEY) to a balena user or named API key (dashboard: Preferences > Access tokens), or run with --demo"),
-            (&[("BALENA_API_KEY", "device-key")], "BALENA_TOKEN is not set, and BALENA_API_KEY is the device key balena injects, which can read only its own device and cannot list fleets: set BALENA_TOKEN (or API_KEY) to a user or named API key as a fleet variable"),
+            (&[("BALENA_API_KEY", "device-key")], "BALENA_TOKEN is not set, and BALENA_API_KEY is the device key balena injects, which can read only its own device and cannot list fleets: set BALENA_TOKEN (or API_KEY) to a user or named API key as a service variable of the exporter"),
             (&[("BALENA_TOKEN", "two words")], "BALENA_TOKEN: the token contains spaces or characters that are not printable ASCII"),
             (&[("API_KEY", "caf\u{e9}")], "API_KEY: the token contains spaces or characters that are not printable ASCII"),
             (&[t, ("CRAWL_INTERVAL", "abc")], "CRAWL_INTERVAL: expected a number of seconds above 0 and at most 86400, got \"abc\""),
@@ -606,7 +833,7 @@ mod tests {
             (&[t, ("CRAWL_INTERVAL", "inf")], "CRAWL_INTERVAL: expected a number of seconds above 0 and at most 86400, got \"inf\""),
             (&[t, ("REQUEST_TIMEOUT", "10s")], "REQUEST_TIMEOUT: expected a number of seconds above 0 and at most 86400, got \"10s\""),
             (&[t, ("CRAWL_INTERVAL", "30"), ("REQUEST_TIMEOUT", "30")], "REQUEST_TIMEOUT (30s) must be below CRAWL_INTERVAL (30s)"),
-            (&[t, ("CRAWL_INTERVAL", "5")], "REQUEST_TIMEOUT (10s) must be below CRAWL_INTERVAL (5s)"),
+            (&[t, ("CRAWL_INTERVAL", "5"), ("REQUEST_TIMEOUT", "10")], "REQUEST_TIMEOUT (10s) must be below CRAWL_INTERVAL (5s)"),
             (&[t, ("PORT", "http")], "PORT: expected a whole number from 1 to 65535, got \"http\""),
             (&[t, ("PORT", "70000")], "PORT: expected a whole number from 1 to 65535, got \"70000\""),
             (&[t, ("PORT", "0")], "PORT: expected a whole number from 1 to 65535, got \"0\""),

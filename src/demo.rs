@@ -1,6 +1,6 @@
 //! `--demo`: a simulated balena account served on loopback, so the exporter runs through
 //! its real client, crawler and renderers without a balena token. Devices come and go
-//! online as time passes. It answers only the queries the exporter sends.
+//! online as time passes. It answers only the queries the exporter sends, in keyset pages.
 
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -36,21 +36,22 @@ pub async fn start() -> std::io::Result<SocketAddr> {
         .map(|| warp::reply::json(&json!({"id": 1, "actorType": "user", "username": "demo"})));
     let fleets = warp::path!("v7" / "application")
         .and(authorized)
-        .map(|| warp::reply::json(&json!({ "d": FLEETS.iter().map(fleet).collect::<Vec<_>>() })));
+        .and(warp::query::raw())
+        .map(|query: String| {
+            let (top, after) = page(&query);
+            let page: Vec<Value> = FLEETS
+                .iter()
+                .filter(|f| f.0 > after)
+                .take(top)
+                .map(fleet)
+                .collect();
+            warp::reply::json(&json!({ "d": page }))
+        });
     let devices = warp::path!("v7" / "device")
         .and(authorized)
         .and(warp::query::raw())
         .map(|query: String| {
-            let option = |name: &str| {
-                query
-                    .split('&')
-                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-                    .and_then(|v| v.parse::<usize>().ok())
-            };
-            let (top, skip) = (
-                option("$top").unwrap_or(usize::MAX),
-                option("$skip").unwrap_or(0),
-            );
+            let (top, after) = page(&query);
             let minute = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default()
@@ -58,12 +59,35 @@ pub async fn start() -> std::io::Result<SocketAddr> {
                 / 60;
             let all = FLEETS
                 .iter()
-                .flat_map(|f| (0..DEVICES_PER_FLEET).map(move |n| device(f, n, minute)));
-            warp::reply::json(&json!({ "d": all.skip(skip).take(top).collect::<Vec<_>>() }))
+                .flat_map(|f| (0..DEVICES_PER_FLEET).map(move |n| (f, n)))
+                .filter(|(f, n)| f.0 * 100 + n > after)
+                .take(top)
+                .map(|(f, n)| device(f, n, minute));
+            warp::reply::json(&json!({ "d": all.collect::<Vec<_>>() }))
         });
     let routes = whoami.or(fleets).or(devices);
     tokio::spawn(warp::serve(routes).incoming(listener).run());
     Ok(addr)
+}
+
+/// `$top` and the `id gt N` of the exporter's keyset query (no top: all; no id: from the start).
+fn page(query: &str) -> (usize, u64) {
+    let top = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("$top="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(usize::MAX);
+    let after = query
+        .split("id%20gt%20")
+        .nth(1)
+        .map(|rest| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap_or("")
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (top, after)
 }
 
 fn fleet(&(id, name, org, device_type): &(u64, &str, &str, &str)) -> Value {

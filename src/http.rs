@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
-use warp::http::{header, Response, StatusCode};
+use warp::http::{header, HeaderValue, Response, StatusCode};
 use warp::hyper::body::Bytes;
 use warp::{Filter, Rejection, Reply};
 
@@ -82,34 +82,40 @@ pub fn routes(
         .and(warp::header::optional::<String>("accept-encoding"))
         .and(state.clone())
         .then(|encoding: Option<String>, shared: Arc<Shared>| async move {
-            let builder = Response::builder()
-                .header(header::CONTENT_TYPE, CONTENT_TYPE)
-                .header(header::VARY, "Accept-Encoding");
             if accepts_gzip(encoding.as_deref()) {
-                return builder
-                    .header(header::CONTENT_ENCODING, "gzip")
-                    .body(shared.load().metrics_gzip.clone());
+                let [head, tail] = shared.metrics_gzip();
+                let length = head.len() + tail.len();
+                let parts = futures_util::stream::iter([Ok::<_, Infallible>(head), Ok(tail)]);
+                let mut response = warp::reply::stream(parts).into_response();
+                let headers = response.headers_mut();
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+                headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+                headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+                return response;
             }
             // Only the gzip body is kept: inflate it, off the async workers (milliseconds
             // of CPU on a large account), and only a few at a time, since each plain body is
             // the whole text until it has been sent.
             let Ok(permit) = PLAIN_BODIES.acquire().await else {
-                return Ok(text(StatusCode::SERVICE_UNAVAILABLE, "Unavailable.\n"));
+                return text(StatusCode::SERVICE_UNAVAILABLE, "Unavailable.\n").into_response();
             };
-            // Loaded after the wait, so that a waiting request does not hold an old body.
-            let published = shared.load();
-            let inflated = tokio::task::spawn_blocking(move || published.metrics_plain())
+            let inflated = tokio::task::spawn_blocking(move || shared.metrics_plain())
                 .await
                 .map_err(std::io::Error::other)
                 .and_then(|r| r);
             match inflated {
-                Ok(text) => builder.body(Bytes::from_owner(Plain {
-                    text,
-                    _permit: permit,
-                })),
+                Ok(text) => Response::builder()
+                    .header(header::CONTENT_TYPE, CONTENT_TYPE)
+                    .header(header::VARY, "Accept-Encoding")
+                    .body(Bytes::from_owner(Plain {
+                        text,
+                        _permit: permit,
+                    }))
+                    .into_response(),
                 Err(e) => {
                     log::error!("inflating the metrics body failed error=\"{e}\"");
-                    Ok(text(StatusCode::INTERNAL_SERVER_ERROR, "Internal error.\n"))
+                    text(StatusCode::INTERNAL_SERVER_ERROR, "Internal error.\n").into_response()
                 }
             }
         });
@@ -195,7 +201,7 @@ async fn rejected(rejection: Rejection) -> Result<Response<Bytes>, Infallible> {
         let mut response = text(StatusCode::UNAUTHORIZED, "Unauthorized.\n");
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static(challenge),
+            HeaderValue::from_static(challenge),
         );
         return Ok(response);
     }
@@ -207,7 +213,7 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Bytes> {
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
 }

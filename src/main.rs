@@ -3,21 +3,21 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use balena_exporter::{demo, Config};
+use balena_exporter::{config, demo, Config};
 
 const USAGE: &str = "\
-usage: balena-exporter [--demo]
+usage: balena-exporter [--demo | --healthcheck | --version | --help]
 
 Serves Prometheus metrics about the balena fleets a token can see.
-Configuration comes from environment variables (see README.md): BALENA_TOKEN or API_KEY,
-BALENA_API_URL, CRAWL_INTERVAL, REQUEST_TIMEOUT, API_RETRIES, PAGE_SIZE, FLEETS,
-DEVICE_METRICS, LISTEN_ADDRESS, PORT, BALENA_CA_CERT, RUST_LOG.
 
   --demo          crawl a simulated account instead of balenaCloud (no token needed)
   --healthcheck   ask the exporter on 127.0.0.1:$PORT for /-/healthy; exit 0 if it
                   answers 200 (for container health checks on an image without curl)
   --version       print the version
-  --help      print this help";
+  --help          print this help
+
+Configuration comes from these environment variables (README.md has the details):
+";
 
 fn main() -> ExitCode {
     let mut demo = false;
@@ -26,7 +26,7 @@ fn main() -> ExitCode {
             "--demo" => demo = true,
             "--healthcheck" => return healthcheck(),
             "-h" | "--help" => {
-                println!("{USAGE}");
+                print!("{USAGE}{}", config::variables_help());
                 return ExitCode::SUCCESS;
             }
             "-V" | "--version" => {
@@ -39,10 +39,8 @@ fn main() -> ExitCode {
             }
         }
     }
-    // warp logs every client that hangs up mid-response (a scrape timeout) at ERROR; that is
-    // noise in balena's log view, so it is off unless RUST_LOG asks for it.
     env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("info,warp::server=off"),
+        env_logger::Env::default().default_filter_or(config::DEFAULT_LOG_FILTER),
     )
     .init();
 
@@ -109,13 +107,9 @@ async fn start(demo: bool) -> anyhow::Result<()> {
     log::info!(
         "listening address={} api_url={} crawl_interval_s={} fleets={} device_metrics={}{}",
         config.listen,
-        config.api_url,
-        config.crawl_interval.as_secs_f64(),
-        if config.fleets.is_all() {
-            "all".to_string()
-        } else {
-            format!("{:?}", config.fleets)
-        },
+        config.api.url,
+        config.crawl.interval.as_secs_f64(),
+        config.crawl.fleets,
         config.device_metrics,
         if demo { " demo=true" } else { "" },
     );

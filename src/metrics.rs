@@ -1,16 +1,14 @@
-//! Every metric name, help text and label lives here. Fleet and device families are built
-//! from a `Snapshot` once per crawl; the exporter's own health is a long-lived registry.
-//! `render` turns both into the text format that `/metrics` serves.
+//! Every metric name, help text and label lives here, in `FAMILIES`. Fleet and device families
+//! are written from a `Snapshot` once per crawl (straight into a gzip stream); the exporter's
+//! own families are written at scrape time from `Health`, so they are always current.
 
-use std::io::Write as _;
-use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use flate2::write::GzEncoder;
-use flate2::Compression;
 use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
-use crate::balena::ERROR_KINDS;
+use crate::balena::{ApiStats, ERROR_KINDS};
+use crate::gzip;
 use crate::snapshot::{Device, Fleet, Snapshot};
 
 /// The `Content-Type` of the text exposition format 0.0.4.
@@ -18,24 +16,248 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 const CACHED: &str = "as of the last successful crawl of the balena API";
 
-/// API counters handed to the balena client.
-#[derive(Clone)]
-pub struct ApiCounters {
-    requests: IntCounterVec,
-    errors: IntCounterVec,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Gauge,
+    Counter,
 }
 
-impl ApiCounters {
-    pub fn request(&self, resource: &str) {
-        self.requests.with_label_values(&[resource]).inc();
-    }
-
-    pub fn error(&self, kind: &str) {
-        self.errors.with_label_values(&[kind]).inc();
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Gauge => "gauge",
+            Kind::Counter => "counter",
+        }
     }
 }
 
-/// The exporter's own health metrics.
+/// One metric family: what the README's metrics table lists, row by row.
+#[derive(Debug)]
+pub struct Def {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub labels: &'static [&'static str],
+    pub help: &'static str,
+}
+
+const fn gauge(name: &'static str, labels: &'static [&'static str], help: &'static str) -> Def {
+    Def {
+        name,
+        kind: Kind::Gauge,
+        labels,
+        help,
+    }
+}
+
+const fn counter(name: &'static str, labels: &'static [&'static str], help: &'static str) -> Def {
+    Def {
+        name,
+        kind: Kind::Counter,
+        labels,
+        help,
+    }
+}
+
+const FLEET: &[&str] = &["fleet_name", "fleet_slug"];
+const DEVICE: &[&str] = &["uuid", "fleet_slug"];
+
+pub const DEVICES_ONLINE: Def = gauge(
+    "balena_devices_online",
+    FLEET,
+    "Devices of the fleet that are online (is_online)",
+);
+pub const FLEET_DEVICES: Def = gauge("balena_fleet_devices", FLEET, "Devices in the fleet");
+pub const FLEET_BY_STATUS: Def = gauge(
+    "balena_fleet_devices_by_status",
+    &["fleet_name", "fleet_slug", "status"],
+    "Devices of the fleet by overall_status",
+);
+pub const FLEET_BY_HEARTBEAT: Def = gauge(
+    "balena_fleet_devices_by_heartbeat",
+    &["fleet_name", "fleet_slug", "state"],
+    "Devices of the fleet by API heartbeat state",
+);
+pub const FLEET_ON_TARGET: Def = gauge(
+    "balena_fleet_devices_on_target_release",
+    FLEET,
+    "Devices of the fleet running their target release",
+);
+pub const FLEET_INFO: Def = gauge(
+    "balena_fleet_info",
+    &[
+        "fleet_name",
+        "fleet_slug",
+        "organization",
+        "device_type",
+        "target_release",
+    ],
+    "Fleet details as labels; the value is 1",
+);
+pub const DEVICE_ONLINE: Def = gauge(
+    "balena_device_online",
+    DEVICE,
+    "1 if the device is online (is_online), else 0",
+);
+pub const DEVICE_STATUS: Def = gauge(
+    "balena_device_status",
+    &["uuid", "fleet_slug", "status"],
+    "The device's overall_status as a label; the value is 1",
+);
+pub const DEVICE_HEARTBEAT: Def = gauge(
+    "balena_device_heartbeat_state",
+    &["uuid", "fleet_slug", "state"],
+    "The device's API heartbeat state as a label; the value is 1",
+);
+pub const DEVICE_LAST_CONNECTIVITY: Def = gauge(
+    "balena_device_last_connectivity_timestamp_seconds",
+    DEVICE,
+    "Unix time of the device's last connectivity event",
+);
+pub const DEVICE_CPU: Def = gauge(
+    "balena_device_cpu_usage_ratio",
+    DEVICE,
+    "CPU usage reported by the device, 0 to 1",
+);
+pub const DEVICE_TEMPERATURE: Def = gauge(
+    "balena_device_cpu_temperature_celsius",
+    DEVICE,
+    "CPU temperature reported by the device",
+);
+pub const DEVICE_MEMORY_USED: Def = gauge(
+    "balena_device_memory_used_bytes",
+    DEVICE,
+    "Memory in use reported by the device",
+);
+pub const DEVICE_MEMORY_TOTAL: Def = gauge(
+    "balena_device_memory_total_bytes",
+    DEVICE,
+    "Memory size reported by the device",
+);
+pub const DEVICE_STORAGE_USED: Def = gauge(
+    "balena_device_storage_used_bytes",
+    DEVICE,
+    "Storage in use reported by the device",
+);
+pub const DEVICE_STORAGE_TOTAL: Def = gauge(
+    "balena_device_storage_total_bytes",
+    DEVICE,
+    "Storage size reported by the device",
+);
+pub const DEVICE_UNDERVOLTED: Def = gauge(
+    "balena_device_undervolted",
+    DEVICE,
+    "1 if the device reports undervoltage, else 0",
+);
+pub const DEVICE_ON_TARGET: Def = gauge(
+    "balena_device_on_target_release",
+    DEVICE,
+    "1 if the device runs its target release, else 0; absent without a target",
+);
+pub const DEVICE_INFO: Def = gauge(
+    "balena_device_info",
+    &[
+        "uuid",
+        "fleet_slug",
+        "fleet_name",
+        "device_name",
+        "device_type",
+        "os_version",
+        "os_variant",
+        "supervisor_version",
+        "release",
+    ],
+    "Device details as labels; the value is 1",
+);
+pub const UP: Def = gauge(
+    "balena_up",
+    &[],
+    "1 if the last crawl of the balena API succeeded, 0 if it failed or none has finished.",
+);
+pub const CRAWL_DURATION: Def = gauge(
+    "balena_crawl_duration_seconds",
+    &[],
+    "Wall time of the last crawl of the balena API.",
+);
+pub const LAST_SUCCESS: Def = gauge(
+    "balena_last_successful_crawl_timestamp_seconds",
+    &[],
+    "Unix time when the last successful crawl finished; 0 before the first.",
+);
+pub const CRAWL_REQUESTS: Def = gauge(
+    "balena_crawl_api_requests",
+    &[],
+    "API requests made by the last crawl, retries included.",
+);
+pub const CRAWLS: Def = counter(
+    "balena_crawls_total",
+    &[],
+    "Crawls of the balena API finished.",
+);
+pub const CRAWL_ERRORS: Def = counter(
+    "balena_crawl_errors_total",
+    &["kind"],
+    "Crawls that failed, by the kind of error that ended them.",
+);
+pub const API_REQUESTS: Def = counter(
+    "balena_api_requests_total",
+    &["resource"],
+    "Requests sent to the balena API, by resource, retries included.",
+);
+pub const API_ERRORS: Def = counter(
+    "balena_api_errors_total",
+    &["kind"],
+    "Failed requests to the balena API, by kind of error.",
+);
+pub const SD_FILE_ERRORS: Def = counter(
+    "balena_sd_file_write_errors_total",
+    &[],
+    "Failed writes of the service discovery file (SD_FILE).",
+);
+pub const BUILD_INFO: Def = gauge(
+    "balena_exporter_build_info",
+    &["version"],
+    "Version of the exporter; the value is 1.",
+);
+
+/// Every family the exporter serves but the prometheus crate's `process_*` ones.
+pub const FAMILIES: &[&Def] = &[
+    &DEVICES_ONLINE,
+    &FLEET_DEVICES,
+    &FLEET_BY_STATUS,
+    &FLEET_BY_HEARTBEAT,
+    &FLEET_ON_TARGET,
+    &FLEET_INFO,
+    &DEVICE_ONLINE,
+    &DEVICE_STATUS,
+    &DEVICE_HEARTBEAT,
+    &DEVICE_LAST_CONNECTIVITY,
+    &DEVICE_CPU,
+    &DEVICE_TEMPERATURE,
+    &DEVICE_MEMORY_USED,
+    &DEVICE_MEMORY_TOTAL,
+    &DEVICE_STORAGE_USED,
+    &DEVICE_STORAGE_TOTAL,
+    &DEVICE_UNDERVOLTED,
+    &DEVICE_ON_TARGET,
+    &DEVICE_INFO,
+    &UP,
+    &CRAWL_DURATION,
+    &LAST_SUCCESS,
+    &CRAWL_REQUESTS,
+    &CRAWLS,
+    &CRAWL_ERRORS,
+    &API_REQUESTS,
+    &API_ERRORS,
+    &SD_FILE_ERRORS,
+    &BUILD_INFO,
+];
+
+fn opts(def: &Def) -> Opts {
+    Opts::new(def.name, def.help)
+}
+
+/// The exporter's own health: what the publisher records after each crawl, and the API
+/// client's counts, read when `/metrics` is served.
 pub struct Health {
     registry: Registry,
     up: IntGauge,
@@ -45,78 +267,29 @@ pub struct Health {
     crawls: IntCounter,
     crawl_errors: IntCounterVec,
     sd_file_errors: IntCounter,
-    api: ApiCounters,
+    api: Arc<ApiStats>,
 }
 
 impl Health {
-    pub fn new() -> Health {
+    pub fn new(api: Arc<ApiStats>) -> Health {
         let registry = Registry::new();
-        let up = IntGauge::new(
-            "balena_up",
-            "1 if the last crawl of the balena API succeeded, 0 if it failed or none has finished.",
-        )
-        .expect("valid metric");
-        let crawl_duration = Gauge::new(
-            "balena_crawl_duration_seconds",
-            "Wall time of the last crawl of the balena API.",
-        )
-        .expect("valid metric");
-        let last_success = Gauge::new(
-            "balena_last_successful_crawl_timestamp_seconds",
-            "Unix time when the last successful crawl finished; 0 before the first.",
-        )
-        .expect("valid metric");
-        let crawl_requests = IntGauge::new(
-            "balena_crawl_api_requests",
-            "API requests made by the last crawl, retries included.",
-        )
-        .expect("valid metric");
-        let crawls = IntCounter::new("balena_crawls_total", "Crawls of the balena API finished.")
-            .expect("valid metric");
-        let sd_file_errors = IntCounter::new(
-            "balena_sd_file_write_errors_total",
-            "Failed writes of the service discovery file (SD_FILE).",
-        )
-        .expect("valid metric");
-        let crawl_errors = IntCounterVec::new(
-            Opts::new(
-                "balena_crawl_errors_total",
-                "Crawls that failed, by the kind of error that ended them.",
-            ),
-            &["kind"],
-        )
-        .expect("valid metric");
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "balena_api_requests_total",
-                "Requests sent to the balena API, by resource, retries included.",
-            ),
-            &["resource"],
-        )
-        .expect("valid metric");
-        let errors = IntCounterVec::new(
-            Opts::new(
-                "balena_api_errors_total",
-                "Failed requests to the balena API, by kind of error.",
-            ),
-            &["kind"],
-        )
-        .expect("valid metric");
+        // The names and labels are constants of this file, valid and unique (a unit test
+        // renders them all), so these cannot fail at runtime.
+        let up = IntGauge::with_opts(opts(&UP)).expect("valid metric");
+        let crawl_duration = Gauge::with_opts(opts(&CRAWL_DURATION)).expect("valid metric");
+        let last_success = Gauge::with_opts(opts(&LAST_SUCCESS)).expect("valid metric");
+        let crawl_requests = IntGauge::with_opts(opts(&CRAWL_REQUESTS)).expect("valid metric");
+        let crawls = IntCounter::with_opts(opts(&CRAWLS)).expect("valid metric");
+        let sd_file_errors = IntCounter::with_opts(opts(&SD_FILE_ERRORS)).expect("valid metric");
+        let crawl_errors =
+            IntCounterVec::new(opts(&CRAWL_ERRORS), CRAWL_ERRORS.labels).expect("valid metric");
         let build_info = IntGauge::with_opts(
-            Opts::new(
-                "balena_exporter_build_info",
-                "Version of the exporter; the value is 1.",
-            )
-            .const_label("version", env!("CARGO_PKG_VERSION")),
+            opts(&BUILD_INFO).const_label("version", env!("CARGO_PKG_VERSION")),
         )
         .expect("valid metric");
         build_info.set(1);
         for kind in ERROR_KINDS {
             crawl_errors.with_label_values(&[kind]);
-            errors.with_label_values(&[kind]);
-        }
-        for resource in ["whoami", "application", "device"] {
-            requests.with_label_values(&[resource]);
         }
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(up.clone()),
@@ -126,8 +299,6 @@ impl Health {
             Box::new(crawls.clone()),
             Box::new(sd_file_errors.clone()),
             Box::new(crawl_errors.clone()),
-            Box::new(requests.clone()),
-            Box::new(errors.clone()),
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
@@ -143,12 +314,8 @@ impl Health {
             crawls,
             crawl_errors,
             sd_file_errors,
-            api: ApiCounters { requests, errors },
+            api,
         }
-    }
-
-    pub fn api_counters(&self) -> ApiCounters {
-        self.api.clone()
     }
 
     pub fn crawl_succeeded(&self, duration: Duration, requests: u64, finished: SystemTime) {
@@ -174,62 +341,64 @@ impl Health {
         self.crawl_requests
             .set(i64::try_from(requests).unwrap_or(i64::MAX));
     }
-}
 
-impl Default for Health {
-    fn default() -> Self {
-        Health::new()
+    /// The exporter's own families as they are now (a few KiB of text).
+    pub fn render(&self) -> String {
+        let mut out = Out::text(HEALTH_SIZE);
+        // Every name is valid, so encoding cannot fail.
+        if let Err(e) = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out.text) {
+            log::error!("metrics encoding failed error=\"{e}\"");
+        }
+        let mut requests = Family::new(&mut out, &API_REQUESTS, API_REQUESTS.help.to_string());
+        for (resource, n) in self.api.requests() {
+            requests.add(&[("resource", resource)], n as f64);
+        }
+        let mut errors = Family::new(&mut out, &API_ERRORS, API_ERRORS.help.to_string());
+        for (kind, n) in self.api.errors() {
+            errors.add(&[("kind", kind)], n as f64);
+        }
+        out.text
     }
 }
 
-/// The whole `/metrics` body: fleet and device families from the snapshot (none before the
-/// first successful crawl), then the exporter's health.
+/// The whole `/metrics` text: fleet and device families from the snapshot (none before the
+/// first successful crawl), then the exporter's health. What `/metrics` serves, in one piece.
 pub fn render(snapshot: Option<&Snapshot>, device_metrics: bool, health: &Health) -> String {
-    let mut out =
-        Out::text(snapshot.map_or(0, |s| estimated_size(s, device_metrics)) + HEALTH_SIZE);
-    write_all(&mut out, snapshot, device_metrics, health);
-    out.text
+    let mut text = snapshot.map_or_else(String::new, |s| render_snapshot(s, device_metrics));
+    text.push_str(&health.render());
+    text
 }
 
-/// The same body as `render`, gzipped at level 1 (`Compression::fast()`) while it is written:
-/// the text goes through a small buffer into the encoder, so no plain copy of the whole body
-/// is ever held (at 10,000 devices the text is about 15 MiB, the gzip about 3 MiB).
-pub fn render_gzip(snapshot: Option<&Snapshot>, device_metrics: bool, health: &Health) -> Vec<u8> {
-    // Room for a 4:1 ratio, so the body seldom grows (growing copies it).
-    let text_size = snapshot.map_or(0, |s| estimated_size(s, device_metrics)) + HEALTH_SIZE;
-    let encoder = GzEncoder::new(Vec::with_capacity(text_size / 4), Compression::fast());
-    let mut out = Out {
-        text: String::with_capacity(CHUNK + HEALTH_SIZE),
-        gzip: Some(encoder),
+/// The fleet and device families, gzipped at level 1 while they are written: the text goes
+/// through a small buffer into the compressor, so no plain copy of the whole body is ever
+/// held (at 10,000 devices the text is about 15 MiB, the gzip about 3 MiB). The head is
+/// completed per request with the health families (`gzip::Head::tail`).
+pub fn render_head(snapshot: Option<&Snapshot>, device_metrics: bool) -> gzip::Head {
+    let Some(snapshot) = snapshot else {
+        return gzip::Head::empty();
     };
-    write_all(&mut out, snapshot, device_metrics, health);
-    let mut encoder = out.gzip.take().expect("gzip sink");
-    // Writing to a Vec cannot fail.
-    let _ = encoder.write_all(out.text.as_bytes());
-    let mut body = encoder.finish().unwrap_or_default();
-    body.shrink_to_fit();
-    body
+    // Room for a 4:1 ratio, so the body seldom grows (growing copies it).
+    let mut out = Out {
+        text: String::with_capacity(CHUNK + 4096),
+        gzip: Some(gzip::Writer::new(
+            estimated_size(snapshot, device_metrics) / 4,
+        )),
+    };
+    write_snapshot(&mut out, snapshot, device_metrics);
+    let mut writer = out.gzip.take().unwrap_or_else(|| gzip::Writer::new(0));
+    writer.write(out.text.as_bytes());
+    writer.finish()
 }
 
-fn write_all(out: &mut Out, snapshot: Option<&Snapshot>, device_metrics: bool, health: &Health) {
-    if let Some(s) = snapshot {
-        write_snapshot(out, s, device_metrics);
-    }
-    // Empty families were dropped and every name is valid, so encoding cannot fail.
-    if let Err(e) = TextEncoder::new().encode_utf8(&health.registry.gather(), &mut out.text) {
-        log::error!("metrics encoding failed error=\"{e}\"");
-    }
-}
-
-/// Text handed to the encoder at a time: large enough that the encoder's per-call cost does
-/// not count, small enough to stay in cache.
+/// Text handed to the compressor at a time: large enough that the compressor's per-call cost
+/// does not count, small enough to stay in cache.
 const CHUNK: usize = 64 * 1024;
 
-/// Where the text is written: a `String` that is either the whole body (`render`,
-/// `render_snapshot`) or a buffer fed to a gzip encoder whenever it holds `CHUNK` bytes.
+/// Where the text is written: a `String` that is either the whole body (`render_snapshot`,
+/// `Health::render`) or a buffer fed to the compressor whenever it holds `CHUNK` bytes.
 struct Out {
     text: String,
-    gzip: Option<GzEncoder<Vec<u8>>>,
+    gzip: Option<gzip::Writer>,
 }
 
 impl Out {
@@ -240,33 +409,19 @@ impl Out {
         }
     }
 
-    /// Hands the buffered text to the encoder once there is `CHUNK` of it (after a whole
+    /// Hands the buffered text to the compressor once there is `CHUNK` of it (after a whole
     /// sample, so the text splits between lines; any split would do).
     fn spill(&mut self) {
-        if let Some(encoder) = &mut self.gzip {
+        if let Some(writer) = &mut self.gzip {
             if self.text.len() >= CHUNK {
-                // Writing to a Vec cannot fail.
-                let _ = encoder.write_all(self.text.as_bytes());
+                writer.write(self.text.as_bytes());
                 self.text.clear();
             }
         }
     }
 }
 
-impl Deref for Out {
-    type Target = String;
-    fn deref(&self) -> &String {
-        &self.text
-    }
-}
-
-impl DerefMut for Out {
-    fn deref_mut(&mut self) -> &mut String {
-        &mut self.text
-    }
-}
-
-/// Only the fleet and device families (the golden-file seam).
+/// Only the fleet and device families, as text (the golden-file seam).
 pub fn render_snapshot(snapshot: &Snapshot, device_metrics: bool) -> String {
     let mut out = Out::text(estimated_size(snapshot, device_metrics));
     write_snapshot(&mut out, snapshot, device_metrics);
@@ -318,53 +473,69 @@ fn write_snapshot(out: &mut Out, snapshot: &Snapshot, device_metrics: bool) {
     }
 }
 
-/// One gauge family being written. The `# HELP`/`# TYPE` header goes out with the first
-/// sample, so a family without samples leaves nothing (as the encoder drops empty families).
+/// One family being written. The `# HELP`/`# TYPE` header goes out with the first sample,
+/// so a family without samples leaves nothing (as the encoder drops empty families).
 struct Family<'o> {
     out: &'o mut Out,
-    name: &'static str,
+    def: &'static Def,
     help: String,
     started: bool,
 }
 
 impl<'o> Family<'o> {
-    fn gauge(out: &'o mut Out, name: &'static str, help: String) -> Family<'o> {
+    fn new(out: &'o mut Out, def: &'static Def, help: String) -> Family<'o> {
         Family {
             out,
-            name,
+            def,
             help,
             started: false,
         }
     }
 
+    /// A snapshot family: its help says the values are cached between crawls.
+    fn cached(out: &'o mut Out, def: &'static Def) -> Family<'o> {
+        Family::new(out, def, format!("{}, {CACHED}.", def.help))
+    }
+
     fn add(&mut self, labels: &[(&str, &str)], value: f64) {
+        debug_assert!(
+            labels
+                .iter()
+                .map(|(n, _)| *n)
+                .eq(self.def.labels.iter().copied()),
+            "labels of {}",
+            self.def.name
+        );
         let out = &mut *self.out;
+        let name = self.def.name;
         if !self.started {
             self.started = true;
-            out.push_str("# HELP ");
-            out.push_str(self.name);
-            out.push(' ');
-            push_escaped(out, &self.help, false);
-            out.push_str("\n# TYPE ");
-            out.push_str(self.name);
-            out.push_str(" gauge\n");
+            out.text.push_str("# HELP ");
+            out.text.push_str(name);
+            out.text.push(' ');
+            push_escaped(&mut out.text, &self.help, false);
+            out.text.push_str("\n# TYPE ");
+            out.text.push_str(name);
+            out.text.push(' ');
+            out.text.push_str(self.def.kind.name());
+            out.text.push('\n');
         }
-        out.push_str(self.name);
+        out.text.push_str(name);
         let mut separator = '{';
-        for (name, value) in labels {
-            out.push(separator);
-            out.push_str(name);
-            out.push_str("=\"");
-            push_escaped(out, value, true);
-            out.push('"');
+        for (label, value) in labels {
+            out.text.push(separator);
+            out.text.push_str(label);
+            out.text.push_str("=\"");
+            push_escaped(&mut out.text, value, true);
+            out.text.push('"');
             separator = ',';
         }
         if !labels.is_empty() {
-            out.push('}');
+            out.text.push('}');
         }
-        out.push(' ');
-        push_value(out, value);
-        out.push('\n');
+        out.text.push(' ');
+        push_value(&mut out.text, value);
+        out.text.push('\n');
         out.spill();
     }
 }
@@ -408,63 +579,35 @@ fn flag(b: bool) -> f64 {
     }
 }
 
-fn cached(what: &str) -> String {
-    format!("{what}, {CACHED}.")
-}
-
 fn id(f: &Fleet) -> [(&'static str, &str); 2] {
     [("fleet_name", &f.name), ("fleet_slug", &f.slug)]
 }
 
 fn write_fleet_families(out: &mut Out, fleets: &[Fleet]) {
-    let per_fleet = |out: &mut Out, name, what: &str, value: fn(&Fleet) -> usize| {
-        let mut family = Family::gauge(out, name, cached(what));
+    let per_fleet = |out: &mut Out, def: &'static Def, value: fn(&Fleet) -> usize| {
+        let mut family = Family::cached(out, def);
         for f in fleets {
             family.add(&id(f), value(f) as f64);
         }
     };
-    per_fleet(
-        out,
-        "balena_devices_online",
-        "Devices of the fleet that are online (is_online)",
-        Fleet::online,
-    );
-    per_fleet(out, "balena_fleet_devices", "Devices in the fleet", |f| {
-        f.devices.len()
-    });
-    let mut by_status = Family::gauge(
-        out,
-        "balena_fleet_devices_by_status",
-        cached("Devices of the fleet by overall_status"),
-    );
+    per_fleet(out, &DEVICES_ONLINE, Fleet::online);
+    per_fleet(out, &FLEET_DEVICES, |f| f.devices.len());
+    let mut by_status = Family::cached(out, &FLEET_BY_STATUS);
     for f in fleets {
         let [name, slug] = id(f);
         for (status, n) in f.by_status() {
             by_status.add(&[name, slug, ("status", status)], n as f64);
         }
     }
-    let mut by_heartbeat = Family::gauge(
-        out,
-        "balena_fleet_devices_by_heartbeat",
-        cached("Devices of the fleet by API heartbeat state"),
-    );
+    let mut by_heartbeat = Family::cached(out, &FLEET_BY_HEARTBEAT);
     for f in fleets {
         let [name, slug] = id(f);
         for (state, n) in f.by_heartbeat() {
             by_heartbeat.add(&[name, slug, ("state", state)], n as f64);
         }
     }
-    per_fleet(
-        out,
-        "balena_fleet_devices_on_target_release",
-        "Devices of the fleet running their target release",
-        Fleet::on_target_release,
-    );
-    let mut info = Family::gauge(
-        out,
-        "balena_fleet_info",
-        cached("Fleet details as labels; the value is 1"),
-    );
+    per_fleet(out, &FLEET_ON_TARGET, Fleet::on_target_release);
+    let mut info = Family::cached(out, &FLEET_INFO);
     for f in fleets {
         let [name, slug] = id(f);
         info.add(
@@ -487,16 +630,16 @@ fn write_device_families(out: &mut Out, fleets: &[Fleet]) {
             .iter()
             .flat_map(|f| f.devices.iter().map(move |d| (f, d)))
     };
-    let per_device = |out: &mut Out, name, what: &str, value: fn(&Device) -> Option<f64>| {
-        let mut family = Family::gauge(out, name, cached(what));
+    let per_device = |out: &mut Out, def: &'static Def, value: fn(&Device) -> Option<f64>| {
+        let mut family = Family::cached(out, def);
         for (f, d) in devices() {
             if let Some(v) = value(d) {
                 family.add(&[("uuid", &d.uuid), ("fleet_slug", &f.slug)], v);
             }
         }
     };
-    let labelled = |out: &mut Out, name, what: &str, label, value: fn(&Device) -> &str| {
-        let mut family = Family::gauge(out, name, cached(what));
+    let labelled = |out: &mut Out, def: &'static Def, label, value: fn(&Device) -> &str| {
+        let mut family = Family::cached(out, def);
         for (f, d) in devices() {
             family.add(
                 &[
@@ -508,85 +651,21 @@ fn write_device_families(out: &mut Out, fleets: &[Fleet]) {
             );
         }
     };
-    per_device(
-        out,
-        "balena_device_online",
-        "1 if the device is online (is_online), else 0",
-        |d| Some(flag(d.online)),
-    );
-    labelled(
-        out,
-        "balena_device_status",
-        "The device's overall_status as a label; the value is 1",
-        "status",
-        |d| &d.status,
-    );
-    labelled(
-        out,
-        "balena_device_heartbeat_state",
-        "The device's API heartbeat state as a label; the value is 1",
-        "state",
-        |d| &d.heartbeat,
-    );
-    per_device(
-        out,
-        "balena_device_last_connectivity_timestamp_seconds",
-        "Unix time of the device's last connectivity event",
-        |d| d.last_connectivity_seconds,
-    );
-    per_device(
-        out,
-        "balena_device_cpu_usage_ratio",
-        "CPU usage reported by the device, 0 to 1",
-        |d| d.cpu_ratio,
-    );
-    per_device(
-        out,
-        "balena_device_cpu_temperature_celsius",
-        "CPU temperature reported by the device",
-        |d| d.temperature_celsius,
-    );
-    per_device(
-        out,
-        "balena_device_memory_used_bytes",
-        "Memory in use reported by the device",
-        |d| d.memory_used_bytes,
-    );
-    per_device(
-        out,
-        "balena_device_memory_total_bytes",
-        "Memory size reported by the device",
-        |d| d.memory_total_bytes,
-    );
-    per_device(
-        out,
-        "balena_device_storage_used_bytes",
-        "Storage in use reported by the device",
-        |d| d.storage_used_bytes,
-    );
-    per_device(
-        out,
-        "balena_device_storage_total_bytes",
-        "Storage size reported by the device",
-        |d| d.storage_total_bytes,
-    );
-    per_device(
-        out,
-        "balena_device_undervolted",
-        "1 if the device reports undervoltage, else 0",
-        |d| d.undervolted.map(flag),
-    );
-    per_device(
-        out,
-        "balena_device_on_target_release",
-        "1 if the device runs its target release, else 0; absent without a target",
-        |d| d.on_target_release.map(flag),
-    );
-    let mut info = Family::gauge(
-        out,
-        "balena_device_info",
-        cached("Device details as labels; the value is 1"),
-    );
+    per_device(out, &DEVICE_ONLINE, |d| Some(flag(d.online)));
+    labelled(out, &DEVICE_STATUS, "status", |d| &d.status);
+    labelled(out, &DEVICE_HEARTBEAT, "state", |d| &d.heartbeat);
+    per_device(out, &DEVICE_LAST_CONNECTIVITY, |d| {
+        d.last_connectivity_seconds
+    });
+    per_device(out, &DEVICE_CPU, |d| d.cpu_ratio);
+    per_device(out, &DEVICE_TEMPERATURE, |d| d.temperature_celsius);
+    per_device(out, &DEVICE_MEMORY_USED, |d| d.memory_used_bytes);
+    per_device(out, &DEVICE_MEMORY_TOTAL, |d| d.memory_total_bytes);
+    per_device(out, &DEVICE_STORAGE_USED, |d| d.storage_used_bytes);
+    per_device(out, &DEVICE_STORAGE_TOTAL, |d| d.storage_total_bytes);
+    per_device(out, &DEVICE_UNDERVOLTED, |d| d.undervolted.map(flag));
+    per_device(out, &DEVICE_ON_TARGET, |d| d.on_target_release.map(flag));
+    let mut info = Family::cached(out, &DEVICE_INFO);
     for (f, d) in devices() {
         info.add(&device_info_labels(f, d), 1.0);
     }
@@ -610,11 +689,16 @@ fn device_info_labels<'a>(f: &'a Fleet, d: &'a Device) -> [(&'static str, &'a st
 mod tests {
     use super::*;
 
+    fn health() -> Health {
+        Health::new(Arc::new(ApiStats::default()))
+    }
+
     #[test]
     fn health_before_any_crawl() {
-        let text = render(None, true, &Health::new());
+        let text = render(None, true, &health());
         assert!(text.contains("\nbalena_up 0\n"), "{text}");
         assert!(text.contains("balena_api_errors_total{kind=\"timeout\"} 0\n"));
+        assert!(text.contains("balena_api_requests_total{resource=\"device\"} 0\n"));
         assert!(text.contains(&format!(
             "balena_exporter_build_info{{version=\"{}\"}} 1\n",
             env!("CARGO_PKG_VERSION")
@@ -624,11 +708,11 @@ mod tests {
 
     #[test]
     fn crawl_outcomes_update_health() {
-        let health = Health::new();
+        let health = health();
         let at = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         health.crawl_succeeded(Duration::from_millis(1500), 4, at);
         health.crawl_failed("timeout", Duration::from_secs(2), 7);
-        let text = render(None, true, &health);
+        let text = health.render();
         for line in [
             "balena_up 0",
             "balena_crawl_duration_seconds 2",
@@ -636,10 +720,48 @@ mod tests {
             "balena_crawls_total 2",
             "balena_crawl_errors_total{kind=\"timeout\"} 1",
             "balena_last_successful_crawl_timestamp_seconds 1800000000",
+            "# TYPE balena_api_requests_total counter",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
                 "missing {line:?} in\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_family_is_defined_once_and_served() {
+        let mut names: Vec<_> = FAMILIES.iter().map(|d| d.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), FAMILIES.len());
+        let fleet = Fleet {
+            name: "f".into(),
+            slug: "o/f".into(),
+            devices: vec![Device {
+                uuid: "u".into(),
+                on_target_release: Some(true),
+                last_connectivity_seconds: Some(1.0),
+                cpu_ratio: Some(0.2),
+                temperature_celsius: Some(40.0),
+                memory_used_bytes: Some(1.0),
+                memory_total_bytes: Some(2.0),
+                storage_used_bytes: Some(1.0),
+                storage_total_bytes: Some(2.0),
+                undervolted: Some(false),
+                ..Device::default()
+            }],
+            ..Fleet::default()
+        };
+        let s = Snapshot {
+            fleets: vec![fleet],
+        };
+        let text = render(Some(&s), true, &health());
+        for def in FAMILIES {
+            assert!(
+                text.contains(&format!("# TYPE {} {}\n", def.name, def.kind.name())),
+                "{} is not served",
+                def.name
             );
         }
     }
@@ -666,9 +788,8 @@ mod tests {
     }
 
     #[test]
-    fn gzip_rendering_inflates_to_the_text() {
-        use std::io::Read;
-        // Several times `CHUNK` of text, so the encoder is fed many times.
+    fn the_gzip_head_inflates_to_the_text() {
+        // Several times `CHUNK` of text, so the compressor is fed many times.
         let devices = (0..3000)
             .map(|i| Device {
                 uuid: format!("{i:032x}"),
@@ -685,22 +806,12 @@ mod tests {
         let s = Snapshot {
             fleets: vec![fleet],
         };
-        let health = Health::new();
-        for snapshot in [None, Some(&s)] {
-            let text = render(snapshot, true, &health);
-            let mut inflated = String::new();
-            flate2::read::GzDecoder::new(&render_gzip(snapshot, true, &health)[..])
-                .read_to_string(&mut inflated)
-                .unwrap();
-            // The process collector's figures may move between the two renderings.
-            let stable = |t: &str| {
-                t.lines()
-                    .filter(|l| !l.contains("process_"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            };
-            assert_eq!(stable(&inflated), stable(&text));
-        }
-        assert!(render(Some(&s), true, &health).len() > 4 * CHUNK);
+        let text = render_snapshot(&s, true);
+        assert!(text.len() > 4 * CHUNK);
+        assert_eq!(
+            render_head(Some(&s), true).inflate().unwrap(),
+            text.as_bytes()
+        );
+        assert!(render_head(None, true).inflate().unwrap().is_empty());
     }
 }

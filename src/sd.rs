@@ -70,6 +70,30 @@ fn group<'a>(config: &'a SdConfig, f: &'a Fleet, d: &'a Device) -> Option<Group<
     Some(Group { targets, labels })
 }
 
+/// In `public` mode, when devices are watched but none has its public device URL on, `/sd` is
+/// empty: the line to log once, saying what to do. openBalena has no public device URLs at
+/// all (`is_web_accessible` is read-only and false there), so `lan` is its only mode.
+pub fn public_url_note(snapshot: &Snapshot, config: &SdConfig) -> Option<String> {
+    let SdMode::Public { domain } = &config.mode else {
+        return None;
+    };
+    let mut devices = snapshot
+        .fleets
+        .iter()
+        .filter(|f| config.fleets.matches(&f.slug, &f.name))
+        .flat_map(|f| &f.devices)
+        .filter(|d| config.own_uuid.as_deref() != Some(d.uuid.as_str()));
+    let first = devices.next()?;
+    let none = !first.web_accessible && devices.all(|d| !d.web_accessible);
+    none.then(|| {
+        format!(
+            "sd lists no targets: no device has its public device URL enabled (SD_MODE=public, \
+             domain {domain}); enable it on the devices, or set SD_MODE=lan to scrape their \
+             local addresses (openBalena has no public device URLs: use SD_MODE=lan there)"
+        )
+    })
+}
+
 /// Writes `json` to `path` through a temporary file in the same directory and a rename, so
 /// Prometheus never reads a partial or empty file.
 pub fn write_file(path: &Path, json: &str) -> std::io::Result<()> {
@@ -88,6 +112,32 @@ pub fn write_file(path: &Path, json: &str) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use crate::config::FleetFilter;
+
+    #[test]
+    fn a_note_when_no_device_has_a_public_url() {
+        let public = || {
+            config(SdMode::Public {
+                domain: "balena-devices.com".into(),
+            })
+        };
+        let mut c = public();
+        let mut s = snapshot();
+        assert_eq!(public_url_note(&s, &c), None, "devices 1 and 5 have one");
+        for f in &mut s.fleets {
+            for d in &mut f.devices {
+                d.web_accessible = false;
+            }
+        }
+        let note = public_url_note(&s, &c).unwrap();
+        assert!(note.contains("SD_MODE=lan"), "{note}");
+        c.mode = SdMode::Lan { port: 80 };
+        assert_eq!(public_url_note(&s, &c), None, "lan mode needs no URL");
+        assert_eq!(
+            public_url_note(&Snapshot::default(), &public()),
+            None,
+            "no devices"
+        );
+    }
 
     fn device(n: u64, online: bool, web: bool, addresses: &[&str]) -> Device {
         Device {

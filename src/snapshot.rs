@@ -108,26 +108,64 @@ fn count<'a>(known: &[&'a str], values: impl Iterator<Item = &'a str>) -> BTreeM
     counts
 }
 
-impl Snapshot {
-    /// Joins devices to their fleets. Devices of fleets not in `fleets` (filtered out, or
-    /// created between the two requests) are left out; the count of those is returned.
-    pub fn from_api(fleets: Vec<model::Fleet>, devices: Vec<model::Device>) -> (Snapshot, usize) {
-        let mut fleets: Vec<Fleet> = fleets.into_iter().map(Fleet::from_api).collect();
-        fleets.sort_by(|a, b| a.slug.cmp(&b.slug).then(a.id.cmp(&b.id)));
-        let index: HashMap<u64, usize> =
-            fleets.iter().enumerate().map(|(i, f)| (f.id, i)).collect();
-        let mut orphans = 0;
-        for device in devices {
-            let fleet = device.fleet.as_ref().and_then(|r| index.get(&r.__id));
-            match fleet {
-                Some(&i) => fleets[i].devices.push(Device::from_api(device)),
-                None => orphans += 1,
+/// Builds a snapshot page by page: the fleets first, then each page of devices converted as
+/// it arrives, so no page's API records outlive it.
+pub struct Builder {
+    fleets: Vec<Fleet>,
+    index: HashMap<u64, usize>,
+    orphans: usize,
+}
+
+impl Builder {
+    pub fn new(fleets: Vec<model::Fleet>) -> Builder {
+        let fleets: Vec<Fleet> = fleets.into_iter().map(Fleet::from_api).collect();
+        let index = fleets.iter().enumerate().map(|(i, f)| (f.id, i)).collect();
+        Builder {
+            fleets,
+            index,
+            orphans: 0,
+        }
+    }
+
+    /// Ids of the fleets, in the order they were given.
+    pub fn fleet_ids(&self) -> Vec<u64> {
+        self.fleets.iter().map(|f| f.id).collect()
+    }
+
+    /// Adds devices to their fleets. Devices of fleets not given (filtered out, or created
+    /// after the fleets were read) are left out and counted.
+    pub fn add_devices(&mut self, page: Vec<model::Device>) {
+        for device in page {
+            match device.fleet.as_ref().and_then(|r| self.index.get(&r.__id)) {
+                Some(&i) => self.fleets[i].devices.push(Device::from_api(device)),
+                None => self.orphans += 1,
             }
         }
-        for fleet in &mut fleets {
+    }
+
+    /// The snapshot (fleets by slug, devices by id) and the number of devices left out.
+    pub fn finish(mut self) -> (Snapshot, usize) {
+        self.fleets
+            .sort_by(|a, b| a.slug.cmp(&b.slug).then(a.id.cmp(&b.id)));
+        for fleet in &mut self.fleets {
             fleet.devices.sort_by_key(|d| d.id);
+            fleet.devices.shrink_to_fit();
         }
-        (Snapshot { fleets }, orphans)
+        (
+            Snapshot {
+                fleets: self.fleets,
+            },
+            self.orphans,
+        )
+    }
+}
+
+impl Snapshot {
+    /// Joins devices to their fleets in one go (see `Builder`); returns the devices left out.
+    pub fn from_api(fleets: Vec<model::Fleet>, devices: Vec<model::Device>) -> (Snapshot, usize) {
+        let mut builder = Builder::new(fleets);
+        builder.add_devices(devices);
+        builder.finish()
     }
 
     pub fn device_count(&self) -> usize {

@@ -1,20 +1,21 @@
-//! What the HTTP handlers serve: bodies rendered once per crawl and swapped in whole, so a
-//! request costs a pointer copy and never waits for the crawler. The metrics body is kept
-//! gzipped only; a client that does not accept gzip gets it inflated per request.
+//! What the HTTP handlers serve: the last publication (rendered once per crawl, swapped in
+//! whole, so a request costs a pointer copy and never waits for the crawler) and the
+//! exporter's health, rendered per request so that its families are current.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use flate2::write::GzEncoder;
-use flate2::Compression;
+
+use crate::gzip;
+use crate::metrics::Health;
 
 /// One crawl's rendering.
 pub struct Published {
-    /// The `/metrics` body, gzipped (level 1). There is no plain copy: see `metrics_plain`.
-    pub metrics_gzip: Bytes,
+    /// The fleet and device families, gzipped; completed per request with the health families.
+    pub metrics: gzip::Head,
     pub status_html: Bytes,
     /// HTTP service discovery JSON; None before the first successful crawl.
     pub sd_json: Option<Bytes>,
@@ -25,57 +26,6 @@ pub struct Published {
 }
 
 impl Published {
-    /// From the plain metrics text, which is gzipped and dropped.
-    pub fn new(
-        metrics: String,
-        status_html: String,
-        sd_json: Option<String>,
-        last_success: Option<Instant>,
-        stale_after: Duration,
-    ) -> Self {
-        let metrics_gzip = gzip(metrics.as_bytes());
-        drop(metrics);
-        Published::from_gzip(
-            metrics_gzip,
-            status_html,
-            sd_json,
-            last_success,
-            stale_after,
-        )
-    }
-
-    /// From a metrics body gzipped as it was rendered (`metrics::render_gzip`).
-    pub fn from_gzip(
-        metrics_gzip: Vec<u8>,
-        status_html: String,
-        sd_json: Option<String>,
-        last_success: Option<Instant>,
-        stale_after: Duration,
-    ) -> Self {
-        Published {
-            metrics_gzip: Bytes::from(metrics_gzip),
-            status_html: Bytes::from(status_html),
-            sd_json: sd_json.map(Bytes::from),
-            last_success,
-            stale_after,
-        }
-    }
-
-    /// The metrics body inflated, for a client that does not accept gzip (about 23 ms of CPU
-    /// at 10,000 devices: see BENCHMARKS.md).
-    pub fn metrics_plain(&self) -> std::io::Result<Vec<u8>> {
-        let gz = &self.metrics_gzip[..];
-        // The gzip trailer ends with the text's size (mod 2^32): allocate it once.
-        let size = gz
-            .len()
-            .checked_sub(4)
-            .and_then(|at| gz[at..].try_into().ok())
-            .map_or(0, |b| u32::from_le_bytes(b) as usize);
-        let mut plain = Vec::with_capacity(size);
-        flate2::read::GzDecoder::new(gz).read_to_end(&mut plain)?;
-        Ok(plain)
-    }
-
     /// Ready when a crawl has succeeded and its data is not stale; otherwise why not.
     pub fn readiness(&self, now: Instant) -> Result<(), String> {
         match self.last_success {
@@ -89,32 +39,46 @@ impl Published {
     }
 }
 
-/// Level 1 (`fast`): the metrics text compresses about 5:1 at level 1 already (see
-/// BENCHMARKS.md), and every crawl pays for it. `metrics::render_gzip` uses the same level.
-fn gzip(data: &[u8]) -> Vec<u8> {
-    // Room for a 4:1 ratio, so the buffer seldom grows (growing copies it).
-    let mut encoder = GzEncoder::new(Vec::with_capacity(data.len() / 4), Compression::fast());
-    // Writing to a Vec cannot fail.
-    let _ = encoder.write_all(data);
-    let mut body = encoder.finish().unwrap_or_default();
-    body.shrink_to_fit();
-    body
+/// The single-writer, many-reader cell between the publisher and the handlers.
+pub struct Shared {
+    published: ArcSwap<Published>,
+    health: Arc<Health>,
 }
 
-/// The single-writer, many-reader cell between the crawler and the handlers.
-pub struct Shared(ArcSwap<Published>);
-
 impl Shared {
-    pub fn new(initial: Published) -> Self {
-        Shared(ArcSwap::from_pointee(initial))
+    pub fn new(initial: Published, health: Arc<Health>) -> Self {
+        Shared {
+            published: ArcSwap::from_pointee(initial),
+            health,
+        }
     }
 
     pub fn load(&self) -> Arc<Published> {
-        self.0.load_full()
+        self.published.load_full()
     }
 
     pub fn store(&self, published: Published) {
-        self.0.store(Arc::new(published));
+        self.published.store(Arc::new(published));
+    }
+
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// The `/metrics` body as gzip, in two parts sent one after the other: the published head
+    /// (shared, not copied) and a tail with the health families as they are now.
+    pub fn metrics_gzip(&self) -> [Bytes; 2] {
+        let published = self.load();
+        let tail = published.metrics.tail(self.health.render().as_bytes());
+        [published.metrics.bytes().clone(), tail]
+    }
+
+    /// The `/metrics` body as text, for a client that does not accept gzip: the head inflated
+    /// (about 23 ms of CPU at 10,000 devices: see BENCHMARKS.md), then the health families.
+    pub fn metrics_plain(&self) -> std::io::Result<Vec<u8>> {
+        let mut text = self.load().metrics.inflate()?;
+        text.write_all(self.health.render().as_bytes())?;
+        Ok(text)
     }
 }
 
@@ -122,39 +86,46 @@ impl Shared {
 mod tests {
     use super::*;
 
-    #[test]
-    fn gzip_round_trips() {
-        let text = "a 1\n".repeat(1000);
-        let p = Published::new(
-            text.clone(),
-            String::new(),
-            None,
-            None,
-            Duration::from_secs(1),
-        );
-        let mut out = String::new();
-        flate2::read::GzDecoder::new(&p.metrics_gzip[..])
-            .read_to_string(&mut out)
-            .unwrap();
-        assert_eq!(out, text);
-        assert_eq!(p.metrics_plain().unwrap(), text.as_bytes());
-        assert!(p.metrics_gzip.len() < text.len() / 10);
+    fn published(last_success: Option<Instant>) -> Published {
+        Published {
+            metrics: gzip::Head::empty(),
+            status_html: Bytes::new(),
+            sd_json: None,
+            last_success,
+            stale_after: Duration::from_secs(10),
+        }
     }
 
     #[test]
     fn readiness_needs_a_fresh_success() {
         let now = Instant::now();
-        let stale_after = Duration::from_secs(10);
-        let never = Published::new(String::new(), String::new(), None, None, stale_after);
         assert_eq!(
-            never.readiness(now),
+            published(None).readiness(now),
             Err("no successful crawl of the balena API yet".into())
         );
-        let fresh = Published::new(String::new(), String::new(), None, Some(now), stale_after);
+        let fresh = published(Some(now));
         assert_eq!(fresh.readiness(now + Duration::from_secs(10)), Ok(()));
         assert_eq!(
             fresh.readiness(now + Duration::from_secs(11)),
             Err("data is stale: last successful crawl 11s ago".into())
         );
+    }
+
+    #[test]
+    fn both_bodies_end_with_current_health() {
+        use std::io::Read;
+        let stats = Arc::new(crate::balena::ApiStats::default());
+        let shared = Shared::new(published(None), Arc::new(Health::new(stats)));
+        shared
+            .health()
+            .crawl_failed("timeout", Duration::from_secs(1), 3);
+        let plain = String::from_utf8(shared.metrics_plain().unwrap()).unwrap();
+        assert!(plain.contains("\nbalena_crawl_api_requests 3\n"), "{plain}");
+        let [head, tail] = shared.metrics_gzip();
+        let mut inflated = String::new();
+        flate2::read::GzDecoder::new(&[&head[..], &tail[..]].concat()[..])
+            .read_to_string(&mut inflated)
+            .unwrap();
+        assert!(inflated.contains("\nbalena_crawl_api_requests 3\n"));
     }
 }

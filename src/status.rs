@@ -7,12 +7,13 @@ use std::time::{Duration, SystemTime};
 use crate::snapshot::Snapshot;
 
 /// What the page says about crawling.
-pub struct CrawlReport<'a> {
+#[derive(Clone, Debug, Default)]
+pub struct CrawlReport {
     pub last_attempt: Option<SystemTime>,
     pub last_duration: Option<Duration>,
     pub last_success: Option<SystemTime>,
-    pub last_error: Option<&'a str>,
-    pub api_url: &'a str,
+    pub last_error: Option<String>,
+    pub api_url: String,
 }
 
 pub fn render(snapshot: Option<&Snapshot>, report: &CrawlReport) -> String {
@@ -31,7 +32,7 @@ pub fn render(snapshot: Option<&Snapshot>, report: &CrawlReport) -> String {
     let _ = writeln!(
         html,
         "<p>API: {}<br>Last crawl: {}{}<br>Last successful crawl: {}</p>",
-        escape(report.api_url),
+        escape(&report.api_url),
         time(report.last_attempt),
         report.last_duration.map_or(String::new(), |d| format!(
             " (took {:.2} s)",
@@ -39,7 +40,7 @@ pub fn render(snapshot: Option<&Snapshot>, report: &CrawlReport) -> String {
         )),
         time(report.last_success),
     );
-    if let Some(error) = report.last_error {
+    if let Some(error) = &report.last_error {
         let _ = writeln!(html, "<p class=\"err\">Last error: {}</p>", escape(error));
     }
     match snapshot {
@@ -107,8 +108,8 @@ mod tests {
             last_attempt: Some(SystemTime::UNIX_EPOCH),
             last_duration: Some(Duration::from_millis(250)),
             last_success: None,
-            last_error: Some("HTTP 503 & more"),
-            api_url: "http://x",
+            last_error: Some("HTTP 503 & more".into()),
+            api_url: "http://x".into(),
         };
         let html = render(
             Some(&Snapshot {
@@ -132,7 +133,7 @@ mod tests {
             last_duration: None,
             last_success: None,
             last_error: None,
-            api_url: "u",
+            api_url: "u".into(),
         };
         assert!(render(None, &report).contains("Waiting for the first successful crawl."));
     }

@@ -78,7 +78,18 @@ struct Running {
 }
 
 impl Running {
+    /// With fast crawls (0.5 s), then `vars`.
     fn start(args: &[&str], vars: &[(&str, &str)]) -> Running {
+        let fast = [
+            ("CRAWL_INTERVAL", "0.5"),
+            ("REQUEST_TIMEOUT", "0.3"),
+            ("API_RETRIES", "1"),
+        ];
+        Running::bare(args, &[&fast[..], vars].concat())
+    }
+
+    /// With only `vars` (and the loopback address).
+    fn bare(args: &[&str], vars: &[(&str, &str)]) -> Running {
         let port = common::exporter::free_port();
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("stderr.log");
@@ -86,11 +97,6 @@ impl Running {
             .args(args)
             .env_clear()
             .envs([("LISTEN_ADDRESS", "127.0.0.1"), ("PORT", &port.to_string())])
-            .envs([
-                ("CRAWL_INTERVAL", "0.5"),
-                ("REQUEST_TIMEOUT", "0.3"),
-                ("API_RETRIES", "1"),
-            ])
             .envs(vars.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -205,6 +211,101 @@ async fn a_rejected_token_is_logged_and_the_process_stays_up() {
     assert_eq!(running.status("/-/ready").await, Some(503));
     let (code, _) = running.terminate().await;
     assert_eq!(code, Some(0));
+}
+
+#[tokio::test]
+async fn a_device_key_is_named_as_such_and_retried() {
+    let mut account = Account::sample();
+    account.device_keys = vec![("the-device-key".into(), 5)];
+    let fake = FakeBalena::start(account).await;
+    let running = Running::start(
+        &[],
+        &[
+            ("BALENA_TOKEN", "the-device-key"),
+            ("BALENA_API_URL", &fake.url()),
+            ("CRAWL_INTERVAL", "0.4"),
+        ],
+    );
+    wait_for("two refusals in the log", || async {
+        running.log().matches("is a device API key").count() >= 2
+    })
+    .await;
+    let log = running.log();
+    let line = log.lines().find(|l| l.contains("device API key")).unwrap();
+    assert!(
+        line.contains("ERROR") && line.contains("kind=unauthorized"),
+        "{line}"
+    );
+    assert!(
+        line.contains("can read only its own device and fleet, so it cannot list the fleets"),
+        "{line}"
+    );
+    assert!(
+        !log.contains("the-device-key"),
+        "the key itself is never logged"
+    );
+    // The key passed whoami; nothing else was asked with it.
+    assert!(fake.requests().iter().all(|r| r.path == "/actor/v1/whoami"));
+    assert_eq!(running.status("/-/ready").await, Some(503));
+    let (code, _) = running.terminate().await;
+    assert_eq!(code, Some(0));
+}
+
+/// `CRAWL_INTERVAL` is the one variable the seed documents: setting it alone must work.
+#[tokio::test]
+async fn a_short_interval_alone_starts_and_becomes_ready() {
+    let fake = FakeBalena::start(Account::sample()).await;
+    for interval in ["10", "5"] {
+        let running = Running::bare(
+            &[],
+            &[
+                ("BALENA_TOKEN", "sample-token"),
+                ("BALENA_API_URL", &fake.url()),
+                ("CRAWL_INTERVAL", interval),
+            ],
+        );
+        wait_for("ready", || async {
+            running.status("/-/ready").await == Some(200)
+        })
+        .await;
+        let (code, log) = running.terminate().await;
+        assert_eq!(code, Some(0), "CRAWL_INTERVAL={interval}: {log}");
+    }
+}
+
+/// openBalena has no public device URLs: `/sd` in public mode is empty, and the log says why
+/// and what to do, once.
+#[tokio::test]
+async fn no_public_urls_is_explained_once_in_the_log() {
+    let mut account = Account::sample();
+    for d in &mut account.devices {
+        d.is_web_accessible = false;
+    }
+    let fake = FakeBalena::start(account).await;
+    let running = Running::start(
+        &[],
+        &[
+            ("BALENA_TOKEN", "sample-token"),
+            ("BALENA_API_URL", &fake.url()),
+            ("CRAWL_INTERVAL", "0.2"),
+            ("REQUEST_TIMEOUT", "0.1"),
+        ],
+    );
+    wait_for("several crawls", || async {
+        fake.requests()
+            .iter()
+            .filter(|r| r.path == "/actor/v1/whoami")
+            .count()
+            >= 4
+    })
+    .await;
+    let (_, log) = running.terminate().await;
+    let notes: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("sd lists no targets"))
+        .collect();
+    assert_eq!(notes.len(), 1, "{log}");
+    assert!(notes[0].contains("SD_MODE=lan"), "{}", notes[0]);
 }
 
 #[tokio::test]

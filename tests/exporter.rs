@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::exporter::{wait_for, Exporter};
-use common::fake::{Account, Device, FakeBalena, Fault, Fleet, Release};
+use common::fake::{Account, Device, FakeBalena, Fault};
 use common::promtext::{family, value, Sample};
 
 const TOKEN: &str = "sample-token";
@@ -238,165 +238,6 @@ async fn every_fleet_and_device_value_equals_the_api() {
     exporter.stop().await.unwrap();
 }
 
-/// `fleets` fleets sharing `devices` devices round-robin, with ids from 1.
-fn generated(fleets: u64, devices: u64) -> Account {
-    let mut account = Account {
-        tokens: vec![TOKEN.into()],
-        ..Account::default()
-    };
-    for id in 1..=fleets {
-        account.fleets.push(Fleet {
-            id,
-            app_name: format!("fleet-{id}"),
-            slug: format!("org/fleet-{id}"),
-            organization: "org".into(),
-            device_type: "raspberrypi4-64".into(),
-            target_release: Some(Release {
-                id: 1,
-                commit: "c1".into(),
-            }),
-            is_of__class: "fleet".into(),
-        });
-    }
-    for id in 1..=devices {
-        account.devices.push(Device {
-            id,
-            uuid: format!("{id:032x}"),
-            device_name: format!("device-{id}"),
-            fleet_id: 1 + id % fleets,
-            device_type: "raspberrypi4-64".into(),
-            is_online: id % 3 != 0,
-            api_heartbeat_state: "online".into(),
-            overall_status: if id % 3 == 0 {
-                "disconnected"
-            } else {
-                "operational"
-            }
-            .into(),
-            running_release: Some(Release {
-                id: 1 + id % 2,
-                commit: format!("c{}", 1 + id % 2),
-            }),
-            ..Device::default()
-        });
-    }
-    account
-}
-
-/// Requests of the first complete crawl: from the first whoami to the one before the next.
-fn one_crawl(fake: &FakeBalena) -> Vec<common::fake::Recorded> {
-    let requests = fake.requests();
-    let start = requests
-        .iter()
-        .position(|r| r.path == "/actor/v1/whoami")
-        .unwrap();
-    let end = requests[start + 1..]
-        .iter()
-        .position(|r| r.path == "/actor/v1/whoami")
-        .map_or(requests.len(), |i| start + 1 + i);
-    requests[start..end].to_vec()
-}
-
-#[tokio::test]
-async fn several_thousand_devices_over_pages() {
-    let account = generated(3, 2500);
-    let fake = FakeBalena::start(account.clone()).await;
-    let exporter = Exporter::start(
-        &fake.url(),
-        TOKEN,
-        &[
-            ("PAGE_SIZE", "1000"),
-            ("CRAWL_INTERVAL", "30"),
-            ("REQUEST_TIMEOUT", "5"),
-        ],
-    )
-    .await;
-    exporter.wait_ready().await;
-    let samples = exporter.metrics().await;
-    assert_eq!(family(&samples, "balena_device_online").len(), 2500);
-    let total: f64 = family(&samples, "balena_fleet_devices")
-        .iter()
-        .map(|s| s.value)
-        .sum();
-    assert_eq!(total, 2500.0);
-    for f in &account.fleets {
-        let online = account
-            .devices
-            .iter()
-            .filter(|d| d.fleet_id == f.id && d.is_online)
-            .count();
-        assert_eq!(
-            fleet_value(&samples, "balena_devices_online", &f.slug, &[]),
-            Some(online as f64)
-        );
-    }
-    // whoami, fleets, then pages of 1000, 1000 and 500 devices, in id order, written literally.
-    let crawl = one_crawl(&fake);
-    let paths: Vec<_> = crawl.iter().map(|r| r.path.as_str()).collect();
-    assert_eq!(
-        paths,
-        [
-            "/actor/v1/whoami",
-            "/v7/application",
-            "/v7/device",
-            "/v7/device",
-            "/v7/device"
-        ]
-    );
-    for (page, skip) in crawl[2..].iter().zip([0, 1000, 2000]) {
-        assert!(
-            page.raw_query
-                .contains("$orderby=id%20asc&$top=1000&$skip=")
-                && page.raw_query.ends_with(&format!("$skip={skip}")),
-            "{}",
-            page.raw_query
-        );
-        assert!(
-            page.raw_query
-                .contains("$expand=is_of__device_type($select=slug),"),
-            "{}",
-            page.raw_query
-        );
-        assert_eq!(page.status, 200);
-    }
-    assert!(crawl.iter().all(|r| r.authorized));
-    let agent = format!("balena-exporter/{}", env!("CARGO_PKG_VERSION"));
-    assert!(crawl.iter().all(|r| r.user_agent == agent), "{crawl:?}");
-    assert_eq!(value(&samples, "balena_crawl_api_requests", &[]), Some(5.0));
-    exporter.stop().await.unwrap();
-}
-
-#[tokio::test]
-async fn requests_per_crawl_do_not_grow_with_fleets() {
-    let mut counts = Vec::new();
-    for fleets in [2, 200] {
-        let fake = FakeBalena::start(generated(fleets, 450)).await;
-        let exporter = Exporter::start(
-            &fake.url(),
-            TOKEN,
-            &[
-                ("PAGE_SIZE", "100"),
-                ("CRAWL_INTERVAL", "30"),
-                ("REQUEST_TIMEOUT", "5"),
-            ],
-        )
-        .await;
-        exporter.wait_ready().await;
-        let samples = exporter.metrics().await;
-        assert_eq!(
-            family(&samples, "balena_devices_online").len(),
-            fleets as usize
-        );
-        counts.push((
-            one_crawl(&fake).len(),
-            value(&samples, "balena_crawl_api_requests", &[]),
-        ));
-        exporter.stop().await.unwrap();
-    }
-    // 2 + ⌈450 / 100⌉ = 7 for both.
-    assert_eq!(counts, [(7, Some(7.0)), (7, Some(7.0))]);
-}
-
 #[tokio::test]
 async fn hostile_names_round_trip_and_same_named_fleets_stay_apart() {
     let mut account = Account::sample();
@@ -560,18 +401,45 @@ async fn a_429_is_waited_out_not_hammered() {
     let exporter = Exporter::start(
         &fake.url(),
         TOKEN,
+        &[("CRAWL_INTERVAL", "1"), ("REQUEST_TIMEOUT", "0.5")],
+    )
+    .await;
+    exporter.wait_ready().await;
+    fake.set_fault(Some(Fault::RateLimited {
+        retry_after_secs: 4,
+    }));
+    fake.clear_requests();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // With a 1 s interval the exporter would crawl 3 or 4 times in 3.5 s; Retry-After: 4
+    // allows one request.
+    let limited = fake.requests().iter().filter(|r| r.status == 429).count();
+    assert_eq!(limited, 1, "{:?}", fake.requests());
+    exporter.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_day_long_retry_after_is_cut_to_five_intervals() {
+    let fake = FakeBalena::start(Account::sample()).await;
+    let exporter = Exporter::start(
+        &fake.url(),
+        TOKEN,
         &[("CRAWL_INTERVAL", "0.2"), ("REQUEST_TIMEOUT", "0.1")],
     )
     .await;
     exporter.wait_ready().await;
     fake.set_fault(Some(Fault::RateLimited {
-        retry_after_secs: 3,
+        retry_after_secs: 86_400,
     }));
     fake.clear_requests();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    // With a 0.2 s interval the exporter would send ~7 crawls in 1.5 s; Retry-After: 3 allows one.
-    let limited = fake.requests().iter().filter(|r| r.status == 429).count();
-    assert_eq!(limited, 1, "{:?}", fake.requests());
+    // Five intervals are 1 s: the exporter asks again after 1 s, not after a day.
+    wait_for("a second 429 within seconds", || async {
+        fake.requests().iter().filter(|r| r.status == 429).count() >= 2
+    })
+    .await;
+    let requests = fake.requests();
+    assert!(requests.len() <= 4, "{requests:?}");
+    fake.set_fault(None);
+    exporter.wait_ready().await;
     exporter.stop().await.unwrap();
 }
 
@@ -681,7 +549,7 @@ async fn fleet_filter_by_slug_or_name() {
         .raw_query;
     assert!(
         device_query.contains(
-            "$filter=belongs_to__application%20eq%202%20or%20belongs_to__application%20eq%203&"
+            "$filter=(belongs_to__application%20eq%202%20or%20belongs_to__application%20eq%203)%20and%20id%20gt%200&"
         ),
         "{device_query}"
     );

@@ -5,12 +5,13 @@
 //! The fake renders every device of its account for every request (and ranks device types per
 //! record), which is fine for tests and far too slow for 100,000 devices. So each page is
 //! recorded from a fake that holds every fleet but only that page's devices, with the
-//! exporter's own query at `$skip=0`; the replay then answers the exporter's real
-//! `$skip=k × PAGE_SIZE` query with page k. The bodies are byte for byte what the fake serves.
+//! exporter's own query for the first page; the replay then answers the exporter's real query
+//! for page k (ids above the last id of page k - 1) with page k, and the query after the last
+//! page with an empty page. The bodies are byte for byte what the fake serves.
 
 #![allow(dead_code)]
 
-#[path = "../../tests/common/fake.rs"]
+#[path = "../../tests/common/fake/mod.rs"]
 pub mod fake;
 #[path = "../../tests/common/generate.rs"]
 pub mod generate;
@@ -61,7 +62,7 @@ impl Recorded {
             }
         };
         let whoami = get(query::WHOAMI.to_string()).await;
-        let fleet_list = get(query::fleets()).await;
+        let fleet_list = get(query::fleets(page_size, 0)).await;
         let mut devices = account.devices.clone();
         devices.sort_by_key(|d| d.id);
         let mut pages = Vec::new();
@@ -89,7 +90,10 @@ impl Recorded {
         // Keyed by the generator's and the fake's source, so that a change to either records anew.
         let sources = [
             include_str!("../../tests/common/generate.rs"),
-            include_str!("../../tests/common/fake.rs"),
+            include_str!("../../tests/common/fake/mod.rs"),
+            include_str!("../../tests/common/fake/account.rs"),
+            include_str!("../../tests/common/fake/odata.rs"),
+            include_str!("../../tests/common/fake/resources.rs"),
         ];
         let version = sources
             .iter()
@@ -134,21 +138,28 @@ impl Recorded {
 
     /// What the exporter's requests map to: `path?query` → body.
     pub fn routes(&self) -> HashMap<String, Bytes> {
+        let empty = Bytes::from_static(br#"{"d":[]}"#);
+        let last_id = |body: &Bytes| {
+            serde_json::from_slice::<model::Envelope<model::Device>>(body)
+                .ok()
+                .and_then(|e| e.d.last().map(|d| d.id))
+                .unwrap_or(0)
+        };
         let mut map = HashMap::new();
         map.insert(query::WHOAMI.to_string(), self.whoami.clone());
-        map.insert(query::fleets(), self.fleet_list.clone());
-        let p = self.page_size as u64;
-        for (k, page) in self.pages.iter().enumerate() {
-            map.insert(
-                query::devices(None, self.page_size, k as u64 * p),
-                page.clone(),
-            );
+        map.insert(query::fleets(self.page_size, 0), self.fleet_list.clone());
+        let last_fleet = serde_json::from_slice::<model::Envelope<model::Fleet>>(&self.fleet_list)
+            .ok()
+            .and_then(|e| e.d.last().map(|f| f.id))
+            .unwrap_or(0);
+        map.insert(query::fleets(self.page_size, last_fleet), empty.clone());
+        let mut after = 0;
+        for page in &self.pages {
+            map.insert(query::devices(None, self.page_size, after), page.clone());
+            after = last_id(page);
         }
-        // After a full last page the exporter asks once more.
-        map.insert(
-            query::devices(None, self.page_size, self.pages.len() as u64 * p),
-            Bytes::from_static(br#"{"d":[]}"#),
-        );
+        // The exporter reads until a page is empty.
+        map.insert(query::devices(None, self.page_size, after), empty);
         map
     }
 
@@ -165,16 +176,12 @@ impl Recorded {
         Snapshot::from_api(fleets.d, devices).0
     }
 
-    /// Response bytes of one crawl's bodies.
+    /// Response bytes of one crawl's bodies (with the empty page that ends fleets and devices).
     pub fn body_bytes(&self) -> usize {
         self.whoami.len()
             + self.fleet_list.len()
             + self.pages.iter().map(Bytes::len).sum::<usize>()
-            + if self.devices % self.page_size as usize == 0 {
-                8
-            } else {
-                0
-            }
+            + 2 * br#"{"d":[]}"#.len()
     }
 }
 

@@ -1,21 +1,48 @@
 //! The balena API client: authenticated GETs with a timeout, retry with backoff on
-//! transport errors and 5xx, `Retry-After` on 429, and typed errors with a fixed `kind()`.
+//! transport errors and 5xx, `Retry-After` on 429, keyset paging that cannot lose rows, and
+//! typed errors with a fixed `kind()`. It counts what it sends in `ApiStats`, which others read.
 
 pub mod model;
 pub mod query;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 
-use crate::config::Config;
-use crate::metrics::ApiCounters;
+use crate::config::ApiConfig;
 
 /// Sent with every request, so API operators can tell who is calling.
 pub const USER_AGENT: &str = concat!("balena-exporter/", env!("CARGO_PKG_VERSION"));
+
+/// What a request reads; `name()` is the label of the request counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resource {
+    Whoami,
+    Application,
+    Device,
+}
+
+impl Resource {
+    /// Every resource, in the order of `ApiStats::requests`.
+    pub const ALL: &'static [Resource] =
+        &[Resource::Whoami, Resource::Application, Resource::Device];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Resource::Whoami => "whoami",
+            Resource::Application => "application",
+            Resource::Device => "device",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
 
 /// Every value `ApiError::kind()` can return, for metric labels.
 pub const ERROR_KINDS: &[&str] = &[
@@ -34,6 +61,8 @@ pub const ERROR_KINDS: &[&str] = &[
 pub enum ApiError {
     #[error("the balena API rejected the token (HTTP {status} on {resource}): set BALENA_TOKEN to a valid user or named API key")]
     Unauthorized { status: u16, resource: &'static str },
+    #[error("BALENA_TOKEN is a device API key (whoami answered actor type \"device\"): a device key can read only its own device and fleet, so it cannot list the fleets; set BALENA_TOKEN to a user or named API key (dashboard: Preferences > Access tokens)")]
+    DeviceKey,
     #[error("rate limited by the balena API (HTTP 429 on {resource}), retry after {}s", retry_after.as_secs_f64())]
     RateLimited {
         resource: &'static str,
@@ -62,15 +91,19 @@ pub enum ApiError {
         resource: &'static str,
         message: String,
     },
-    #[error("device paging made no progress at offset {skip}: the server ignored $skip")]
-    Paging { skip: u64 },
+    #[error("{resource} paging went back to id {id} after id {after}: the server ignored the id filter or the order, so rows could be lost")]
+    Paging {
+        resource: &'static str,
+        after: u64,
+        id: u64,
+    },
 }
 
 impl ApiError {
     /// A fixed label for metrics; one of `ERROR_KINDS`.
     pub fn kind(&self) -> &'static str {
         match self {
-            ApiError::Unauthorized { .. } => "unauthorized",
+            ApiError::Unauthorized { .. } | ApiError::DeviceKey => "unauthorized",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Server { .. } => "server_error",
             ApiError::Client { .. } => "client_error",
@@ -92,6 +125,50 @@ impl ApiError {
     }
 }
 
+/// Requests sent and failed since start, by resource and by error kind: the only count of
+/// requests there is. The metrics read it at scrape time; the crawl reads its total.
+#[derive(Debug, Default)]
+pub struct ApiStats {
+    requests: [AtomicU64; Resource::ALL.len()],
+    errors: [AtomicU64; ERROR_KINDS.len()],
+}
+
+impl ApiStats {
+    /// (resource, requests) for every resource, retries included.
+    pub fn requests(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Resource::ALL
+            .iter()
+            .map(|r| (r.name(), self.requests[r.index()].load(Ordering::Relaxed)))
+    }
+
+    /// (kind, failed requests) for every error kind, retried ones included.
+    pub fn errors(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        ERROR_KINDS
+            .iter()
+            .zip(&self.errors)
+            .map(|(k, n)| (*k, n.load(Ordering::Relaxed)))
+    }
+
+    pub fn total_requests(&self) -> u64 {
+        self.requests().map(|(_, n)| n).sum()
+    }
+
+    fn request(&self, resource: Resource) {
+        self.requests[resource.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn error(&self, kind: &str) {
+        if let Some(i) = ERROR_KINDS.iter().position(|k| *k == kind) {
+            self.errors[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A row read in keyset pages (`$filter=... and id gt <last id>&$orderby=id asc`).
+pub trait Keyed {
+    fn id(&self) -> u64;
+}
+
 /// An authenticated client for one balena API root.
 pub struct Client {
     http: reqwest::Client,
@@ -100,14 +177,14 @@ pub struct Client {
     retries: u32,
     /// The longest `Retry-After` waited for inside a crawl; longer ones end the crawl.
     max_retry_after: Duration,
-    counters: ApiCounters,
-    sent: AtomicU64,
+    stats: Arc<ApiStats>,
 }
 
 impl Client {
-    pub fn new(config: &Config, counters: ApiCounters) -> Result<Client, ApiError> {
+    /// `max_retry_after`: the longest 429 wait a crawl sits through (the crawl interval).
+    pub fn new(api: &ApiConfig, max_retry_after: Duration) -> Result<Client, ApiError> {
         let mut auth =
-            HeaderValue::try_from(format!("Bearer {}", config.token.expose())).map_err(|_| {
+            HeaderValue::try_from(format!("Bearer {}", api.token.expose())).map_err(|_| {
                 ApiError::Transport {
                     resource: "config",
                     message: "the token is not a valid HTTP header value".into(),
@@ -121,10 +198,10 @@ impl Client {
         let mut builder = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .default_headers(headers)
-            .timeout(config.request_timeout)
-            .connect_timeout(config.request_timeout)
+            .timeout(api.request_timeout)
+            .connect_timeout(api.request_timeout)
             .redirect(reqwest::redirect::Policy::none());
-        if let Some(pem) = &config.ca_cert_pem {
+        if let Some(pem) = &api.ca_cert_pem {
             let certs =
                 reqwest::Certificate::from_pem_bundle(pem).map_err(|e| ApiError::Transport {
                     resource: "config",
@@ -140,47 +217,71 @@ impl Client {
         })?;
         Ok(Client {
             http,
-            base: config.api_url.clone(),
-            timeout: config.request_timeout,
-            retries: config.api_retries,
-            max_retry_after: config.crawl_interval,
-            counters,
-            sent: AtomicU64::new(0),
+            base: api.url.clone(),
+            timeout: api.request_timeout,
+            retries: api.retries,
+            max_retry_after,
+            stats: Arc::new(ApiStats::default()),
         })
     }
 
-    /// Requests sent so far, retries included.
-    pub fn requests_sent(&self) -> u64 {
-        self.sent.load(Ordering::Relaxed)
+    /// The request and error counts, shared.
+    pub fn stats(&self) -> Arc<ApiStats> {
+        self.stats.clone()
     }
 
-    /// Confirms the token: fleet reads answer an unknown token with an empty list.
+    /// Confirms the token: fleet reads answer an unknown token with an empty list. A device
+    /// key passes whoami but cannot read fleets: it is refused here, by name.
     pub async fn whoami(&self) -> Result<model::Actor, ApiError> {
-        self.get("whoami", query::WHOAMI).await
+        let actor: model::Actor = self.get(Resource::Whoami, query::WHOAMI).await?;
+        if actor.actor_type.as_deref() == Some("device") {
+            return Err(ApiError::DeviceKey);
+        }
+        Ok(actor)
     }
 
-    pub async fn fleets(&self) -> Result<Vec<model::Fleet>, ApiError> {
-        let envelope: model::Envelope<model::Fleet> =
-            self.get("application", &query::fleets()).await?;
-        Ok(envelope.d)
-    }
-
-    pub async fn device_page(
+    /// Reads every row of `resource` in pages of `page_size`, in id order, handing each page to
+    /// `each` as it arrives. `query(top, after)` writes the request of the page after id
+    /// `after`. Paging is by key, not by offset, and ends only on an empty page: a server
+    /// that caps `$top` (a short page is not the last) or rows deleted between two pages
+    /// (which shift an offset) cannot make rows vanish.
+    pub async fn read_pages<T, Q, F>(
         &self,
-        fleet_ids: Option<&[u64]>,
-        top: u32,
-        skip: u64,
-    ) -> Result<Vec<model::Device>, ApiError> {
-        let path = query::devices(fleet_ids, top, skip);
-        let envelope: model::Envelope<model::Device> = self.get("device", &path).await?;
-        Ok(envelope.d)
+        resource: Resource,
+        page_size: u32,
+        query: Q,
+        mut each: F,
+    ) -> Result<(), ApiError>
+    where
+        T: DeserializeOwned + Keyed,
+        Q: Fn(u32, u64) -> String,
+        F: FnMut(Vec<T>),
+    {
+        let mut after = 0;
+        loop {
+            let page: model::Envelope<T> = self.get(resource, &query(page_size, after)).await?;
+            if page.d.is_empty() {
+                return Ok(());
+            }
+            for row in &page.d {
+                if row.id() <= after {
+                    return Err(ApiError::Paging {
+                        resource: resource.name(),
+                        after,
+                        id: row.id(),
+                    });
+                }
+                after = row.id();
+            }
+            each(page.d);
+        }
     }
 
     /// GET with retries: transport errors, timeouts and 5xx back off exponentially; a 429
     /// waits for its `Retry-After` unless that is longer than a crawl interval.
     async fn get<T: DeserializeOwned>(
         &self,
-        resource: &'static str,
+        resource: Resource,
         path: &str,
     ) -> Result<T, ApiError> {
         let mut attempt = 0;
@@ -189,7 +290,7 @@ impl Client {
                 Ok(value) => return Ok(value),
                 Err(e) => e,
             };
-            self.counters.error(error.kind());
+            self.stats.error(error.kind());
             if attempt >= self.retries || !error.is_retryable() {
                 return Err(error);
             }
@@ -203,7 +304,8 @@ impl Client {
                 _ => backoff(attempt),
             };
             log::debug!(
-                "api retry resource={resource} attempt={} kind={} wait_ms={} error=\"{error}\"",
+                "api retry resource={} attempt={} kind={} wait_ms={} error=\"{error}\"",
+                resource.name(),
                 attempt + 1,
                 error.kind(),
                 wait.as_millis()
@@ -215,11 +317,11 @@ impl Client {
 
     async fn get_once<T: DeserializeOwned>(
         &self,
-        resource: &'static str,
+        resource: Resource,
         path: &str,
     ) -> Result<T, ApiError> {
-        self.sent.fetch_add(1, Ordering::Relaxed);
-        self.counters.request(resource);
+        self.stats.request(resource);
+        let resource = resource.name();
         let transport = |e: reqwest::Error| {
             if e.is_timeout() {
                 ApiError::Timeout {
@@ -246,18 +348,9 @@ impl Client {
             .map_err(transport)?;
         let status = response.status();
         if status == StatusCode::TOO_MANY_REQUESTS {
-            let retry_after = response
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .filter(|s| s.is_finite() && *s >= 0.0)
-                .map_or(Duration::from_secs(1), |s| {
-                    Duration::from_secs_f64(s.min(86_400.0))
-                });
             return Err(ApiError::RateLimited {
                 resource,
-                retry_after,
+                retry_after: retry_after(response.headers().get(RETRY_AFTER)),
             });
         }
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
@@ -286,6 +379,18 @@ impl Client {
             message: e.to_string(),
         })
     }
+}
+
+/// `Retry-After` in seconds (decimals allowed), at most a day; 1 s when absent or not a
+/// number (an HTTP date, say). How long a crawl really waits is capped by the crawler.
+fn retry_after(header: Option<&HeaderValue>) -> Duration {
+    header
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map_or(Duration::from_secs(1), |s| {
+            Duration::from_secs_f64(s.min(86_400.0))
+        })
 }
 
 /// 0.5 s, 1 s, 2 s, ... capped at 8 s.
@@ -355,10 +460,42 @@ mod tests {
                 resource: "r",
                 message: String::new(),
             },
-            ApiError::Paging { skip: 0 },
+            ApiError::DeviceKey,
+            ApiError::Paging {
+                resource: "r",
+                after: 0,
+                id: 0,
+            },
         ];
-        let kinds: Vec<_> = errors.iter().map(ApiError::kind).collect();
+        let mut kinds: Vec<_> = errors.iter().map(ApiError::kind).collect();
+        assert_eq!(
+            kinds.remove(7),
+            "unauthorized",
+            "a device key is a rejected token"
+        );
         assert_eq!(kinds, ERROR_KINDS);
+        // Every kind and resource has its counter.
+        let stats = ApiStats::default();
+        assert_eq!(stats.errors().count(), ERROR_KINDS.len());
+        assert_eq!(stats.requests().count(), Resource::ALL.len());
+        for (i, r) in Resource::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+    }
+
+    #[test]
+    fn retry_after_is_seconds_within_a_day() {
+        let parse = |v: &str| retry_after(Some(&HeaderValue::from_str(v).unwrap()));
+        assert_eq!(parse("3"), Duration::from_secs(3));
+        assert_eq!(parse(" 1.5 "), Duration::from_millis(1500));
+        assert_eq!(parse("999999999"), Duration::from_secs(86_400));
+        assert_eq!(
+            parse("Wed, 21 Oct 2026 07:28:00 GMT"),
+            Duration::from_secs(1)
+        );
+        assert_eq!(parse("-1"), Duration::from_secs(1));
+        assert_eq!(parse("NaN"), Duration::from_secs(1));
+        assert_eq!(retry_after(None), Duration::from_secs(1));
     }
 
     #[test]

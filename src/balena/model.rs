@@ -90,6 +90,18 @@ pub struct Device {
     pub ip_address: Option<String>,
 }
 
+impl super::Keyed for Fleet {
+    fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl super::Keyed for Device {
+    fn id(&self) -> u64 {
+        self.id
+    }
+}
+
 /// A foreign key that is not expanded: `{"__id": 1}`.
 #[derive(Debug, Deserialize, PartialEq, Eq)]
 pub struct Reference {

@@ -23,21 +23,20 @@ const DEVICES_VISIBLE: &str =
 /// The token check: any actor (user or named key) answers 200, anything else 401.
 pub const WHOAMI: &str = "/actor/v1/whoami";
 
-/// Every fleet the token can see, in one request.
-pub fn fleets() -> String {
-    build(
+/// One page of the fleets the token can see: the first `top` with an id above `after`.
+pub fn fleets(top: u32, after: u64) -> String {
+    page(
         "/v7/application",
-        &[
-            ("$select", FLEET_SELECT),
-            ("$expand", FLEET_EXPAND),
-            ("$filter", FLEETS_VISIBLE),
-            ("$orderby", "id asc"),
-        ],
+        FLEET_SELECT,
+        FLEET_EXPAND,
+        FLEETS_VISIBLE,
+        top,
+        after,
     )
 }
 
 /// One page of devices; `fleet_ids` limits them to those fleets (None: every visible fleet).
-pub fn devices(fleet_ids: Option<&[u64]>, top: u32, skip: u64) -> String {
+pub fn devices(fleet_ids: Option<&[u64]>, top: u32, after: u64) -> String {
     let filter = match fleet_ids {
         None => DEVICES_VISIBLE.to_string(),
         Some(ids) => ids
@@ -46,16 +45,28 @@ pub fn devices(fleet_ids: Option<&[u64]>, top: u32, skip: u64) -> String {
             .collect::<Vec<_>>()
             .join(" or "),
     };
-    build(
+    page(
         "/v7/device",
+        DEVICE_SELECT,
+        DEVICE_EXPAND,
+        &filter,
+        top,
+        after,
+    )
+}
+
+/// A keyset page: `filter` and `id gt after`, in ascending id order, `top` rows at most.
+/// The server groups `and`/`or` left to right, so `filter` goes in parentheses.
+fn page(path: &str, select: &str, expand: &str, filter: &str, top: u32, after: u64) -> String {
+    build(
+        path,
         &[
-            ("$select", DEVICE_SELECT),
-            ("$expand", DEVICE_EXPAND),
-            ("$filter", &filter),
+            ("$select", select),
+            ("$expand", expand),
+            ("$filter", &format!("({filter}) and id gt {after}")),
             // Without a direction the server sorts descending.
             ("$orderby", "id asc"),
             ("$top", &top.to_string()),
-            ("$skip", &skip.to_string()),
         ],
     )
 }
@@ -81,14 +92,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fleet_query_is_literal() {
+    fn fleet_query_is_literal_and_keyset_paged() {
         assert_eq!(
-            fleets(),
+            fleets(1000, 17),
             "/v7/application?$select=id,app_name,slug\
              &$expand=organization($select=handle),is_for__device_type($select=slug),\
              should_be_running__release($select=commit)\
-             &$filter=is_directly_accessible_by__user/any(dau:1%20eq%201)\
-             &$orderby=id%20asc"
+             &$filter=(is_directly_accessible_by__user/any(dau:1%20eq%201))%20and%20id%20gt%2017\
+             &$orderby=id%20asc&$top=1000"
         );
     }
 
@@ -100,23 +111,23 @@ mod tests {
             "&$expand=is_of__device_type($select=slug),is_running__release($select=id,commit)&"
         ));
         assert!(q.contains(
-            "&$filter=belongs_to__application/any(a:a/is_directly_accessible_by__user/any(dau:1%20eq%201))&"
+            "&$filter=(belongs_to__application/any(a:a/is_directly_accessible_by__user/any(dau:1%20eq%201)))%20and%20id%20gt%201000&"
         ));
-        assert!(q.ends_with("&$orderby=id%20asc&$top=500&$skip=1000"));
+        assert!(q.ends_with("&$orderby=id%20asc&$top=500"));
     }
 
     #[test]
-    fn fleet_filter_becomes_an_id_filter() {
+    fn fleet_filter_becomes_an_id_filter_in_parentheses() {
         let q = devices(Some(&[3, 17]), 10, 0);
         assert!(q.contains(
-            "&$filter=belongs_to__application%20eq%203%20or%20belongs_to__application%20eq%2017&"
+            "&$filter=(belongs_to__application%20eq%203%20or%20belongs_to__application%20eq%2017)%20and%20id%20gt%200&"
         ));
     }
 
     #[test]
     fn url_parsing_keeps_the_reserved_characters_literal() {
         // reqwest parses the URL with the `url` crate; it must not encode what we wrote.
-        for q in [fleets(), devices(None, 1, 0), devices(Some(&[1]), 1, 0)] {
+        for q in [fleets(5, 0), devices(None, 1, 0), devices(Some(&[1]), 1, 9)] {
             let url = reqwest::Url::parse(&format!("https://api.example.com{q}")).unwrap();
             assert_eq!(format!("{}?{}", url.path(), url.query().unwrap()), q);
             let query = url.query().unwrap();

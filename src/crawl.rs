@@ -1,0 +1,213 @@
+//! The crawl loop: confirm the token, read the fleets and the devices in keyset pages, build a
+//! `Snapshot`, and hand the outcome to the publisher. A crawl costs the same number of
+//! requests whatever the number of fleets. A failed crawl is logged in one line and retried
+//! with backoff; the publisher keeps the last good data meanwhile.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::balena::{query, ApiError, ApiStats, Client, Resource};
+use crate::config::CrawlConfig;
+use crate::publish::{Outcome, Publisher};
+use crate::snapshot::{Builder, Snapshot};
+
+/// The longest wait after a 429, in crawl intervals: a `Retry-After` longer than this (a bad
+/// header, say) would stop crawling for that long, so it is cut to this and the cut logged.
+const MAX_RETRY_AFTER_INTERVALS: u32 = 5;
+
+pub struct Crawler {
+    client: Client,
+    stats: Arc<ApiStats>,
+    config: CrawlConfig,
+    /// Who the token belongs to, as last logged.
+    actor: Option<String>,
+    failures: u32,
+    succeeded_once: bool,
+}
+
+impl Crawler {
+    pub fn new(client: Client, config: CrawlConfig) -> Crawler {
+        Crawler {
+            stats: client.stats(),
+            client,
+            config,
+            actor: None,
+            failures: 0,
+            succeeded_once: false,
+        }
+    }
+
+    /// Crawls now, then every interval (sooner after a failure), publishing each outcome.
+    pub async fn run(mut self, mut publisher: Publisher) {
+        loop {
+            let started = Instant::now();
+            let sent_before = self.stats.total_requests();
+            let result = self.crawl().await;
+            let outcome = Outcome {
+                duration: started.elapsed(),
+                finished: SystemTime::now(),
+                requests: self.stats.total_requests() - sent_before,
+                result,
+            };
+            let wait = self.after(&outcome);
+            publisher.publish(outcome).await;
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Logs the outcome and says how long to wait before the next crawl.
+    fn after(&mut self, outcome: &Outcome) -> Duration {
+        let (requests, duration) = (outcome.requests, outcome.duration);
+        match &outcome.result {
+            Ok(snapshot) => {
+                let level = if self.failures > 0 || !self.succeeded_once {
+                    log::Level::Info
+                } else {
+                    log::Level::Debug
+                };
+                log::log!(
+                    level,
+                    "crawl ok fleets={} devices={} requests={requests} duration_ms={}",
+                    snapshot.fleets.len(),
+                    snapshot.device_count(),
+                    duration.as_millis(),
+                );
+                self.failures = 0;
+                self.succeeded_once = true;
+                self.config.interval.saturating_sub(duration)
+            }
+            Err(error) => {
+                self.failures += 1;
+                let wait = retry_wait(error, self.failures, self.config.interval);
+                let level = match error {
+                    ApiError::Unauthorized { .. } | ApiError::DeviceKey => log::Level::Error,
+                    _ => log::Level::Warn,
+                };
+                log::log!(
+                    level,
+                    "crawl failed kind={} requests={requests} duration_ms={} retry_in_s={:.1} keeping_last_good={} error=\"{error}\"",
+                    error.kind(),
+                    duration.as_millis(),
+                    wait.as_secs_f64(),
+                    self.succeeded_once,
+                );
+                if let ApiError::RateLimited { retry_after, .. } = error {
+                    if *retry_after > wait {
+                        log::warn!(
+                            "retry-after capped asked_s={} waiting_s={} cap=\"{MAX_RETRY_AFTER_INTERVALS} crawl intervals\"",
+                            retry_after.as_secs_f64(),
+                            wait.as_secs_f64()
+                        );
+                    }
+                }
+                wait
+            }
+        }
+    }
+
+    /// whoami, then fleet pages, then device pages, each ending on an empty page: a constant
+    /// number of requests in the number of fleets.
+    async fn crawl(&mut self) -> Result<Snapshot, ApiError> {
+        let actor = self.client.whoami().await?;
+        let who = format!(
+            "actor_type={} username={}",
+            actor.actor_type.as_deref().unwrap_or("?"),
+            actor.username.as_deref().unwrap_or("?")
+        );
+        if self.actor.as_deref() != Some(who.as_str()) {
+            log::info!("authenticated {who}");
+            self.actor = Some(who);
+        }
+
+        let mut fleets = Vec::new();
+        let filter = &self.config.fleets;
+        let mut visible = 0;
+        self.client
+            .read_pages(
+                Resource::Application,
+                self.config.page_size,
+                query::fleets,
+                |page: Vec<crate::balena::model::Fleet>| {
+                    visible += page.len();
+                    fleets.extend(
+                        page.into_iter()
+                            .filter(|f| filter.matches(&f.slug, &f.app_name)),
+                    );
+                },
+            )
+            .await?;
+        if fleets.is_empty() && visible > 0 {
+            log::warn!("no fleet matches FLEETS visible_fleets={visible}");
+        }
+        let mut builder = Builder::new(fleets);
+        let ids = builder.fleet_ids();
+        if !ids.is_empty() {
+            let only = (!filter.is_all()).then_some(ids.as_slice());
+            self.client
+                .read_pages(
+                    Resource::Device,
+                    self.config.page_size,
+                    |top, after| query::devices(only, top, after),
+                    |page| builder.add_devices(page),
+                )
+                .await?;
+        }
+        let (snapshot, orphans) = builder.finish();
+        if orphans > 0 {
+            log::info!(
+                "devices of fleets not watched or created during the crawl skipped_devices={orphans}"
+            );
+        }
+        Ok(snapshot)
+    }
+}
+
+/// After a failure: a rejected token waits a whole interval, a 429 its `Retry-After` (at most
+/// `MAX_RETRY_AFTER_INTERVALS` intervals), anything else backs off 1 s, 2 s, 4 s, ... up to
+/// the interval.
+fn retry_wait(error: &ApiError, failures: u32, interval: Duration) -> Duration {
+    match error {
+        ApiError::Unauthorized { .. } | ApiError::DeviceKey => interval,
+        ApiError::RateLimited { retry_after, .. } => {
+            (*retry_after).min(interval * MAX_RETRY_AFTER_INTERVALS)
+        }
+        _ => Duration::from_secs(1 << failures.saturating_sub(1).min(16)).min(interval),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_waits() {
+        let minute = Duration::from_secs(60);
+        let timeout = ApiError::Timeout {
+            resource: "device",
+            after: minute,
+        };
+        let waits: Vec<_> = (1..=8)
+            .map(|n| retry_wait(&timeout, n, minute).as_secs())
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60]);
+        let unauthorized = ApiError::Unauthorized {
+            status: 401,
+            resource: "whoami",
+        };
+        assert_eq!(retry_wait(&unauthorized, 1, minute), minute);
+        assert_eq!(retry_wait(&ApiError::DeviceKey, 3, minute), minute);
+        let limited = |secs| ApiError::RateLimited {
+            resource: "device",
+            retry_after: Duration::from_secs(secs),
+        };
+        assert_eq!(
+            retry_wait(&limited(120), 1, minute),
+            Duration::from_secs(120)
+        );
+        // A day-long Retry-After is cut to five intervals.
+        assert_eq!(
+            retry_wait(&limited(86_400), 1, minute),
+            Duration::from_secs(300)
+        );
+    }
+}

@@ -1,0 +1,298 @@
+//! Paging: every fleet and device is read, whatever the server does between and within
+//! pages (a cap on `$top`, rows deleted and added while paging), in a number of requests that
+//! does not grow with the number of fleets; a server that ignores the keyset filter fails the
+//! crawl as `paging` and the last good data stays.
+
+mod common;
+
+use common::exporter::{wait_for, Exporter};
+use common::fake::{Account, Device, FakeBalena, Fault, Fleet, Recorded, Release};
+use common::promtext::{family, value, Sample};
+
+const TOKEN: &str = "sample-token";
+
+fn fleet_value(samples: &[Sample], name: &str, slug: &str) -> Option<f64> {
+    value(samples, name, &[("fleet_slug", slug)])
+}
+
+/// The uuids of `balena_device_info`, sorted.
+fn exported_uuids(samples: &[Sample]) -> Vec<String> {
+    let mut uuids: Vec<String> = family(samples, "balena_device_info")
+        .iter()
+        .map(|s| s.label("uuid").to_string())
+        .collect();
+    uuids.sort();
+    uuids
+}
+
+/// `fleets` fleets sharing `devices` devices round-robin, with ids from 1.
+fn generated(fleets: u64, devices: u64) -> Account {
+    let mut account = Account {
+        tokens: vec![TOKEN.into()],
+        ..Account::default()
+    };
+    for id in 1..=fleets {
+        account.fleets.push(Fleet {
+            id,
+            app_name: format!("fleet-{id}"),
+            slug: format!("org/fleet-{id}"),
+            organization: "org".into(),
+            device_type: "raspberrypi4-64".into(),
+            target_release: Some(Release {
+                id: 1,
+                commit: "c1".into(),
+            }),
+            is_of__class: "fleet".into(),
+            tags: Vec::new(),
+        });
+    }
+    for id in 1..=devices {
+        account.devices.push(Device {
+            id,
+            uuid: format!("{id:032x}"),
+            device_name: format!("device-{id}"),
+            fleet_id: 1 + id % fleets,
+            device_type: "raspberrypi4-64".into(),
+            is_online: id % 3 != 0,
+            api_heartbeat_state: "online".into(),
+            overall_status: if id % 3 == 0 {
+                "disconnected"
+            } else {
+                "operational"
+            }
+            .into(),
+            running_release: Some(Release {
+                id: 1 + id % 2,
+                commit: format!("c{}", 1 + id % 2),
+            }),
+            ..Device::default()
+        });
+    }
+    account
+}
+
+/// Requests of the first complete crawl: from the first whoami to the one before the next.
+fn one_crawl(fake: &FakeBalena) -> Vec<Recorded> {
+    let requests = fake.requests();
+    let start = requests
+        .iter()
+        .position(|r| r.path == "/actor/v1/whoami")
+        .unwrap();
+    let end = requests[start + 1..]
+        .iter()
+        .position(|r| r.path == "/actor/v1/whoami")
+        .map_or(requests.len(), |i| start + 1 + i);
+    requests[start..end].to_vec()
+}
+
+#[tokio::test]
+async fn several_thousand_devices_over_pages() {
+    let account = generated(3, 2500);
+    let fake = FakeBalena::start(account.clone()).await;
+    let exporter = Exporter::start(
+        &fake.url(),
+        TOKEN,
+        &[
+            ("PAGE_SIZE", "1000"),
+            ("CRAWL_INTERVAL", "30"),
+            ("REQUEST_TIMEOUT", "5"),
+        ],
+    )
+    .await;
+    exporter.wait_ready().await;
+    let samples = exporter.metrics().await;
+    assert_eq!(family(&samples, "balena_device_online").len(), 2500);
+    let total: f64 = family(&samples, "balena_fleet_devices")
+        .iter()
+        .map(|s| s.value)
+        .sum();
+    assert_eq!(total, 2500.0);
+    for f in &account.fleets {
+        let online = account
+            .devices
+            .iter()
+            .filter(|d| d.fleet_id == f.id && d.is_online)
+            .count();
+        assert_eq!(
+            fleet_value(&samples, "balena_devices_online", &f.slug),
+            Some(online as f64)
+        );
+    }
+    // whoami; fleets, then the empty page after them; pages of 1000, 1000 and 500 devices
+    // and the empty page after them: keyset pages in id order, written literally.
+    let crawl = one_crawl(&fake);
+    let paths: Vec<_> = crawl.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/actor/v1/whoami",
+            "/v7/application",
+            "/v7/application",
+            "/v7/device",
+            "/v7/device",
+            "/v7/device",
+            "/v7/device",
+        ]
+    );
+    assert!(
+        crawl[2].raw_query.contains("%20and%20id%20gt%203&"),
+        "{}",
+        crawl[2].raw_query
+    );
+    for (page, after) in crawl[3..].iter().zip([0, 1000, 2000, 2500]) {
+        assert!(
+            page.raw_query.contains(&format!(
+                "%20and%20id%20gt%20{after}&$orderby=id%20asc&$top=1000"
+            )),
+            "{}",
+            page.raw_query
+        );
+        assert!(
+            page.raw_query
+                .contains("$expand=is_of__device_type($select=slug),"),
+            "{}",
+            page.raw_query
+        );
+        assert_eq!(page.status, 200);
+    }
+    assert!(crawl.iter().all(|r| r.authorized));
+    let agent = format!("balena-exporter/{}", env!("CARGO_PKG_VERSION"));
+    assert!(crawl.iter().all(|r| r.user_agent == agent), "{crawl:?}");
+    assert_eq!(value(&samples, "balena_crawl_api_requests", &[]), Some(7.0));
+    exporter.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn requests_per_crawl_do_not_grow_with_fleets() {
+    let mut counts = Vec::new();
+    for fleets in [2, 200] {
+        let fake = FakeBalena::start(generated(fleets, 450)).await;
+        let exporter = Exporter::start(
+            &fake.url(),
+            TOKEN,
+            &[
+                ("PAGE_SIZE", "250"),
+                ("CRAWL_INTERVAL", "30"),
+                ("REQUEST_TIMEOUT", "5"),
+            ],
+        )
+        .await;
+        exporter.wait_ready().await;
+        let samples = exporter.metrics().await;
+        assert_eq!(
+            family(&samples, "balena_devices_online").len(),
+            fleets as usize
+        );
+        counts.push((
+            one_crawl(&fake).len(),
+            value(&samples, "balena_crawl_api_requests", &[]),
+        ));
+        exporter.stop().await.unwrap();
+    }
+    // whoami, one page of fleets and the empty one, ⌈450 / 250⌉ = 2 pages of devices and the
+    // empty one: 6 for both.
+    assert_eq!(counts, [(6, Some(6.0)), (6, Some(6.0))]);
+}
+
+/// balenaCloud publishes no cap on `$top`; a server that has one must not cost devices.
+#[tokio::test]
+async fn a_server_that_caps_pages_loses_no_fleet_and_no_device() {
+    let account = generated(150, 700);
+    let fake = FakeBalena::start(account.clone()).await;
+    fake.set_max_top(Some(100));
+    let exporter = Exporter::start(
+        &fake.url(),
+        TOKEN,
+        &[
+            ("PAGE_SIZE", "1000"),
+            ("CRAWL_INTERVAL", "30"),
+            ("REQUEST_TIMEOUT", "5"),
+        ],
+    )
+    .await;
+    exporter.wait_ready().await;
+    let samples = exporter.metrics().await;
+    assert_eq!(family(&samples, "balena_devices_online").len(), 150);
+    let mut expected: Vec<String> = account.devices.iter().map(|d| d.uuid.clone()).collect();
+    expected.sort();
+    assert_eq!(exported_uuids(&samples), expected);
+    for f in &account.fleets {
+        let devices = account
+            .devices
+            .iter()
+            .filter(|d| d.fleet_id == f.id)
+            .count();
+        assert_eq!(
+            fleet_value(&samples, "balena_fleet_devices", &f.slug),
+            Some(devices as f64),
+            "{}",
+            f.slug
+        );
+    }
+    // 2 + 1 pages of fleets, 7 + 1 of devices, and whoami.
+    assert_eq!(
+        value(&samples, "balena_crawl_api_requests", &[]),
+        Some(12.0)
+    );
+    assert_eq!(value(&samples, "balena_up", &[]), Some(1.0));
+    exporter.stop().await.unwrap();
+}
+
+/// Devices deleted while the exporter pages shift an offset and make others vanish; a keyset
+/// does not move. Every device that existed during the whole crawl must be exported.
+#[tokio::test]
+async fn devices_deleted_and_added_between_pages_cost_no_other_device() {
+    let account = generated(4, 400);
+    let fake = FakeBalena::start(account.clone()).await;
+    fake.set_churn(8);
+    let exporter = Exporter::start(
+        &fake.url(),
+        TOKEN,
+        &[
+            ("PAGE_SIZE", "50"),
+            ("CRAWL_INTERVAL", "30"),
+            ("REQUEST_TIMEOUT", "5"),
+        ],
+    )
+    .await;
+    exporter.wait_ready().await;
+    let samples = exporter.metrics().await;
+    let now = fake.account();
+    // Deleted during the crawl: the first device of each of the first 8 pages.
+    let survivors: Vec<String> = account
+        .devices
+        .iter()
+        .filter(|d| now.devices.iter().any(|n| n.id == d.id))
+        .map(|d| d.uuid.clone())
+        .collect();
+    assert_eq!(survivors.len(), 400 - 8, "each page deleted one device");
+    let exported = exported_uuids(&samples);
+    let missing: Vec<&String> = survivors.iter().filter(|u| !exported.contains(u)).collect();
+    assert!(missing.is_empty(), "devices lost while paging: {missing:?}");
+    assert_eq!(value(&samples, "balena_up", &[]), Some(1.0));
+    exporter.stop().await.unwrap();
+}
+
+/// A server that ignores `id gt N` would answer the same page forever: the crawl fails as
+/// `paging` instead, and the last good data stays.
+#[tokio::test]
+async fn a_server_ignoring_the_keyset_fails_as_paging_and_keeps_the_data() {
+    let account = generated(2, 30);
+    let fake = FakeBalena::start(account).await;
+    let exporter = Exporter::start(&fake.url(), TOKEN, &[("PAGE_SIZE", "10")]).await;
+    exporter.wait_ready().await;
+    fake.set_fault(Some(Fault::IgnoreFilter));
+    let failed = exporter
+        .wait_metrics("a paging error", |s| {
+            value(s, "balena_crawl_errors_total", &[("kind", "paging")]) >= Some(1.0)
+        })
+        .await;
+    assert_eq!(value(&failed, "balena_up", &[]), Some(0.0));
+    assert_eq!(family(&failed, "balena_device_info").len(), 30);
+    fake.set_fault(None);
+    wait_for("recovery", || async {
+        value(&exporter.metrics().await, "balena_up", &[]) == Some(1.0)
+    })
+    .await;
+    exporter.stop().await.unwrap();
+}

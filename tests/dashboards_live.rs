@@ -1,0 +1,479 @@
+//! The live check of the Grafana dashboards: every panel and variable query returns data from a
+//! real Prometheus running the shipped configuration.
+//!
+//! The fake balena API, the exporter in `SD_MODE=lan`, a real `prometheus-node-exporter` standing
+//! in for a device on 127.0.0.2 (with the flags of `examples/device-node-exporter`), and a real
+//! `prometheus` running the shipped `prometheus/prometheus.yml`, which scrapes the exporter and
+//! discovers the device through `/sd`. Then every panel query and every variable query, with the
+//! variables filled in as Grafana would, must return at least one series; the only exceptions are
+//! the few in `MAY_BE_EMPTY` (sensors a virtual machine lacks), each checked to be empty for that
+//! reason only. The lints of the files themselves are in `dashboards_static.rs`.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use common::dashboards::{
+    dashboards, provisioned_uid, read, variable_query, with_uid, Dashboard, BUILTINS,
+};
+use common::exporter::Exporter;
+use common::fake::{Account, FakeBalena};
+use common::prometheus::Prometheus;
+use common::promql::{selectors, variable_promql, variable_refs};
+
+const TOKEN: &str = "sample-token";
+
+/// A panel query allowed to return no series on the machine that runs the live test, and why.
+/// The exception is narrow: it applies only while the machine lacks the hardware
+/// (`expected_here` false; where it has it, as a Raspberry Pi or a NUC does, the query must
+/// return data), only when every other metric of the query has data, and only when the
+/// collectors that would produce the missing metrics did run on the stand-in device. A misspelled
+/// metric therefore still fails.
+struct MayBeEmpty {
+    uid: &'static str,
+    panel: &'static str,
+    ref_id: &'static str,
+    /// The metrics whose absence is allowed; the query must use each of them.
+    metrics: &'static [&'static str],
+    /// The node_exporter collectors of those metrics (`node_scrape_collector_success` label).
+    collectors: &'static [&'static str],
+    /// Whether this machine has what the query reads, in which case it must return data.
+    expected_here: fn() -> bool,
+    reason: &'static str,
+}
+
+const MAY_BE_EMPTY: &[MayBeEmpty] = &[
+    MayBeEmpty {
+        uid: "balena-node",
+        panel: "Temperature",
+        ref_id: "A",
+        metrics: &["node_hwmon_temp_celsius"],
+        collectors: &["hwmon"],
+        expected_here: hwmon_temperatures,
+        reason: "real devices have hwmon temperature sensors (SoC, coretemp, ACPI); a virtual \
+                 machine or container has no /sys/class/hwmon/*/temp*_input",
+    },
+    MayBeEmpty {
+        uid: "balena-node",
+        panel: "Temperature",
+        ref_id: "B",
+        metrics: &["node_thermal_zone_temp", "node_hwmon_temp_celsius"],
+        collectors: &["thermal_zone", "hwmon"],
+        expected_here: thermal_zones_without_hwmon,
+        reason: "thermal zones are shown only for devices without a hwmon temperature; a virtual \
+                 machine has no /sys/class/thermal/thermal_zone*/temp at all",
+    },
+];
+
+/// Whether any /sys/class/hwmon/*/temp*_input exists.
+fn hwmon_temperatures() -> bool {
+    sys_entries("/sys/class/hwmon", "hwmon").iter().any(|dir| {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|f| {
+                let name = f.file_name().to_string_lossy().into_owned();
+                name.starts_with("temp") && name.ends_with("_input")
+            })
+    })
+}
+
+/// Whether any /sys/class/thermal/thermal_zone*/temp exists while no hwmon temperature does.
+fn thermal_zones_without_hwmon() -> bool {
+    let zones = sys_entries("/sys/class/thermal", "thermal_zone")
+        .iter()
+        .any(|dir| dir.join("temp").exists());
+    zones && !hwmon_temperatures()
+}
+
+/// The entries of `dir` whose names start with `prefix` (none if `dir` does not exist).
+fn sys_entries(dir: &str, prefix: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .map(|e| e.path())
+        .collect()
+}
+
+#[test]
+fn may_be_empty_entries_name_existing_queries_and_their_metrics() {
+    let dashboards = dashboards();
+    for entry in MAY_BE_EMPTY {
+        let d = with_uid(&dashboards, entry.uid)
+            .unwrap_or_else(|| panic!("MAY_BE_EMPTY: no dashboard {}", entry.uid));
+        let (_, _, expr) = d
+            .queries()
+            .into_iter()
+            .find(|(panel, ref_id, _)| panel == entry.panel && ref_id == entry.ref_id)
+            .unwrap_or_else(|| {
+                panic!(
+                    "MAY_BE_EMPTY: {} has no panel {:?} target {}",
+                    d.name(),
+                    entry.panel,
+                    entry.ref_id
+                )
+            });
+        let used: BTreeSet<String> = selectors(&expr).into_iter().map(|(m, _)| m).collect();
+        for metric in entry.metrics {
+            assert!(
+                used.contains(*metric),
+                "MAY_BE_EMPTY: {} {:?} {} does not use {metric}: {expr}",
+                d.name(),
+                entry.panel,
+                entry.ref_id
+            );
+        }
+        assert!(!entry.collectors.is_empty() && !entry.reason.is_empty());
+    }
+}
+
+/// `text` with every variable reference replaced by its value from `values` or `BUILTINS`.
+fn interpolate(text: &str, values: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut last = 0;
+    for (range, name) in variable_refs(text) {
+        let value = values
+            .get(&name)
+            .map(String::as_str)
+            .or_else(|| {
+                BUILTINS
+                    .iter()
+                    .find(|(builtin, _)| *builtin == name)
+                    .map(|(_, v)| *v)
+            })
+            .ok_or_else(|| format!("no value for ${name}"))?;
+        out.push_str(&text[last..range.start]);
+        out.push_str(value);
+        last = range.end;
+    }
+    out.push_str(&text[last..]);
+    Ok(out)
+}
+
+/// An instant query through the HTTP API: its series (a scalar or string result counts as
+/// one), or the error Prometheus gave. (`Prometheus::query` hides errors, which a failure
+/// message here should show.)
+async fn instant_query(prometheus: &Prometheus, query: &str) -> Result<Vec<Value>, String> {
+    let response = reqwest::Client::new()
+        .get(format!("{}/api/v1/query", prometheus.url))
+        .query(&[("query", query)])
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    let body: Value = serde_json::from_slice(&response.bytes().await.map_err(|e| e.to_string())?)
+        .map_err(|e| format!("not JSON: {e}"))?;
+    if body["status"] != "success" {
+        return Err(format!("{}: {}", body["errorType"], body["error"]));
+    }
+    let data = &body["data"];
+    Ok(match data["resultType"].as_str() {
+        Some("vector") | Some("matrix") => data["result"].as_array().cloned().unwrap_or_default(),
+        Some("scalar") | Some("string") => vec![data["result"].clone()],
+        other => return Err(format!("unexpected result type {other:?}")),
+    })
+}
+
+/// What a variable offers: the distinct values of its label in what its query returns.
+async fn variable_options(
+    prometheus: &Prometheus,
+    d: &Dashboard,
+    var: &Value,
+    values: &BTreeMap<String, String>,
+) -> Result<Vec<String>, String> {
+    let query = variable_query(var).ok_or("no query")?;
+    let (promql, label) = variable_promql(query)?;
+    let promql = interpolate(&promql, values)?;
+    let series = instant_query(prometheus, &promql)
+        .await
+        .map_err(|e| format!("{promql}: {e}"))?;
+    let options: BTreeSet<String> = series
+        .iter()
+        .map(|s| match &label {
+            Some(label) => s["metric"][label].as_str().unwrap_or("").to_string(),
+            None => s["metric"].to_string(),
+        })
+        .filter(|v| !v.is_empty())
+        .collect();
+    if options.is_empty() {
+        return Err(format!("{}: {promql} returned no values", d.name()));
+    }
+    Ok(options.into_iter().collect())
+}
+
+/// Grafana's value for an "All" selection: the variable's allValue, else every option as a regex.
+fn all_value(var: &Value, options: &[String]) -> String {
+    match var["allValue"].as_str() {
+        Some(all) if !all.is_empty() => all.to_string(),
+        _ => format!("({})", options.join("|")),
+    }
+}
+
+/// Why an empty answer to `query` (target `ref_id` of panel `panel` of `d`) is acceptable on
+/// this machine (`Ok`), or what rules the exception out (`Err`, "" when there is none).
+async fn may_be_empty(
+    prometheus: &Prometheus,
+    d: &Dashboard,
+    panel: &str,
+    ref_id: &str,
+    query: &str,
+) -> Result<String, String> {
+    let entry = MAY_BE_EMPTY
+        .iter()
+        .find(|e| e.uid == d.uid() && e.panel == panel && e.ref_id == ref_id)
+        .ok_or_else(String::new)?;
+    if (entry.expected_here)() {
+        return Err(format!(
+            ", although this machine has what it reads (MAY_BE_EMPTY: {})",
+            entry.reason
+        ));
+    }
+    for (metric, _) in selectors(query) {
+        if metric.is_empty() || entry.metrics.contains(&metric.as_str()) {
+            continue;
+        }
+        let probe = format!("group({metric}{{job=\"balena-devices\"}})");
+        if !instant_query(prometheus, &probe)
+            .await
+            .is_ok_and(|series| !series.is_empty())
+        {
+            return Err(format!(
+                ", and {metric}, which MAY_BE_EMPTY does not excuse, has no data"
+            ));
+        }
+    }
+    for collector in entry.collectors {
+        let probe = format!(
+            "node_scrape_collector_success{{job=\"balena-devices\", collector=\"{collector}\"}}"
+        );
+        if !instant_query(prometheus, &probe)
+            .await
+            .is_ok_and(|series| !series.is_empty())
+        {
+            return Err(format!(
+                ", and node_exporter's {collector} collector did not run, so the absence is not the hardware's"
+            ));
+        }
+    }
+    Ok(format!("allowed to be empty here: {}", entry.reason))
+}
+
+/// A node exporter killed when dropped.
+struct NodeExporter(std::process::Child);
+
+impl Drop for NodeExporter {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The flags `examples/device-node-exporter` runs node_exporter with (its Dockerfile's CMD),
+/// without `--web.listen-address`, which the test sets.
+fn example_node_exporter_flags() -> Vec<String> {
+    let path = "examples/device-node-exporter/Dockerfile.template";
+    let dockerfile = read(path).replace("\\\n", " ");
+    let cmd = dockerfile
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("CMD "))
+        .unwrap_or_else(|| panic!("{path}: no CMD"));
+    let flags: Vec<String> = serde_json::from_str(cmd)
+        .unwrap_or_else(|e| panic!("{path}: CMD is not a JSON array of strings ({e}): {cmd}"));
+    assert!(
+        flags.iter().any(|f| f == "--web.listen-address=:80"),
+        "{path}: node_exporter must listen on port 80 (the public device URL and SD_LAN_PORT's default)"
+    );
+    flags
+        .into_iter()
+        .filter(|f| !f.starts_with("--web.listen-address"))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_panel_and_variable_query_returns_data() {
+    let mut account = Account::sample();
+
+    // The fleet and device to show: a fleet with a target release, and a device of it that
+    // reported every hardware value. That device is also the one the node exporter stands in
+    // for: it alone has an address, so /sd (lan mode) lists it alone.
+    let fleet = account
+        .fleets
+        .iter()
+        .find(|f| f.slug == "acme/sensors")
+        .expect("the sample account has acme/sensors")
+        .clone();
+    assert!(fleet.target_release.is_some());
+    let device = account
+        .devices
+        .iter()
+        .find(|d| {
+            d.fleet_id == fleet.id
+                && d.is_online
+                && d.cpu_usage.is_some()
+                && d.cpu_temp.is_some()
+                && d.memory_total.is_some()
+                && d.storage_total.is_some()
+                && d.last_connectivity_event.is_some()
+                && d.running_release.as_ref().map(|r| r.id)
+                    == fleet.target_release.as_ref().map(|r| r.id)
+                && d.pinned_release.is_none()
+        })
+        .expect("an online device of acme/sensors with hardware values on the target release")
+        .clone();
+    for d in &mut account.devices {
+        d.ip_address = (d.uuid == device.uuid).then(|| "127.0.0.2".to_string());
+    }
+    let preferred: BTreeMap<&str, &str> = [
+        ("fleet", fleet.slug.as_str()),
+        ("device", device.uuid.as_str()),
+    ]
+    .into();
+
+    // The stand-in device: Debian's node exporter on 127.0.0.2, as a device on the LAN, with
+    // the example's flags.
+    let port = std::net::TcpListener::bind("127.0.0.2:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let flags = example_node_exporter_flags();
+    let mut node = NodeExporter(
+        std::process::Command::new("prometheus-node-exporter")
+            .args(&flags)
+            .arg(format!("--web.listen-address=127.0.0.2:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus-node-exporter (Debian package; scripts/test installs it)"),
+    );
+
+    let fake = FakeBalena::start(account).await;
+    let exporter = Exporter::start(
+        &fake.url(),
+        TOKEN,
+        &[("SD_MODE", "lan"), ("SD_LAN_PORT", &port.to_string())],
+    )
+    .await;
+    exporter.wait_ready().await;
+    let prometheus = Prometheus::shipped(exporter.url.trim_start_matches("http://"), "");
+
+    // rate() needs two samples in its window; with a scrape a second, wait for five of the
+    // exporter and three successful ones of the device (Prometheus passes discovered targets
+    // on to scraping every 5 s, so the device's scrapes start later).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(status) = node.0.try_wait().unwrap() {
+            panic!("prometheus-node-exporter exited ({status}); the example's flags: {flags:?}");
+        }
+        let at_least = |n: f64, rows: Vec<(Value, f64)>| rows.iter().any(|(_, v)| *v >= n);
+        if at_least(
+            5.0,
+            prometheus.query("count_over_time(balena_up[1m])").await,
+        ) && at_least(
+            3.0,
+            prometheus
+                .query("sum_over_time(up{job=\"balena-devices\"}[1m])")
+                .await,
+        ) {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let targets = prometheus.api("/api/v1/targets").await;
+            panic!("not enough scrapes of the exporter and the device; targets: {targets:#}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let mut failures = Vec::new();
+    let mut excused = Vec::new();
+    let mut checked = 0;
+    for d in dashboards() {
+        // Resolve the variables in order, as Grafana does: each from the values its query
+        // offers given the ones before it. Two selections: one value each, then "All" for the
+        // variables that offer it.
+        for all in [false, true] {
+            let mut values = BTreeMap::new();
+            for var in d.variables() {
+                let name = var["name"].as_str().unwrap_or("").to_string();
+                let value = match var["type"].as_str() {
+                    Some("query") => match variable_options(&prometheus, &d, var, &values).await {
+                        Ok(options) if all && var["includeAll"] == true => all_value(var, &options),
+                        Ok(options) => match preferred.get(name.as_str()) {
+                            Some(p) if options.iter().any(|o| o == p) => p.to_string(),
+                            Some(p) => {
+                                failures.push(format!(
+                                    "{}: variable {name} does not offer {p}: {options:?}",
+                                    d.name()
+                                ));
+                                p.to_string()
+                            }
+                            None => options[0].clone(),
+                        },
+                        Err(e) => {
+                            failures.push(format!("{}: variable {name}: {e}", d.name()));
+                            continue;
+                        }
+                    },
+                    Some("datasource") => provisioned_uid(),
+                    Some("constant") | Some("textbox") | Some("custom") => var["query"]
+                        .as_str()
+                        .unwrap_or("")
+                        .split(',')
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .to_string(),
+                    Some("interval") => "1m".to_string(),
+                    other => {
+                        failures.push(format!("{}: variable {name}: type {other:?}", d.name()));
+                        continue;
+                    }
+                };
+                values.insert(name, value);
+            }
+            let selection = values
+                .iter()
+                .map(|(k, v)| format!("${k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            for (panel, ref_id, expr) in d.queries() {
+                let place = format!(
+                    "{}: panel {panel:?} target {ref_id} ({selection})",
+                    d.name()
+                );
+                let query = match interpolate(&expr, &values) {
+                    Ok(query) => query,
+                    Err(e) => {
+                        failures.push(format!("{place}: {e}: {expr}"));
+                        continue;
+                    }
+                };
+                checked += 1;
+                match instant_query(&prometheus, &query).await {
+                    Ok(series) if !series.is_empty() => {}
+                    Ok(_) => match may_be_empty(&prometheus, &d, &panel, &ref_id, &query).await {
+                        Ok(reason) => excused.push(format!("{place}: {reason}")),
+                        Err(why) => failures.push(format!("{place}: no series{why}: {query}")),
+                    },
+                    Err(e) => failures.push(format!("{place}: {e}: {query}")),
+                }
+            }
+        }
+    }
+    for line in &excused {
+        eprintln!("{line}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} queries failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(checked > 0, "no queries were checked");
+    exporter.stop().await.unwrap();
+}

@@ -1,0 +1,350 @@
+//! The static lints of the Grafana dashboards in `grafana/dashboards/`: what the files say,
+//! checked without running anything.
+//!
+//! Each file parses, uids are unique, every panel and target queries the datasource that
+//! `grafana/provisioning/datasources/prometheus.yml` provisions, every template variable a query
+//! uses is defined, every `balena_*` metric is one the README documents, every selector of the
+//! device dashboards (node_exporter on the discovered devices) is limited to the
+//! `balena-devices` job and the chosen fleets and devices, and the provisioning and the
+//! Dockerfile agree on where the dashboards live. The live check of every query is in
+//! `dashboards_live.rs`.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+use common::dashboards::{
+    dashboards, is_row, provisioned_uid, read, variable_query, with_uid, yaml_values, Dashboard,
+    BUILTINS,
+};
+use common::promql::{metric_names, selectors, variable_promql, variable_refs};
+
+/// The dashboards the app ships, by uid; other links and docs point at these.
+const EXPECTED_UIDS: &[&str] = &[
+    "balena-fleets",
+    "balena-device",
+    "balena-exporter",
+    "balena-node",
+];
+
+/// Dashboards of the metrics scraped from the devices themselves (job `balena-devices`, found
+/// through the exporter's `/sd`). Every selector in them must carry `DEVICE_MATCHERS`, so a panel
+/// never mixes in another job's series or devices outside the chosen fleets and devices.
+const DEVICE_DASHBOARDS: &[&str] = &["balena-node"];
+const DEVICE_MATCHERS: &[&str] = &[
+    "job=\"balena-devices\"",
+    "fleet_slug=~\"$fleet\"",
+    "uuid=~\"$device\"",
+];
+
+/// The value of the first `key:` line of a YAML file, without quotes.
+fn yaml_value(path: &str, key: &str) -> String {
+    yaml_values(path, key)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("{path}: no {key}:"))
+}
+
+#[test]
+fn dashboards_parse_with_unique_uids() {
+    let dashboards = dashboards();
+    let mut seen = BTreeMap::new();
+    for d in &dashboards {
+        assert!(!d.uid().is_empty(), "{}: no uid", d.file);
+        assert!(
+            d.json["title"].as_str().is_some_and(|t| !t.is_empty()),
+            "{}: no title",
+            d.file
+        );
+        if let Some(other) = seen.insert(d.uid().to_string(), d.file.clone()) {
+            panic!("uid {} in both {other} and {}", d.uid(), d.file);
+        }
+        assert!(
+            d.json.get("id").is_none_or(Value::is_null),
+            "{}: a provisioned dashboard must not carry a database id",
+            d.file
+        );
+        let mut ids = BTreeSet::new();
+        let mut titles = BTreeSet::new();
+        for panel in d.panels() {
+            // Titles name the panel in failures here and in Grafana's search: one each.
+            if !is_row(panel) {
+                let title = panel["title"].as_str().unwrap_or("");
+                assert!(
+                    !title.is_empty() && titles.insert(title.to_string()),
+                    "{}: panel title {title:?} is empty or repeated",
+                    d.name()
+                );
+            }
+            let id = panel["id"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{}: panel {} has no id", d.name(), panel["title"]));
+            assert!(ids.insert(id), "{}: panel id {id} twice", d.name());
+            assert!(
+                panel["gridPos"]["w"].as_u64().is_some(),
+                "{}: panel {} has no gridPos",
+                d.name(),
+                panel["title"]
+            );
+        }
+    }
+    for uid in EXPECTED_UIDS {
+        assert!(seen.contains_key(*uid), "no dashboard with uid {uid}");
+    }
+}
+
+/// Whether `ds` (a panel's, target's or variable's `datasource`) is the provisioned Prometheus,
+/// directly or through a datasource variable of the dashboard.
+fn datasource_ok(d: &Dashboard, ds: &Value, uid: &str) -> bool {
+    let reference = match ds {
+        Value::Object(o) => {
+            if o.get("type").is_some_and(|t| t != "prometheus") {
+                return false;
+            }
+            o.get("uid").and_then(Value::as_str).unwrap_or("")
+        }
+        Value::String(s) => s.as_str(),
+        _ => return false,
+    };
+    if reference == uid {
+        return true;
+    }
+    // "${ds}" or "$ds": a datasource variable limited to Prometheus, whose default is ours.
+    let refs = variable_refs(reference);
+    if refs.len() != 1 || refs[0].0 != (0..reference.len()) {
+        return false;
+    }
+    d.variables().iter().any(|v| {
+        v["name"] == refs[0].1.as_str()
+            && v["type"] == "datasource"
+            && v["query"] == "prometheus"
+            && (v["current"]["value"] == uid || v["current"]["value"].is_null())
+    })
+}
+
+#[test]
+fn every_panel_and_target_uses_the_provisioned_datasource() {
+    let uid = provisioned_uid();
+    for d in dashboards() {
+        for panel in d.panels() {
+            let title = panel["title"].as_str().unwrap_or("?");
+            if is_row(panel) {
+                // A row draws nothing; if it names a datasource (for repeats), it must be ours.
+                if !panel["datasource"].is_null() {
+                    assert!(
+                        datasource_ok(&d, &panel["datasource"], &uid),
+                        "{}: row {title:?}: datasource {}",
+                        d.name(),
+                        panel["datasource"]
+                    );
+                }
+                continue;
+            }
+            assert!(
+                datasource_ok(&d, &panel["datasource"], &uid),
+                "{}: panel {title:?}: datasource {} is not the provisioned {uid:?}",
+                d.name(),
+                panel["datasource"]
+            );
+            let targets = panel["targets"].as_array().cloned().unwrap_or_default();
+            assert!(
+                !targets.is_empty(),
+                "{}: panel {title:?} has no targets",
+                d.name()
+            );
+            let mut ref_ids = BTreeSet::new();
+            for target in &targets {
+                let ref_id = target["refId"].as_str().unwrap_or("");
+                assert!(
+                    !ref_id.is_empty() && ref_ids.insert(ref_id.to_string()),
+                    "{}: panel {title:?}: missing or repeated refId {ref_id:?}",
+                    d.name()
+                );
+                assert!(
+                    datasource_ok(&d, &target["datasource"], &uid),
+                    "{}: panel {title:?} target {ref_id}: datasource {} is not the provisioned {uid:?}",
+                    d.name(),
+                    target["datasource"]
+                );
+                assert!(
+                    target["expr"]
+                        .as_str()
+                        .is_some_and(|e| !e.trim().is_empty()),
+                    "{}: panel {title:?} target {ref_id}: no expr",
+                    d.name()
+                );
+            }
+        }
+        for var in d.variables() {
+            if var["type"] == "query" {
+                assert!(
+                    datasource_ok(&d, &var["datasource"], &uid),
+                    "{}: variable {}: datasource {} is not the provisioned {uid:?}",
+                    d.name(),
+                    var["name"],
+                    var["datasource"]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_variable_used_is_defined() {
+    for d in dashboards() {
+        let mut defined = BTreeSet::new();
+        for var in d.variables() {
+            let name = var["name"].as_str().unwrap_or("");
+            assert!(!name.is_empty(), "{}: a variable has no name", d.name());
+            assert!(
+                defined.insert(name.to_string()),
+                "{}: ${name} twice",
+                d.name()
+            );
+        }
+        let mut texts: Vec<(String, String)> = d
+            .queries()
+            .into_iter()
+            .map(|(panel, ref_id, expr)| (format!("panel {panel:?} target {ref_id}"), expr))
+            .collect();
+        for var in d.variables() {
+            if let Some(query) = variable_query(var) {
+                texts.push((format!("variable {}", var["name"]), query.to_string()));
+            }
+        }
+        for (place, text) in texts {
+            for (_, name) in variable_refs(&text) {
+                let builtin = BUILTINS.iter().any(|(b, _)| *b == name);
+                assert!(
+                    builtin || defined.contains(&name),
+                    "{}: {place} uses ${name}, which the dashboard does not define: {text}",
+                    d.name()
+                );
+            }
+        }
+        for var in d.variables() {
+            if var["type"] == "query" {
+                let query = variable_query(var).unwrap_or_else(|| {
+                    panic!("{}: variable {} has no query", d.name(), var["name"])
+                });
+                variable_promql(query).unwrap_or_else(|e| panic!("{}: {e}", d.name()));
+            }
+        }
+    }
+}
+
+#[test]
+fn device_dashboards_select_only_the_chosen_devices() {
+    let dashboards = dashboards();
+    for uid in DEVICE_DASHBOARDS {
+        let d = with_uid(&dashboards, uid).unwrap_or_else(|| panic!("no dashboard with uid {uid}"));
+        let texts: Vec<(String, String)> = d
+            .queries()
+            .into_iter()
+            .map(|(panel, ref_id, expr)| (format!("panel {panel:?} target {ref_id}"), expr))
+            .collect();
+        // The device variable lists only devices of the chosen fleets, and both list only
+        // targets of the devices job.
+        for var in d.variables() {
+            let name = var["name"].as_str().unwrap_or("");
+            let query = variable_query(var).unwrap_or("");
+            assert!(
+                query.contains(DEVICE_MATCHERS[0]),
+                "{}: variable {name} is not limited to the balena-devices job: {query}",
+                d.name()
+            );
+            if name == "device" {
+                assert!(
+                    query.contains(DEVICE_MATCHERS[1]),
+                    "{}: variable device is not limited to the chosen fleets: {query}",
+                    d.name()
+                );
+            }
+            assert!(
+                var["multi"] == true && var["includeAll"] == true && var["allValue"] == ".*",
+                "{}: variable {name}: expected multi-value with All (.*)",
+                d.name()
+            );
+        }
+        for (place, expr) in texts {
+            let found = selectors(&expr);
+            assert!(
+                !found.is_empty(),
+                "{}: {place}: no selector in {expr}",
+                d.name()
+            );
+            for (metric, matchers) in found {
+                for required in DEVICE_MATCHERS {
+                    assert!(
+                        matchers.iter().any(|m| m == required),
+                        "{}: {place}: {metric} lacks {required}: {expr}",
+                        d.name()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_metric_is_documented_in_the_readme() {
+    let readme = read("README.md");
+    for d in dashboards() {
+        let mut texts: Vec<String> = d.queries().into_iter().map(|(_, _, e)| e).collect();
+        texts.extend(
+            d.variables()
+                .iter()
+                .filter_map(|v| variable_query(v).map(String::from)),
+        );
+        for text in texts {
+            for name in metric_names(&text) {
+                let documented = if name.starts_with("process_") {
+                    readme.contains("`process_*`")
+                } else {
+                    readme.contains(&format!("`{name}`"))
+                };
+                assert!(
+                    documented,
+                    "{}: {name} is not in the README's metrics table: {text}",
+                    d.name()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_image_puts_the_dashboards_where_the_provider_reads_them() {
+    let dockerfile = read("grafana/Dockerfile.template");
+    let copy_destination = |source: &str| {
+        dockerfile
+            .lines()
+            .map(str::trim)
+            .filter_map(|line| line.strip_prefix("COPY "))
+            .map(|args| args.split_whitespace().collect::<Vec<_>>())
+            .find(|args| args.first() == Some(&source))
+            .and_then(|args| args.last().map(|d| d.trim_end_matches('/').to_string()))
+            .unwrap_or_else(|| panic!("grafana/Dockerfile.template: no COPY {source}"))
+    };
+    assert_eq!(
+        copy_destination("provisioning/"),
+        "/etc/grafana/provisioning"
+    );
+    let provider = yaml_value("grafana/provisioning/dashboards/balena.yml", "path");
+    assert_eq!(
+        copy_destination("dashboards/"),
+        provider.trim_end_matches('/'),
+        "the dashboard provider's path is not where the Dockerfile copies the dashboards"
+    );
+    let from = dockerfile
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("FROM "))
+        .expect("grafana/Dockerfile.template: no FROM");
+    let tag = from.rsplit_once(':').map(|(_, tag)| tag).unwrap_or("");
+    assert!(
+        tag.split('.').count() == 3 && tag.split('.').all(|n| n.parse::<u32>().is_ok()),
+        "grafana/Dockerfile.template: FROM {from} is not pinned to a full version"
+    );
+}

@@ -19,7 +19,7 @@ RUN apt-get update \
 
 ENV CARGO_TARGET_DIR=/build/target STATIC_TOOLS_DIR=/opt/static-tools
 
-COPY scripts/build-static scripts/build-static
+COPY scripts/build-static scripts/tools-venv scripts/requirements-static.txt scripts/
 RUN case "$TARGETARCH$TARGETVARIANT" in \
       amd64) target=x86_64-unknown-linux-musl ;; \
       arm64) target=aarch64-unknown-linux-musl ;; \

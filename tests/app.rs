@@ -9,6 +9,9 @@ use common::prometheus::Prometheus;
 
 #[tokio::test]
 async fn shipped_config_scrapes_a_protected_exporter_and_loads_every_rule() {
+    if !common::tools::require(&["prometheus"]) {
+        return;
+    }
     let fake = FakeBalena::start(Account::sample()).await;
     let exporter = Exporter::start(
         &fake.url(),
@@ -57,6 +60,9 @@ impl Drop for NodeExporter {
 
 #[tokio::test]
 async fn shipped_config_discovers_and_scrapes_a_device_through_sd() {
+    if !common::tools::require(&["prometheus", "prometheus-node-exporter"]) {
+        return;
+    }
     // The stand-in device: Debian's node exporter on 127.0.0.2, as a device on the LAN.
     let port = std::net::TcpListener::bind("127.0.0.2:0")
         .unwrap()

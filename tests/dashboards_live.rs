@@ -296,6 +296,9 @@ fn example_node_exporter_flags() -> Vec<String> {
 
 #[tokio::test]
 async fn every_panel_and_variable_query_returns_data() {
+    if !common::tools::require(&["prometheus", "prometheus-node-exporter"]) {
+        return;
+    }
     let mut account = Account::sample();
 
     // The fleet and device to show: a fleet with a target release, and a device of it that

@@ -12,6 +12,9 @@ const TOKEN: &str = "sample-token";
 
 #[tokio::test]
 async fn promtool_accepts_a_live_scrape() {
+    if !common::tools::require(&["promtool"]) {
+        return;
+    }
     let fake = FakeBalena::start(Account::sample()).await;
     let exporter = Exporter::start(&fake.url(), TOKEN, &[]).await;
     exporter.wait_ready().await;
@@ -28,6 +31,9 @@ async fn promtool_accepts_a_live_scrape() {
 
 #[tokio::test]
 async fn a_real_prometheus_scrapes_the_api_values() {
+    if !common::tools::require(&["prometheus"]) {
+        return;
+    }
     let account = Account::sample();
     let fake = FakeBalena::start(account.clone()).await;
     let exporter = Exporter::start(&fake.url(), TOKEN, &[]).await;

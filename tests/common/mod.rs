@@ -6,3 +6,4 @@ pub mod generate;
 pub mod prometheus;
 pub mod promql;
 pub mod promtext;
+pub mod tools;

@@ -69,6 +69,20 @@ fn unknown_arguments_are_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown argument \"--bogus\""));
 }
 
+#[test]
+fn help_lists_every_variable() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for v in balena_exporter::config::VARIABLES {
+        assert!(
+            help.contains(&format!("  {} ", v.name)),
+            "{} missing:\n{help}",
+            v.name
+        );
+    }
+}
+
 /// The binary on a free loopback port with its stderr going to a file.
 struct Running {
     child: Child,

@@ -76,6 +76,21 @@ pub const VARIABLES: &[Variable] = &[
         help: "false keeps only fleet and exporter families (very large accounts)",
     },
     Variable {
+        name: "SERVICE_METRICS",
+        default: "true",
+        help: "false leaves out the services of each device (image installs)",
+    },
+    Variable {
+        name: "TAGS",
+        default: "all",
+        help: "device and fleet tag keys to export: all, none, or a comma-separated list",
+    },
+    Variable {
+        name: "LOCATION_METRICS",
+        default: "true",
+        help: "false leaves out device coordinates (balenaCloud only)",
+    },
+    Variable {
         name: "LISTEN_ADDRESS",
         default: "0.0.0.0",
         help: "IP address to listen on (:: for IPv6)",
@@ -272,12 +287,36 @@ pub struct ApiConfig {
     pub retries: u32,
 }
 
+/// Which tag keys are read and exported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TagFilter {
+    All,
+    None,
+    /// These keys only (exact, case-sensitive, as balena stores them).
+    Keys(Vec<String>),
+}
+
+impl TagFilter {
+    pub fn allows(&self, key: &str) -> bool {
+        match self {
+            TagFilter::All => true,
+            TagFilter::None => false,
+            TagFilter::Keys(keys) => keys.iter().any(|k| k == key),
+        }
+    }
+}
+
 /// What the crawl reads and how often.
 #[derive(Clone, Debug)]
 pub struct CrawlConfig {
     pub interval: Duration,
     pub page_size: u32,
     pub fleets: FleetFilter,
+    /// Read each device's services (image installs).
+    pub services: bool,
+    pub tags: TagFilter,
+    /// Read device coordinates where the server has them.
+    pub location: bool,
 }
 
 /// The exporter's settings, validated.
@@ -372,6 +411,9 @@ impl Config {
         let page_size = integer("PAGE_SIZE", vars.get("PAGE_SIZE"), 1000, 1, 10_000)?;
         let fleets = fleet_list(vars.get("FLEETS"));
         let device_metrics = boolean("DEVICE_METRICS", vars.get("DEVICE_METRICS"), true)?;
+        let services = boolean("SERVICE_METRICS", vars.get("SERVICE_METRICS"), true)?;
+        let location = boolean("LOCATION_METRICS", vars.get("LOCATION_METRICS"), true)?;
+        let tags = tag_filter(vars.get("TAGS"))?;
         let address = match vars.get("LISTEN_ADDRESS") {
             None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             Some(s) => s.trim().parse().map_err(|_| {
@@ -404,6 +446,9 @@ impl Config {
                 interval,
                 page_size,
                 fleets,
+                services,
+                tags,
+                location,
             },
             device_metrics,
             listen: SocketAddr::new(address, port),
@@ -424,6 +469,31 @@ fn fleet_list(value: Option<&str>) -> FleetFilter {
             .map(String::from)
             .collect(),
     )
+}
+
+/// `all`, `none`, or keys separated by commas (a tag key cannot hold whitespace).
+fn tag_filter(value: Option<&str>) -> Result<TagFilter, ConfigError> {
+    let Some(value) = value.map(str::trim) else {
+        return Ok(TagFilter::All);
+    };
+    if value.eq_ignore_ascii_case("all") {
+        return Ok(TagFilter::All);
+    }
+    if value.eq_ignore_ascii_case("none") {
+        return Ok(TagFilter::None);
+    }
+    let keys: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(String::from)
+        .collect();
+    match keys.iter().find(|k| k.contains(char::is_whitespace) || k.len() > 100) {
+        Some(bad) => Err(ConfigError(format!(
+            "TAGS: expected all, none or comma-separated tag keys (no spaces, at most 100 characters), got {bad:?}"
+        ))),
+        None => Ok(TagFilter::Keys(keys)),
+    }
 }
 
 fn sd(vars: &Vars) -> Result<SdConfig, ConfigError> {
@@ -660,6 +730,8 @@ mod tests {
         assert_eq!(c.crawl.page_size, 1000);
         assert!(c.crawl.fleets.is_all());
         assert!(c.device_metrics);
+        assert!(c.crawl.services && c.crawl.location);
+        assert_eq!(c.crawl.tags, TagFilter::All);
         assert_eq!(c.listen, "0.0.0.0:8000".parse().unwrap());
         assert!(c.api.ca_cert_pem.is_none());
         assert!(c.grafana_url.is_none());
@@ -806,6 +878,30 @@ mod tests {
     }
 
     #[test]
+    fn tag_keys() {
+        let tags = |v: &str| load(&[("BALENA_TOKEN", "t"), ("TAGS", v)]).map(|c| c.crawl.tags);
+        assert_eq!(tags("NONE"), Ok(TagFilter::None));
+        assert_eq!(tags("all"), Ok(TagFilter::All));
+        assert_eq!(
+            tags("site, customer,,rack.position"),
+            Ok(TagFilter::Keys(vec![
+                "site".into(),
+                "customer".into(),
+                "rack.position".into()
+            ]))
+        );
+        assert!(TagFilter::Keys(vec!["Env".into()]).allows("Env"));
+        assert!(!TagFilter::Keys(vec!["Env".into()]).allows("env"));
+        let c = load(&[
+            ("BALENA_TOKEN", "t"),
+            ("SERVICE_METRICS", "no"),
+            ("LOCATION_METRICS", "0"),
+        ])
+        .unwrap();
+        assert!(!c.crawl.services && !c.crawl.location);
+    }
+
+    #[test]
     fn balena_token_wins_over_api_key() {
         let c = load(&[("API_KEY", "old"), ("BALENA_TOKEN", "new")]).unwrap();
         assert_eq!(c.api.token.expose(), "new");
@@ -840,6 +936,8 @@ mod tests {
             (&[t, ("PAGE_SIZE", "0")], "PAGE_SIZE: expected a whole number from 1 to 10000, got \"0\""),
             (&[t, ("API_RETRIES", "many")], "API_RETRIES: expected a whole number from 0 to 10, got \"many\""),
             (&[t, ("DEVICE_METRICS", "maybe")], "DEVICE_METRICS: expected true, false, 1, 0, yes or no, got \"maybe\""),
+            (&[t, ("SERVICE_METRICS", "maybe")], "SERVICE_METRICS: expected true, false, 1, 0, yes or no, got \"maybe\""),
+            (&[t, ("TAGS", "site,owner team")], "TAGS: expected all, none or comma-separated tag keys (no spaces, at most 100 characters), got \"owner team\""),
             (&[t, ("LISTEN_ADDRESS", "localhost")], "LISTEN_ADDRESS: expected an IP address such as 0.0.0.0 or ::1, got \"localhost\""),
             (&[t, ("BALENA_API_URL", "ftp://example.com")], "BALENA_API_URL: expected an http or https URL such as https://api.balena-cloud.com, got \"ftp://example.com\""),
             (&[t, ("BALENA_API_URL", "api.balena-cloud.com")], "BALENA_API_URL: expected a URL such as https://api.balena-cloud.com, got \"api.balena-cloud.com\" (relative URL without a base)"),

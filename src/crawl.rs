@@ -3,11 +3,12 @@
 //! requests whatever the number of fleets. A failed crawl is logged in one line and retried
 //! with backoff; the publisher keeps the last good data meanwhile.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::balena::{query, ApiError, ApiStats, Client, Resource};
-use crate::config::CrawlConfig;
+use crate::balena::{model, query, ApiError, ApiStats, Client, Resource};
+use crate::config::{CrawlConfig, TagFilter};
 use crate::publish::{Outcome, Publisher};
 use crate::snapshot::{Builder, Snapshot};
 
@@ -21,6 +22,8 @@ pub struct Crawler {
     config: CrawlConfig,
     /// Who the token belongs to, as last logged.
     actor: Option<String>,
+    /// Whether the server has device coordinates; None until it has answered.
+    location: Option<bool>,
     failures: u32,
     succeeded_once: bool,
 }
@@ -32,6 +35,7 @@ impl Crawler {
             client,
             config,
             actor: None,
+            location: None,
             failures: 0,
             succeeded_once: false,
         }
@@ -105,8 +109,9 @@ impl Crawler {
         }
     }
 
-    /// whoami, then fleet pages, then device pages, each ending on an empty page: a constant
-    /// number of requests in the number of fleets.
+    /// whoami, then fleet pages, service pages and device pages, each ending on an empty
+    /// page: a constant number of requests in the number of fleets. The first crawl also asks
+    /// once whether the server has device coordinates.
     async fn crawl(&mut self) -> Result<Snapshot, ApiError> {
         let actor = self.client.whoami().await?;
         let who = format!(
@@ -118,20 +123,21 @@ impl Crawler {
             log::info!("authenticated {who}");
             self.actor = Some(who);
         }
+        let location = self.config.location && self.detect_location().await;
+        let config = &self.config;
 
         let mut fleets = Vec::new();
-        let filter = &self.config.fleets;
         let mut visible = 0;
         self.client
             .read_pages(
                 Resource::Application,
-                self.config.page_size,
-                query::fleets,
-                |page: Vec<crate::balena::model::Fleet>| {
+                config.page_size,
+                |top, after| query::fleets(&config.tags, top, after),
+                |page: Vec<model::Fleet>| {
                     visible += page.len();
                     fleets.extend(
                         page.into_iter()
-                            .filter(|f| filter.matches(&f.slug, &f.app_name)),
+                            .filter(|f| config.fleets.matches(&f.slug, &f.app_name)),
                     );
                 },
             )
@@ -139,15 +145,34 @@ impl Crawler {
         if fleets.is_empty() && visible > 0 {
             log::warn!("no fleet matches FLEETS visible_fleets={visible}");
         }
-        let mut builder = Builder::new(fleets);
+        let mut names = HashMap::new();
+        if config.services && !fleets.is_empty() {
+            self.client
+                .read_pages(
+                    Resource::Service,
+                    config.page_size,
+                    query::services,
+                    |page: Vec<model::Service>| {
+                        names.extend(page.into_iter().map(|s| (s.id, s.service_name)));
+                    },
+                )
+                .await?;
+        }
+        let tags = config.tags != TagFilter::None;
+        let mut builder = Builder::new(fleets, config.services.then_some(names), tags);
         let ids = builder.fleet_ids();
         if !ids.is_empty() {
-            let only = (!filter.is_all()).then_some(ids.as_slice());
+            let only = (!config.fleets.is_all()).then_some(ids.as_slice());
+            let reads = query::DeviceReads {
+                services: config.services,
+                tags: &config.tags,
+                location,
+            };
             self.client
                 .read_pages(
                     Resource::Device,
-                    self.config.page_size,
-                    |top, after| query::devices(only, top, after),
+                    config.page_size,
+                    |top, after| query::devices(only, &reads, top, after),
                     |page| builder.add_devices(page),
                 )
                 .await?;
@@ -159,6 +184,31 @@ impl Crawler {
             );
         }
         Ok(snapshot)
+    }
+
+    /// Whether to read coordinates: asked of the server once (never failing a crawl); until
+    /// it answers, no.
+    async fn detect_location(&mut self) -> bool {
+        if let Some(known) = self.location {
+            return known;
+        }
+        match self.client.has_location().await {
+            Ok(has) => {
+                self.location = Some(has);
+                if has {
+                    log::info!("the API has device coordinates: exporting locations");
+                } else {
+                    log::info!(
+                        "the API has no device coordinates (openBalena): the location families are left out"
+                    );
+                }
+                has
+            }
+            Err(e) => {
+                log::debug!("location probe failed, asking again next crawl error=\"{e}\"");
+                false
+            }
+        }
     }
 }
 

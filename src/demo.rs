@@ -17,6 +17,21 @@ const FLEETS: &[(u64, &str, &str, &str)] = &[
     (3, "kiosks", "globex", "intel-nuc"),
 ];
 const DEVICES_PER_FLEET: u64 = 8;
+/// Services by fleet: (service id, name).
+const SERVICES: &[(u64, u64, &str)] = &[
+    (1, 1, "browser"),
+    (1, 2, "kiosk-agent"),
+    (2, 3, "sensor-reader"),
+    (2, 4, "mqtt"),
+    (3, 5, "browser"),
+];
+/// Cities the devices are spread over: (site, latitude, longitude).
+const SITES: &[(&str, f64, f64)] = &[
+    ("berlin", 52.52, 13.405),
+    ("lisbon", 38.7223, -9.1393),
+    ("oslo", 59.9139, 10.7522),
+    ("athens", 37.9838, 23.7275),
+];
 const STATUSES: &[&str] = &[
     "operational",
     "operational",
@@ -65,7 +80,20 @@ pub async fn start() -> std::io::Result<SocketAddr> {
                 .map(|(f, n)| device(f, n, minute));
             warp::reply::json(&json!({ "d": all.collect::<Vec<_>>() }))
         });
-    let routes = whoami.or(fleets).or(devices);
+    let services = warp::path!("v7" / "service")
+        .and(authorized)
+        .and(warp::query::raw())
+        .map(|query: String| {
+            let (top, after) = page(&query);
+            let page: Vec<Value> = SERVICES
+                .iter()
+                .filter(|s| s.1 > after)
+                .take(top)
+                .map(|&(_, id, name)| json!({"id": id, "service_name": name}))
+                .collect();
+            warp::reply::json(&json!({ "d": page }))
+        });
+    let routes = whoami.or(fleets).or(devices).or(services);
     tokio::spawn(warp::serve(routes).incoming(listener).run());
     Ok(addr)
 }
@@ -95,6 +123,7 @@ fn fleet(&(id, name, org, device_type): &(u64, &str, &str, &str)) -> Value {
         "organization": [{"handle": org}],
         "is_for__device_type": [{"slug": device_type}],
         "should_be_running__release": [{"commit": commit(id * 10)}],
+        "application_tag": [{"tag_key": "region", "value": if id == 3 { "us-east" } else { "eu-central" }}],
         "id": id, "app_name": name, "slug": format!("{org}/{name}"),
     })
 }
@@ -117,6 +146,23 @@ fn device(&(fleet, _, _, device_type): &(u64, &str, &str, &str), n: u64, minute:
     };
     let reported = n != 0; // device 0 of each fleet has not reported hardware values yet
     let hw = |v: u64| if reported { json!(v) } else { Value::Null };
+    let target = fleet * 10;
+    let updating = release != target && roll % 2 == 0;
+    // One install per service of the release it runs; a failing one now and then; while
+    // updating, the target's images downloading.
+    let mut installs = Vec::new();
+    for &(_, service, _) in SERVICES.iter().filter(|s| s.0 == fleet) {
+        let status = match (roll + service) % 13 {
+            0 => "exited",
+            1 => "restarting",
+            _ => "Running",
+        };
+        installs.push(install(service, release, status, None));
+        if updating {
+            installs.push(install(service, target, "Downloading", Some(roll % 100)));
+        }
+    }
+    let (site, latitude, longitude) = SITES[(n % SITES.len() as u64) as usize];
     json!({
         "is_of__device_type": [{"slug": device_type}],
         "is_running__release": [{"id": release, "commit": commit(release)}],
@@ -136,6 +182,24 @@ fn device(&(fleet, _, _, device_type): &(u64, &str, &str, &str), n: u64, minute:
         "memory_usage": hw(300 + roll % 50 * 10), "memory_total": hw(3800),
         "storage_usage": hw(4000 + roll % 100 * 10), "storage_total": hw(29000),
         "is_undervolted": roll % 11 == 0,
+        "update_status": if updating { "downloading" } else { "done" },
+        "last_update_status_event": humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        "overall_progress": if updating { json!(roll % 100) } else { Value::Null },
+        "changed_api_heartbeat_state_on__date": humantime::format_rfc3339_seconds(
+            SystemTime::now() - std::time::Duration::from_secs(roll % 7200)
+        ).to_string(),
+        "latitude": format!("{latitude}"), "longitude": format!("{longitude}"),
+        "image_install": installs,
+        "device_tag": [{"tag_key": "site", "value": site}, {"tag_key": "rack.position", "value": format!("R{n}")}],
+    })
+}
+
+fn install(service: u64, release: u64, status: &str, progress: Option<u64>) -> Value {
+    json!({
+        "installs__image": [{"is_a_build_of__service": {"__id": service}}],
+        "status": status,
+        "download_progress": progress,
+        "is_provided_by__release": {"__id": release},
     })
 }
 

@@ -12,6 +12,7 @@
 //!   health at scrape time.
 //! - [`gzip`]: a gzip body compressed once per crawl and completed per request.
 //! - [`sd`]: Prometheus HTTP service discovery of fleet devices, and its file_sd copy.
+//! - [`tags`]: balena tag keys as valid, unique Prometheus label names.
 //! - [`status`]: the HTML status page.
 //! - [`state`]: what the handlers serve: the last publication (swapped atomically) and health.
 //! - [`http`]: warp routes and the server.
@@ -33,6 +34,7 @@ pub mod sd;
 pub mod snapshot;
 pub mod state;
 pub mod status;
+pub mod tags;
 
 use std::future::Future;
 use std::sync::Arc;

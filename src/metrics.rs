@@ -10,6 +10,7 @@ use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry, Tex
 use crate::balena::{ApiStats, ERROR_KINDS};
 use crate::gzip;
 use crate::snapshot::{Device, Fleet, Snapshot};
+use crate::tags;
 
 /// The `Content-Type` of the text exposition format 0.0.4.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -168,6 +169,66 @@ pub const DEVICE_INFO: Def = gauge(
     ],
     "Device details as labels; the value is 1",
 );
+pub const DEVICE_UPDATE_STATUS: Def = gauge(
+    "balena_device_update_status",
+    &["uuid", "fleet_slug", "status"],
+    "The device's update_status as a label (none when it has none); the value is 1",
+);
+pub const DEVICE_UPDATE_PROGRESS: Def = gauge(
+    "balena_device_update_progress_ratio",
+    DEVICE,
+    "Progress of the update the device downloads (overall_progress), 0 to 1; absent when none",
+);
+pub const DEVICE_UPDATE_STATUS_TIME: Def = gauge(
+    "balena_device_update_status_timestamp_seconds",
+    DEVICE,
+    "Unix time of the device's last update status event",
+);
+pub const DEVICE_HEARTBEAT_CHANGED: Def = gauge(
+    "balena_device_heartbeat_state_changed_timestamp_seconds",
+    DEVICE,
+    "Unix time the device's heartbeat state last changed (offline since, when offline)",
+);
+pub const DEVICE_LATITUDE: Def = gauge(
+    "balena_device_latitude_degrees",
+    DEVICE,
+    "Latitude of the device (balenaCloud only)",
+);
+pub const DEVICE_LONGITUDE: Def = gauge(
+    "balena_device_longitude_degrees",
+    DEVICE,
+    "Longitude of the device (balenaCloud only)",
+);
+pub const DEVICE_TAGS: Def = gauge(
+    "balena_device_tags",
+    &["uuid", "fleet_slug", "tag_<key>"],
+    "The device's tags as labels tag_<key>; the value is 1",
+);
+pub const SERVICE_STATUS: Def = gauge(
+    "balena_service_status",
+    &["uuid", "fleet_slug", "service", "status"],
+    "Status of a service's container on the device (image_install of the release it runs, else of its target) as a label; the value is 1",
+);
+pub const SERVICE_DOWNLOAD: Def = gauge(
+    "balena_service_download_progress_ratio",
+    &["uuid", "fleet_slug", "service"],
+    "Download progress of a service's image on the device, 0 to 1; absent when not downloading",
+);
+pub const FLEET_BY_UPDATE_STATUS: Def = gauge(
+    "balena_fleet_devices_by_update_status",
+    &["fleet_name", "fleet_slug", "status"],
+    "Devices of the fleet by update_status (none when a device has none)",
+);
+pub const FLEET_SERVICES: Def = gauge(
+    "balena_fleet_service_instances",
+    &["fleet_name", "fleet_slug", "service", "status"],
+    "Service instances on the fleet's devices by service and status",
+);
+pub const FLEET_TAGS: Def = gauge(
+    "balena_fleet_tags",
+    &["fleet_name", "fleet_slug", "tag_<key>"],
+    "The fleet's tags as labels tag_<key>; the value is 1",
+);
 pub const UP: Def = gauge(
     "balena_up",
     &[],
@@ -219,7 +280,8 @@ pub const BUILD_INFO: Def = gauge(
     "Version of the exporter; the value is 1.",
 );
 
-/// Every family the exporter serves but the prometheus crate's `process_*` ones.
+/// Every family the exporter serves but the prometheus crate's `process_*` ones. A label
+/// `tag_<key>` stands for one label per tag key (see `tags`).
 pub const FAMILIES: &[&Def] = &[
     &DEVICES_ONLINE,
     &FLEET_DEVICES,
@@ -227,6 +289,9 @@ pub const FAMILIES: &[&Def] = &[
     &FLEET_BY_HEARTBEAT,
     &FLEET_ON_TARGET,
     &FLEET_INFO,
+    &FLEET_BY_UPDATE_STATUS,
+    &FLEET_SERVICES,
+    &FLEET_TAGS,
     &DEVICE_ONLINE,
     &DEVICE_STATUS,
     &DEVICE_HEARTBEAT,
@@ -240,6 +305,15 @@ pub const FAMILIES: &[&Def] = &[
     &DEVICE_UNDERVOLTED,
     &DEVICE_ON_TARGET,
     &DEVICE_INFO,
+    &DEVICE_UPDATE_STATUS,
+    &DEVICE_UPDATE_PROGRESS,
+    &DEVICE_UPDATE_STATUS_TIME,
+    &DEVICE_HEARTBEAT_CHANGED,
+    &DEVICE_LATITUDE,
+    &DEVICE_LONGITUDE,
+    &DEVICE_TAGS,
+    &SERVICE_STATUS,
+    &SERVICE_DOWNLOAD,
     &UP,
     &CRAWL_DURATION,
     &LAST_SUCCESS,
@@ -467,10 +541,21 @@ fn estimated_size(snapshot: &Snapshot, device_metrics: bool) -> usize {
 /// own label strings, which cost more time and memory than the text itself. The output is
 /// byte for byte what `TextEncoder` writes for the same families (tests/golden.rs).
 fn write_snapshot(out: &mut Out, snapshot: &Snapshot, device_metrics: bool) {
-    write_fleet_families(out, &snapshot.fleets);
+    let reads = Reads {
+        services: snapshot.services,
+        tags: snapshot.tags,
+    };
+    write_fleet_families(out, &snapshot.fleets, reads);
     if device_metrics {
-        write_device_families(out, &snapshot.fleets);
+        write_device_families(out, &snapshot.fleets, reads);
     }
+}
+
+/// Which optional families the snapshot has data for (what the crawl read).
+#[derive(Clone, Copy)]
+struct Reads {
+    services: bool,
+    tags: bool,
 }
 
 /// One family being written. The `# HELP`/`# TYPE` header goes out with the first sample,
@@ -499,10 +584,11 @@ impl<'o> Family<'o> {
 
     fn add(&mut self, labels: &[(&str, &str)], value: f64) {
         debug_assert!(
-            labels
-                .iter()
-                .map(|(n, _)| *n)
-                .eq(self.def.labels.iter().copied()),
+            self.def.labels.last() == Some(&"tag_<key>")
+                || labels
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .eq(self.def.labels.iter().copied()),
             "labels of {}",
             self.def.name
         );
@@ -583,7 +669,25 @@ fn id(f: &Fleet) -> [(&'static str, &str); 2] {
     [("fleet_name", &f.name), ("fleet_slug", &f.slug)]
 }
 
-fn write_fleet_families(out: &mut Out, fleets: &[Fleet]) {
+/// `base` labels, then one `tag_<name>` label per tag.
+fn with_tags<'a>(
+    base: &[(&'a str, &'a str)],
+    names: &'a [(String, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut labels = base.to_vec();
+    labels.extend(names.iter().map(|(n, v)| (n.as_str(), *v)));
+    labels
+}
+
+/// `tag_<name>` for each tag's label name.
+fn tag_labels(tags: &[(String, String)]) -> Vec<(String, &str)> {
+    tags::label_names(tags)
+        .into_iter()
+        .map(|(name, value)| (format!("tag_{name}"), value))
+        .collect()
+}
+
+fn write_fleet_families(out: &mut Out, fleets: &[Fleet], reads: Reads) {
     let per_fleet = |out: &mut Out, def: &'static Def, value: fn(&Fleet) -> usize| {
         let mut family = Family::cached(out, def);
         for f in fleets {
@@ -621,10 +725,36 @@ fn write_fleet_families(out: &mut Out, fleets: &[Fleet]) {
             1.0,
         );
     }
+    let mut by_update = Family::cached(out, &FLEET_BY_UPDATE_STATUS);
+    for f in fleets {
+        let [name, slug] = id(f);
+        for (status, n) in f.by_update_status() {
+            by_update.add(&[name, slug, ("status", status)], n as f64);
+        }
+    }
+    if reads.services {
+        let mut instances = Family::cached(out, &FLEET_SERVICES);
+        for f in fleets {
+            let [name, slug] = id(f);
+            for ((service, status), n) in f.service_instances() {
+                instances.add(
+                    &[name, slug, ("service", service), ("status", status)],
+                    n as f64,
+                );
+            }
+        }
+    }
+    if reads.tags {
+        let mut tagged = Family::cached(out, &FLEET_TAGS);
+        for f in fleets {
+            let names = tag_labels(&f.tags);
+            tagged.add(&with_tags(&id(f), &names), 1.0);
+        }
+    }
 }
 
 /// Device families, each written in one pass over every device (fleets by slug, devices by id).
-fn write_device_families(out: &mut Out, fleets: &[Fleet]) {
+fn write_device_families(out: &mut Out, fleets: &[Fleet], reads: Reads) {
     let devices = || {
         fleets
             .iter()
@@ -668,6 +798,57 @@ fn write_device_families(out: &mut Out, fleets: &[Fleet]) {
     let mut info = Family::cached(out, &DEVICE_INFO);
     for (f, d) in devices() {
         info.add(&device_info_labels(f, d), 1.0);
+    }
+    labelled(out, &DEVICE_UPDATE_STATUS, "status", |d| &d.update_status);
+    per_device(out, &DEVICE_UPDATE_PROGRESS, |d| d.update_progress);
+    per_device(out, &DEVICE_UPDATE_STATUS_TIME, |d| {
+        d.update_status_changed_seconds
+    });
+    per_device(out, &DEVICE_HEARTBEAT_CHANGED, |d| {
+        d.heartbeat_changed_seconds
+    });
+    per_device(out, &DEVICE_LATITUDE, |d| d.latitude);
+    per_device(out, &DEVICE_LONGITUDE, |d| d.longitude);
+    if reads.tags {
+        let mut tagged = Family::cached(out, &DEVICE_TAGS);
+        for (f, d) in devices() {
+            let names = tag_labels(&d.tags);
+            tagged.add(
+                &with_tags(&[("uuid", &d.uuid), ("fleet_slug", &f.slug)], &names),
+                1.0,
+            );
+        }
+    }
+    if reads.services {
+        let mut status = Family::cached(out, &SERVICE_STATUS);
+        for (f, d) in devices() {
+            for s in &d.services {
+                status.add(
+                    &[
+                        ("uuid", &d.uuid),
+                        ("fleet_slug", &f.slug),
+                        ("service", &s.name),
+                        ("status", &s.status),
+                    ],
+                    1.0,
+                );
+            }
+        }
+        let mut progress = Family::cached(out, &SERVICE_DOWNLOAD);
+        for (f, d) in devices() {
+            for s in &d.services {
+                if let Some(p) = s.download_progress {
+                    progress.add(
+                        &[
+                            ("uuid", &d.uuid),
+                            ("fleet_slug", &f.slug),
+                            ("service", &s.name),
+                        ],
+                        p,
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -749,14 +930,37 @@ mod tests {
                 storage_used_bytes: Some(1.0),
                 storage_total_bytes: Some(2.0),
                 undervolted: Some(false),
+                update_progress: Some(0.5),
+                update_status_changed_seconds: Some(2.0),
+                heartbeat_changed_seconds: Some(3.0),
+                latitude: Some(52.5),
+                longitude: Some(13.4),
+                services: vec![crate::snapshot::Service {
+                    name: "main".into(),
+                    status: "Downloading".into(),
+                    download_progress: Some(0.25),
+                }],
+                tags: vec![("rack.position".into(), "A/3".into())],
                 ..Device::default()
             }],
+            tags: vec![("region".into(), "eu".into())],
             ..Fleet::default()
         };
         let s = Snapshot {
             fleets: vec![fleet],
+            services: true,
+            tags: true,
         };
         let text = render(Some(&s), true, &health());
+        assert!(text.contains(
+            "balena_device_tags{uuid=\"u\",fleet_slug=\"o/f\",tag_rack_position=\"A/3\"} 1\n"
+        ));
+        assert!(text.contains(
+            "balena_service_status{uuid=\"u\",fleet_slug=\"o/f\",service=\"main\",status=\"Downloading\"} 1\n"
+        ));
+        assert!(text.contains(
+            "balena_fleet_service_instances{fleet_name=\"f\",fleet_slug=\"o/f\",service=\"main\",status=\"Downloading\"} 1\n"
+        ));
         for def in FAMILIES {
             assert!(
                 text.contains(&format!("# TYPE {} {}\n", def.name, def.kind.name())),
@@ -779,6 +983,7 @@ mod tests {
         };
         let s = Snapshot {
             fleets: vec![fleet],
+            ..Snapshot::default()
         };
         assert!(render_snapshot(&s, true)
             .contains("balena_device_online{uuid=\"u\",fleet_slug=\"o/f\"} 0"));
@@ -805,6 +1010,7 @@ mod tests {
         };
         let s = Snapshot {
             fleets: vec![fleet],
+            ..Snapshot::default()
         };
         let text = render_snapshot(&s, true);
         assert!(text.len() > 4 * CHUNK);

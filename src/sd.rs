@@ -1,6 +1,7 @@
 //! Prometheus HTTP service discovery of fleet devices: one target group per device, built
 //! from the same snapshot as `/metrics`, and the file_sd copy written atomically.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -9,11 +10,12 @@ use serde::Serialize;
 
 use crate::config::{SdConfig, SdMode};
 use crate::snapshot::{Device, Fleet, Snapshot};
+use crate::tags;
 
 #[derive(Serialize)]
 struct Group<'a> {
     targets: Vec<String>,
-    labels: BTreeMap<&'static str, &'a str>,
+    labels: BTreeMap<Cow<'static, str>, &'a str>,
 }
 
 /// The target groups as JSON: `[]` when no device is selected.
@@ -54,7 +56,7 @@ fn group<'a>(config: &'a SdConfig, f: &'a Fleet, d: &'a Device) -> Option<Group<
             ("http", targets)
         }
     };
-    let labels = BTreeMap::from([
+    let mut labels: BTreeMap<Cow<'static, str>, &str> = [
         ("__scheme__", scheme),
         ("__metrics_path__", config.metrics_path.as_str()),
         ("uuid", d.uuid.as_str()),
@@ -66,7 +68,20 @@ fn group<'a>(config: &'a SdConfig, f: &'a Fleet, d: &'a Device) -> Option<Group<
         ("os_variant", d.os_variant.as_str()),
         ("supervisor_version", d.supervisor_version.as_str()),
         ("release", d.release.as_str()),
-    ]);
+    ]
+    .into_iter()
+    .map(|(k, v)| (Cow::Borrowed(k), v))
+    .collect();
+    // Tags as Prometheus' own discoveries offer them (`__meta_ec2_tag_<key>`): for relabelling,
+    // dropped after it unless a rule keeps them.
+    for (prefix, tags) in [
+        ("__meta_balena_device_tag_", &d.tags),
+        ("__meta_balena_fleet_tag_", &f.tags),
+    ] {
+        for (name, value) in tags::label_names(tags) {
+            labels.insert(Cow::Owned(format!("{prefix}{name}")), value);
+        }
+    }
     Some(Group { targets, labels })
 }
 
@@ -175,6 +190,7 @@ mod tests {
                     ..Fleet::default()
                 },
             ],
+            ..Snapshot::default()
         }
     }
 
@@ -248,6 +264,24 @@ mod tests {
             ]
         );
         assert!(json.contains("\"__scheme__\": \"http\""));
+    }
+
+    #[test]
+    fn tags_are_meta_labels_for_relabelling() {
+        let mut s = snapshot();
+        s.fleets[1].tags = vec![("region".into(), "eu".into())];
+        s.fleets[1].devices[0].tags = vec![
+            ("Env".into(), "prod".into()),
+            ("env".into(), "staging".into()),
+            ("rack.position".into(), "A/3".into()),
+        ];
+        let json = render(&s, &config(SdMode::Lan { port: 80 }));
+        let groups: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+        let labels = &groups.last().unwrap()["labels"];
+        assert_eq!(labels["__meta_balena_device_tag_Env"], "prod");
+        assert_eq!(labels["__meta_balena_device_tag_env"], "staging");
+        assert_eq!(labels["__meta_balena_device_tag_rack_position"], "A/3");
+        assert_eq!(labels["__meta_balena_fleet_tag_region"], "eu");
     }
 
     #[test]

@@ -21,12 +21,28 @@ pub const KNOWN_STATUSES: &[&str] = &[
 /// `api_heartbeat_state` values; a device without one counts as `unknown`.
 pub const KNOWN_HEARTBEATS: &[&str] = &["offline", "online", "timeout", "unknown"];
 
+/// `update_status` values; fleet counts list each of them, also at zero. A device without one
+/// (it never updated, or the server does not say) counts as `none`.
+pub const KNOWN_UPDATE_STATUSES: &[&str] = &[
+    "aborted",
+    "applying changes",
+    "done",
+    "downloaded",
+    "downloading",
+    "none",
+    "rejected",
+];
+
 const MIB: f64 = 1024.0 * 1024.0;
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
     /// Sorted by slug; each fleet's devices sorted by id.
     pub fleets: Vec<Fleet>,
+    /// Whether the crawl read services (image installs) and tags: when not, their families
+    /// are left out, rather than shown empty.
+    pub services: bool,
+    pub tags: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -38,7 +54,19 @@ pub struct Fleet {
     pub device_type: String,
     /// Commit of the fleet's target release; empty when there is none.
     pub target_release: String,
+    /// Fleet tags (key, value), sorted by key.
+    pub tags: Vec<(String, String)>,
     pub devices: Vec<Device>,
+}
+
+/// The state of one service of a device, from its image installs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Service {
+    pub name: String,
+    /// As balena stores it: `Running`, `Downloading`, `exited`, ...
+    pub status: String,
+    /// 0 to 1 while the target release's image downloads.
+    pub download_progress: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -69,6 +97,20 @@ pub struct Device {
     pub web_accessible: bool,
     /// Local IP addresses.
     pub addresses: Vec<String>,
+    /// `update_status`; `none` when the device has none.
+    pub update_status: String,
+    /// 0 to 1 while an update downloads (`overall_progress`).
+    pub update_progress: Option<f64>,
+    /// Unix time of the last change of `update_status`.
+    pub update_status_changed_seconds: Option<f64>,
+    /// Unix time of the last change of the heartbeat state (v7; null until it changes).
+    pub heartbeat_changed_seconds: Option<f64>,
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+    /// One entry per service, sorted by name.
+    pub services: Vec<Service>,
+    /// Device tags (key, value), sorted by key.
+    pub tags: Vec<(String, String)>,
 }
 
 impl Fleet {
@@ -98,6 +140,25 @@ impl Fleet {
             self.devices.iter().map(|d| d.heartbeat.as_str()),
         )
     }
+
+    /// Devices per update status: every known one (zero included) and any other seen.
+    pub fn by_update_status(&self) -> BTreeMap<&str, usize> {
+        count(
+            KNOWN_UPDATE_STATUSES,
+            self.devices.iter().map(|d| d.update_status.as_str()),
+        )
+    }
+
+    /// Service instances per (service, status), as seen on the fleet's devices.
+    pub fn service_instances(&self) -> BTreeMap<(&str, &str), usize> {
+        let mut counts = BTreeMap::new();
+        for s in self.devices.iter().flat_map(|d| &d.services) {
+            *counts
+                .entry((s.name.as_str(), s.status.as_str()))
+                .or_default() += 1;
+        }
+        counts
+    }
 }
 
 fn count<'a>(known: &[&'a str], values: impl Iterator<Item = &'a str>) -> BTreeMap<&'a str, usize> {
@@ -108,21 +169,33 @@ fn count<'a>(known: &[&'a str], values: impl Iterator<Item = &'a str>) -> BTreeM
     counts
 }
 
+static NO_NAMES: std::sync::LazyLock<HashMap<u64, String>> = std::sync::LazyLock::new(HashMap::new);
+
 /// Builds a snapshot page by page: the fleets first, then each page of devices converted as
 /// it arrives, so no page's API records outlive it.
 pub struct Builder {
     fleets: Vec<Fleet>,
     index: HashMap<u64, usize>,
+    /// Service names by id, to name the services of image installs; None: not read.
+    services: Option<HashMap<u64, String>>,
+    tags: bool,
     orphans: usize,
 }
 
 impl Builder {
-    pub fn new(fleets: Vec<model::Fleet>) -> Builder {
+    /// `services`: the service names, when services are read; `tags`: whether tags are read.
+    pub fn new(
+        fleets: Vec<model::Fleet>,
+        services: Option<HashMap<u64, String>>,
+        tags: bool,
+    ) -> Builder {
         let fleets: Vec<Fleet> = fleets.into_iter().map(Fleet::from_api).collect();
         let index = fleets.iter().enumerate().map(|(i, f)| (f.id, i)).collect();
         Builder {
             fleets,
             index,
+            services,
+            tags,
             orphans: 0,
         }
     }
@@ -137,7 +210,10 @@ impl Builder {
     pub fn add_devices(&mut self, page: Vec<model::Device>) {
         for device in page {
             match device.fleet.as_ref().and_then(|r| self.index.get(&r.__id)) {
-                Some(&i) => self.fleets[i].devices.push(Device::from_api(device)),
+                Some(&i) => {
+                    let names = self.services.as_ref().unwrap_or(&NO_NAMES);
+                    self.fleets[i].devices.push(Device::from_api(device, names))
+                }
                 None => self.orphans += 1,
             }
         }
@@ -154,6 +230,8 @@ impl Builder {
         (
             Snapshot {
                 fleets: self.fleets,
+                services: self.services.is_some(),
+                tags: self.tags,
             },
             self.orphans,
         )
@@ -163,7 +241,7 @@ impl Builder {
 impl Snapshot {
     /// Joins devices to their fleets in one go (see `Builder`); returns the devices left out.
     pub fn from_api(fleets: Vec<model::Fleet>, devices: Vec<model::Device>) -> (Snapshot, usize) {
-        let mut builder = Builder::new(fleets);
+        let mut builder = Builder::new(fleets, None, false);
         builder.add_devices(devices);
         builder.finish()
     }
@@ -182,18 +260,18 @@ impl Fleet {
             organization: f.organization.map(|o| o.handle).unwrap_or_default(),
             device_type: f.device_type.map(|t| t.slug).unwrap_or_default(),
             target_release: f.target_release.map(|r| r.commit).unwrap_or_default(),
+            tags: tags(f.tags),
             devices: Vec::new(),
         }
     }
 }
 
 impl Device {
-    fn from_api(d: model::Device) -> Device {
-        let on_target_release = d.target_release.as_ref().map(|target| {
-            d.running_release
-                .as_ref()
-                .is_some_and(|running| running.id == Some(target.__id))
-        });
+    fn from_api(d: model::Device, names: &HashMap<u64, String>) -> Device {
+        let running = d.running_release.as_ref().and_then(|r| r.id);
+        let target = d.target_release.as_ref().map(|r| r.__id);
+        let on_target_release = target.map(|target| running == Some(target));
+        let services = services(d.installs, running, target, names);
         Device {
             id: d.id,
             name: d.device_name.unwrap_or_else(|| d.uuid.clone()),
@@ -223,8 +301,74 @@ impl Device {
                 .split_whitespace()
                 .map(String::from)
                 .collect(),
+            update_status: d.update_status.unwrap_or_else(|| "none".into()),
+            update_progress: d.overall_progress.map(|p| (p / 100.0).clamp(0.0, 1.0)),
+            update_status_changed_seconds: d
+                .last_update_status_event
+                .as_deref()
+                .and_then(unix_seconds),
+            heartbeat_changed_seconds: d.heartbeat_changed.as_deref().and_then(unix_seconds),
+            latitude: d.latitude.filter(|l| (-90.0..=90.0).contains(l)),
+            longitude: d.longitude.filter(|l| (-180.0..=180.0).contains(l)),
+            services,
+            tags: tags(d.tags),
         }
     }
+}
+
+/// One status per service from a device's installs (deleted ones are not read): the install
+/// of the release the device runs, else the one of its target; installs of other releases
+/// that linger are not the current release's state. The download progress is that of the
+/// install that is `Downloading` (the target's, during an update). Services whose name is not
+/// known are named by their id.
+fn services(
+    installs: Vec<model::Install>,
+    running: Option<u64>,
+    target: Option<u64>,
+    names: &HashMap<u64, String>,
+) -> Vec<Service> {
+    let mut by_service: BTreeMap<u64, (Option<model::Install>, Option<model::Install>)> =
+        BTreeMap::new();
+    for install in installs {
+        let Some(service) = install.image.as_ref().and_then(|i| i.service.as_ref()) else {
+            continue;
+        };
+        let release = install.release.as_ref().map(|r| r.__id);
+        let slot = by_service.entry(service.__id).or_default();
+        if release.is_some() && release == running {
+            slot.0 = Some(install);
+        } else if release.is_some() && release == target {
+            slot.1 = Some(install);
+        }
+    }
+    let mut out: Vec<Service> = by_service
+        .into_iter()
+        .filter_map(|(id, (on_running, on_target))| {
+            let downloading = [&on_running, &on_target]
+                .into_iter()
+                .flatten()
+                .find(|i| i.status.as_deref() == Some("Downloading"))
+                .map(|i| (i.download_progress.unwrap_or(0.0) / 100.0).clamp(0.0, 1.0));
+            let status = on_running.or(on_target)?.status?;
+            Some(Service {
+                name: names.get(&id).cloned().unwrap_or_else(|| id.to_string()),
+                status,
+                download_progress: downloading,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Tags as (key, value) sorted by key; a null value is empty.
+fn tags(tags: Vec<model::Tag>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = tags
+        .into_iter()
+        .map(|t| (t.tag_key, t.value.unwrap_or_default()))
+        .collect();
+    out.sort();
+    out
 }
 
 /// `2026-11-21T20:27:10.768Z` → seconds since the Unix epoch; None when unparseable.
@@ -238,7 +382,58 @@ mod tests {
     use super::*;
 
     fn device(json: &str) -> Device {
-        Device::from_api(serde_json::from_str(json).unwrap())
+        Device::from_api(serde_json::from_str(json).unwrap(), &HashMap::new())
+    }
+
+    #[test]
+    fn services_prefer_the_running_release_and_ignore_lingering_ones() {
+        let names = HashMap::from([(1, "main".to_string()), (2, "sensor-reader".to_string())]);
+        let install = |service: u64, release: u64, status: &str, progress: &str| {
+            format!(
+                r#"{{"installs__image":[{{"is_a_build_of__service":{{"__id":{service}}}}}],"status":"{status}","download_progress":{progress},"is_provided_by__release":{{"__id":{release}}}}}"#
+            )
+        };
+        // Device 2 of the recorded server: running release 1, downloading release 5.
+        let json = format!(
+            r#"{{"id":2,"is_running__release":[{{"id":1,"commit":"a"}}],"should_be_running__release":{{"__id":5}},
+            "overall_progress":80,"update_status":"downloading",
+            "image_install":[{},{},{},{},{}]}}"#,
+            install(1, 1, "Running", "null"),
+            install(2, 1, "Running", "null"),
+            install(1, 5, "Downloading", "60"),
+            install(2, 5, "Downloaded", "100"),
+            install(2, 3, "exited", "null"), // an old release that lingers
+        );
+        let d = Device::from_api(serde_json::from_str(&json).unwrap(), &names);
+        assert_eq!(
+            d.services,
+            [
+                Service {
+                    name: "main".into(),
+                    status: "Running".into(),
+                    download_progress: Some(0.6)
+                },
+                Service {
+                    name: "sensor-reader".into(),
+                    status: "Running".into(),
+                    download_progress: None
+                },
+            ]
+        );
+        assert_eq!(d.update_status, "downloading");
+        assert_eq!(d.update_progress, Some(0.8));
+        // No release running yet (device 51): the target's install counts; unknown names are ids.
+        let json = format!(
+            r#"{{"id":51,"is_running__release":[],"should_be_running__release":{{"__id":8}},"image_install":[{}]}}"#,
+            install(9, 8, "exited", "null")
+        );
+        let d = Device::from_api(serde_json::from_str(&json).unwrap(), &names);
+        assert_eq!(d.services.len(), 1);
+        assert_eq!(
+            (d.services[0].name.as_str(), d.services[0].status.as_str()),
+            ("9", "exited")
+        );
+        assert_eq!(d.update_status, "none");
     }
 
     #[test]

@@ -114,6 +114,7 @@ mod tests {
         let html = render(
             Some(&Snapshot {
                 fleets: vec![fleet],
+                ..Snapshot::default()
             }),
             &report,
         );

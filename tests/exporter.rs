@@ -544,7 +544,7 @@ async fn fleet_filter_by_slug_or_name() {
     let device_query = fake
         .requests()
         .into_iter()
-        .find(|r| r.path == "/v7/device")
+        .find(|r| r.path == "/v7/device" && r.raw_query.contains("$filter="))
         .unwrap()
         .raw_query;
     assert!(

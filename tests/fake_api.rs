@@ -806,11 +806,10 @@ async fn balena_cloud_fields_exist_only_when_the_account_has_them() {
     assert_eq!((a.status, a.body.as_str(), a.content_type), (500, "", None));
     let mut account = Account::sample();
     account.cloud_fields = true;
-    account.devices[0].latitude = Some("52.52".into());
     let cloud = FakeBalena::start(account).await;
     assert_eq!(
         get(&cloud, q).await.body,
-        r#"{"d":[{"id":1,"latitude":"52.52","longitude":null}]}"#
+        r#"{"d":[{"id":1,"latitude":"52.52","longitude":"13.405"}]}"#
     );
 }
 

@@ -5,7 +5,7 @@
 mod common;
 
 use balena_exporter::metrics;
-use balena_exporter::snapshot::{Device, Fleet, Snapshot};
+use balena_exporter::snapshot::{Device, Fleet, Service, Snapshot};
 use common::promtext;
 
 const GOLDEN: &str = "tests/golden/snapshot.prom";
@@ -36,6 +36,30 @@ fn snapshot() -> Snapshot {
         undervolted: Some(false),
         web_accessible: true,
         addresses: vec!["192.168.1.10".into()],
+        update_status: "downloading".into(),
+        update_progress: Some(0.8),
+        update_status_changed_seconds: Some(1_795_292_000.5),
+        heartbeat_changed_seconds: Some(1_795_200_000.0),
+        latitude: Some(48.1372),
+        longitude: Some(11.5756),
+        services: vec![
+            Service {
+                name: "main".into(),
+                status: "Running".into(),
+                download_progress: Some(0.6),
+            },
+            Service {
+                name: "sensor \"reader\"".into(),
+                status: "Handing over".into(),
+                download_progress: None,
+            },
+        ],
+        tags: vec![
+            ("Env".into(), "prod".into()),
+            ("customer".into(), "O'Brien & Söhne \"GmbH\"".into()),
+            ("env".into(), "staging\nline".into()),
+            ("rack.position".into(), "A/3".into()),
+        ],
     };
     let silent = Device {
         id: 2,
@@ -45,6 +69,12 @@ fn snapshot() -> Snapshot {
         status: "a-status-from-the-future".into(),
         heartbeat: "unknown".into(),
         on_target_release: Some(false),
+        update_status: "none".into(),
+        services: vec![Service {
+            name: "main".into(),
+            status: "exited".into(),
+            download_progress: None,
+        }],
         ..Device::default()
     };
     let other = Device {
@@ -55,6 +85,8 @@ fn snapshot() -> Snapshot {
         status: "disconnected".into(),
         heartbeat: "offline".into(),
         undervolted: Some(true),
+        update_status: "done".into(),
+        heartbeat_changed_seconds: Some(1_795_100_000.0),
         ..Device::default()
     };
     Snapshot {
@@ -66,6 +98,7 @@ fn snapshot() -> Snapshot {
                 organization: "acme".into(),
                 device_type: "raspberrypi4-64".into(),
                 target_release: "0123456789abcdef0123456789abcdef".into(),
+                tags: vec![("region".into(), "eu-west".into())],
                 devices: vec![reported, silent],
             },
             Fleet {
@@ -75,6 +108,7 @@ fn snapshot() -> Snapshot {
                 organization: "acme".into(),
                 device_type: "raspberrypi3".into(),
                 target_release: String::new(),
+                tags: vec![],
                 devices: vec![],
             },
             Fleet {
@@ -84,9 +118,15 @@ fn snapshot() -> Snapshot {
                 organization: "globex".into(),
                 device_type: "intel-nuc".into(),
                 target_release: String::new(),
+                tags: vec![
+                    ("Region".into(), "ap".into()),
+                    ("region".into(), "東京".into()),
+                ],
                 devices: vec![other],
             },
         ],
+        services: true,
+        tags: true,
     }
 }
 

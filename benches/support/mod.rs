@@ -20,7 +20,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use balena_exporter::balena::{model, query};
-use balena_exporter::snapshot::Snapshot;
+use balena_exporter::config::TagFilter;
+use balena_exporter::snapshot::{self, Snapshot};
 use bytes::Bytes;
 
 /// The sizes every figure is taken at.
@@ -29,13 +30,23 @@ pub const SIZES: &[usize] = &[10, 1_000, 10_000, 100_000];
 /// The exporter's default `PAGE_SIZE`.
 pub const PAGE_SIZE: u32 = 1_000;
 
+/// What the exporter reads with its default settings: services, every tag, coordinates.
+pub const READS: query::DeviceReads = query::DeviceReads {
+    services: true,
+    tags: &TagFilter::All,
+    location: true,
+};
+
 /// The API's answers for one account, as the exporter asks for them.
 pub struct Recorded {
     pub devices: usize,
     pub fleets: usize,
     pub page_size: u32,
     pub whoami: Bytes,
+    /// The answer to the first crawl's question whether the server has coordinates.
+    pub probe: Bytes,
     pub fleet_list: Bytes,
+    pub service_list: Bytes,
     /// Page k holds devices k × page_size .. (k + 1) × page_size in id order.
     pub pages: Vec<Bytes>,
 }
@@ -62,7 +73,9 @@ impl Recorded {
             }
         };
         let whoami = get(query::WHOAMI.to_string()).await;
-        let fleet_list = get(query::fleets(page_size, 0)).await;
+        let probe = get(query::LOCATION_PROBE.to_string()).await;
+        let fleet_list = get(query::fleets(&TagFilter::All, page_size, 0)).await;
+        let service_list = get(query::services(page_size, 0)).await;
         let mut devices = account.devices.clone();
         devices.sort_by_key(|d| d.id);
         let mut pages = Vec::new();
@@ -71,14 +84,16 @@ impl Recorded {
                 devices: chunk.to_vec(),
                 ..fleets_only.clone()
             });
-            pages.push(get(query::devices(None, page_size, 0)).await);
+            pages.push(get(query::devices(None, &READS, page_size, 0)).await);
         }
         Recorded {
             devices: devices.len(),
             fleets: account.fleets.len(),
             page_size,
             whoami,
+            probe,
             fleet_list,
+            service_list,
             pages,
         }
     }
@@ -106,10 +121,12 @@ impl Recorded {
         ));
         if let Ok(text) = std::fs::read(&file) {
             if let Ok(cached) = serde_json::from_slice::<Vec<String>>(&text) {
-                if cached.len() >= 2 {
+                if cached.len() >= 4 {
                     let mut it = cached.into_iter().map(Bytes::from);
                     let whoami = it.next().unwrap_or_default();
+                    let probe = it.next().unwrap_or_default();
                     let fleet_list = it.next().unwrap_or_default();
+                    let service_list = it.next().unwrap_or_default();
                     let pages: Vec<Bytes> = it.collect();
                     let fleets =
                         serde_json::from_slice::<model::Envelope<model::Fleet>>(&fleet_list)
@@ -119,18 +136,25 @@ impl Recorded {
                         fleets,
                         page_size,
                         whoami,
+                        probe,
                         fleet_list,
+                        service_list,
                         pages,
                     };
                 }
             }
         }
         let recorded = Recorded::from_fake(&generate::sized(devices), page_size).await;
-        let all: Vec<String> = [&recorded.whoami, &recorded.fleet_list]
-            .into_iter()
-            .chain(&recorded.pages)
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-            .collect();
+        let all: Vec<String> = [
+            &recorded.whoami,
+            &recorded.probe,
+            &recorded.fleet_list,
+            &recorded.service_list,
+        ]
+        .into_iter()
+        .chain(&recorded.pages)
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .collect();
         let _ = std::fs::create_dir_all(&dir);
         let _ = std::fs::write(&file, serde_json::to_vec(&all).unwrap_or_default());
         recorded
@@ -146,42 +170,73 @@ impl Recorded {
                 .unwrap_or(0)
         };
         let mut map = HashMap::new();
+        let tags = &TagFilter::All;
         map.insert(query::WHOAMI.to_string(), self.whoami.clone());
-        map.insert(query::fleets(self.page_size, 0), self.fleet_list.clone());
+        map.insert(query::LOCATION_PROBE.to_string(), self.probe.clone());
+        map.insert(
+            query::fleets(tags, self.page_size, 0),
+            self.fleet_list.clone(),
+        );
         let last_fleet = serde_json::from_slice::<model::Envelope<model::Fleet>>(&self.fleet_list)
             .ok()
             .and_then(|e| e.d.last().map(|f| f.id))
             .unwrap_or(0);
-        map.insert(query::fleets(self.page_size, last_fleet), empty.clone());
+        map.insert(
+            query::fleets(tags, self.page_size, last_fleet),
+            empty.clone(),
+        );
+        map.insert(
+            query::services(self.page_size, 0),
+            self.service_list.clone(),
+        );
+        let last_service =
+            serde_json::from_slice::<model::Envelope<model::Service>>(&self.service_list)
+                .ok()
+                .and_then(|e| e.d.last().map(|s| s.id))
+                .unwrap_or(0);
+        map.insert(query::services(self.page_size, last_service), empty.clone());
         let mut after = 0;
         for page in &self.pages {
-            map.insert(query::devices(None, self.page_size, after), page.clone());
+            map.insert(
+                query::devices(None, &READS, self.page_size, after),
+                page.clone(),
+            );
             after = last_id(page);
         }
         // The exporter reads until a page is empty.
-        map.insert(query::devices(None, self.page_size, after), empty);
+        map.insert(query::devices(None, &READS, self.page_size, after), empty);
         map
     }
 
-    /// The snapshot a crawl of this account builds (the exporter's own decoding and join).
+    /// The snapshot a crawl of this account builds (the exporter's own decoding and join,
+    /// page by page).
     pub fn snapshot(&self) -> Snapshot {
         let fleets: model::Envelope<model::Fleet> =
             serde_json::from_slice(&self.fleet_list).expect("fleet list parses");
-        let mut devices = Vec::with_capacity(self.devices);
+        let services: model::Envelope<model::Service> =
+            serde_json::from_slice(&self.service_list).expect("service list parses");
+        let names = services
+            .d
+            .into_iter()
+            .map(|s| (s.id, s.service_name))
+            .collect();
+        let mut builder = snapshot::Builder::new(fleets.d, Some(names), true);
         for page in &self.pages {
             let envelope: model::Envelope<model::Device> =
                 serde_json::from_slice(page).expect("device page parses");
-            devices.extend(envelope.d);
+            builder.add_devices(envelope.d);
         }
-        Snapshot::from_api(fleets.d, devices).0
+        builder.finish().0
     }
 
-    /// Response bytes of one crawl's bodies (with the empty page that ends fleets and devices).
+    /// Response bytes of a steady crawl's bodies (with the empty pages that end fleets,
+    /// services and devices; without the first crawl's location question).
     pub fn body_bytes(&self) -> usize {
         self.whoami.len()
             + self.fleet_list.len()
+            + self.service_list.len()
             + self.pages.iter().map(Bytes::len).sum::<usize>()
-            + 2 * br#"{"d":[]}"#.len()
+            + 3 * br#"{"d":[]}"#.len()
     }
 }
 

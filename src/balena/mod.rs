@@ -24,18 +24,24 @@ pub enum Resource {
     Whoami,
     Application,
     Device,
+    Service,
 }
 
 impl Resource {
     /// Every resource, in the order of `ApiStats::requests`.
-    pub const ALL: &'static [Resource] =
-        &[Resource::Whoami, Resource::Application, Resource::Device];
+    pub const ALL: &'static [Resource] = &[
+        Resource::Whoami,
+        Resource::Application,
+        Resource::Device,
+        Resource::Service,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Resource::Whoami => "whoami",
             Resource::Application => "application",
             Resource::Device => "device",
+            Resource::Service => "service",
         }
     }
 
@@ -238,6 +244,24 @@ impl Client {
             return Err(ApiError::DeviceKey);
         }
         Ok(actor)
+    }
+
+    /// Whether the server has balenaCloud's device coordinates. openBalena answers 500 with an
+    /// empty body when they are selected: that is a "no", not an error. Anything else that
+    /// fails is an error, and the question is asked again at the next crawl. One request, no
+    /// retries: it is asked only until it has an answer.
+    pub async fn has_location(&self) -> Result<bool, ApiError> {
+        match self
+            .get_once::<model::Envelope<serde::de::IgnoredAny>>(
+                Resource::Device,
+                query::LOCATION_PROBE,
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(ApiError::Server { status: 500, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Reads every row of `resource` in pages of `page_size`, in id order, handing each page to
@@ -481,6 +505,8 @@ mod tests {
         for (i, r) in Resource::ALL.iter().enumerate() {
             assert_eq!(r.index(), i);
         }
+        // Service is the last variant: ALL has them all.
+        assert_eq!(Resource::ALL.len(), Resource::Service.index() + 1);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The API's answers as serde types: the `{"d":[...]}` envelope, fleets, devices and the
-//! whoami actor. Lenient by design: unknown keys are ignored, and a device with odd or
+//! The API's answers as serde types: the `{"d":[...]}` envelope, fleets (with their tags),
+//! devices (with their image installs and tags), services and the whoami actor. Lenient by design: unknown keys are ignored, and a device with odd or
 //! missing values still parses, so one strange record cannot stop the whole crawl.
 
 use serde::{Deserialize, Deserializer};
@@ -34,6 +34,9 @@ pub struct Fleet {
         deserialize_with = "expanded"
     )]
     pub target_release: Option<Release>,
+    /// `application_tag`, when expanded.
+    #[serde(rename = "application_tag", default, deserialize_with = "list")]
+    pub tags: Vec<Tag>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,9 +91,74 @@ pub struct Device {
     /// Local addresses, separated by spaces.
     #[serde(default)]
     pub ip_address: Option<String>,
+    /// `rejected`, `downloading`, `downloaded`, `applying changes`, `aborted`, `done`, or null.
+    #[serde(default)]
+    pub update_status: Option<String>,
+    #[serde(default)]
+    pub last_update_status_event: Option<String>,
+    /// Percent, while an install downloads.
+    #[serde(default)]
+    pub overall_progress: Option<f64>,
+    /// v7: when the heartbeat state last changed.
+    #[serde(rename = "changed_api_heartbeat_state_on__date", default)]
+    pub heartbeat_changed: Option<String>,
+    /// balenaCloud only; a string there (Short Text), a number accepted too.
+    #[serde(default, deserialize_with = "number")]
+    pub latitude: Option<f64>,
+    #[serde(default, deserialize_with = "number")]
+    pub longitude: Option<f64>,
+    /// `image_install` rows that are not deleted, when expanded.
+    #[serde(rename = "image_install", default, deserialize_with = "list")]
+    pub installs: Vec<Install>,
+    /// `device_tag`, when expanded.
+    #[serde(rename = "device_tag", default, deserialize_with = "list")]
+    pub tags: Vec<Tag>,
+}
+
+/// One `image_install` row: a service's image of one release on the device.
+#[derive(Debug, Deserialize)]
+pub struct Install {
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Percent, while downloading.
+    #[serde(default)]
+    pub download_progress: Option<f64>,
+    #[serde(rename = "is_provided_by__release", default)]
+    pub release: Option<Reference>,
+    #[serde(rename = "installs__image", default, deserialize_with = "expanded")]
+    pub image: Option<Image>,
+}
+
+/// The expanded image of an install: which service it builds.
+#[derive(Debug, Deserialize)]
+pub struct Image {
+    #[serde(rename = "is_a_build_of__service", default)]
+    pub service: Option<Reference>,
+}
+
+/// A `device_tag` or `application_tag` row.
+#[derive(Debug, Deserialize)]
+pub struct Tag {
+    pub tag_key: String,
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+/// A `service` row.
+#[derive(Debug, Deserialize)]
+pub struct Service {
+    pub id: u64,
+    #[serde(default)]
+    pub service_name: String,
 }
 
 impl super::Keyed for Fleet {
+    fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl super::Keyed for Service {
     fn id(&self) -> u64 {
         self.id
     }
@@ -148,6 +216,36 @@ where
     })
 }
 
+/// A to-many expansion: an array, or null (treated as none).
+fn list<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// A number sent as a JSON number or as a string (balenaCloud's coordinates are Short Text);
+/// anything else, or text that is not a finite number, reads as None.
+fn number<'de, D>(deserializer: D) -> Result<Option<f64>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Loose {
+        Number(f64),
+        Text(String),
+        Other(serde::de::IgnoredAny),
+    }
+    Ok(match Option::<Loose>::deserialize(deserializer)? {
+        Some(Loose::Number(n)) => Some(n),
+        Some(Loose::Text(t)) => t.trim().parse::<f64>().ok(),
+        _ => None,
+    }
+    .filter(|n| n.is_finite()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +298,28 @@ mod tests {
         assert_eq!(f[0].organization.as_ref().unwrap().handle, "acme");
         assert_eq!(f[0].device_type.as_ref().unwrap().slug, "raspberrypi4-64");
         assert!(f[0].target_release.is_none());
+    }
+
+    #[test]
+    fn recorded_installs_and_tags_parse() {
+        let body =
+            include_str!("../../tests/fixtures/recorded/device-image-install-expand-page.json");
+        let devices: Vec<Device> = parse(body);
+        let installs = &devices[0].installs;
+        assert_eq!(installs.len(), 2);
+        assert_eq!(installs[0].status.as_deref(), Some("Running"));
+        assert_eq!(installs[0].release, Some(Reference { __id: 1 }));
+        let service = installs[0].image.as_ref().and_then(|i| i.service.as_ref());
+        assert_eq!(service, Some(&Reference { __id: 1 }));
+        let body = r#"{"d":[{"device_tag":[{"tag_key":"site","value":"K\u00f6ln"},{"tag_key":"note","value":null}],
+            "image_install":null,"id":1,"latitude":"52.5","longitude":13.4}]}"#;
+        let d: Vec<Device> = parse(body);
+        assert_eq!(d[0].tags.len(), 2);
+        assert_eq!(d[0].tags[0].value.as_deref(), Some("Köln"));
+        assert!(d[0].installs.is_empty());
+        assert_eq!((d[0].latitude, d[0].longitude), (Some(52.5), Some(13.4)));
+        let odd: Vec<Device> = parse(r#"{"d":[{"id":2,"latitude":"north","longitude":true}]}"#);
+        assert_eq!((odd[0].latitude, odd[0].longitude), (None, None));
     }
 
     #[test]

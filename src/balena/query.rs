@@ -2,6 +2,8 @@
 //! server demands: it parses the raw query string and answers 400 when `$ ( ) , / : ; =`
 //! arrive percent-encoded, so only spaces are encoded here.
 
+use crate::config::TagFilter;
+
 /// Fleet fields read; `organization`, `is_for__device_type` and the target release are expanded.
 const FLEET_SELECT: &str = "id,app_name,slug";
 const FLEET_EXPAND: &str = "organization($select=handle),\
@@ -10,33 +12,57 @@ should_be_running__release($select=commit)";
 const FLEETS_VISIBLE: &str = "is_directly_accessible_by__user/any(dau:1 eq 1)";
 
 /// Device fields read. `should_be_running__release` stays a `{"__id":N}` reference: it is
-/// compared with the id of the expanded running release.
+/// compared with the id of the expanded running release (and of each install's release).
 const DEVICE_SELECT: &str = "id,uuid,device_name,belongs_to__application,is_online,\
-last_connectivity_event,api_heartbeat_state,overall_status,os_version,os_variant,\
-supervisor_version,should_be_running__release,cpu_usage,cpu_temp,memory_usage,\
-memory_total,storage_usage,storage_total,is_undervolted,is_web_accessible,ip_address";
+last_connectivity_event,api_heartbeat_state,changed_api_heartbeat_state_on__date,\
+overall_status,os_version,os_variant,supervisor_version,should_be_running__release,\
+cpu_usage,cpu_temp,memory_usage,memory_total,storage_usage,storage_total,is_undervolted,\
+is_web_accessible,ip_address,update_status,last_update_status_event,overall_progress";
 const DEVICE_EXPAND: &str =
     "is_of__device_type($select=slug),is_running__release($select=id,commit)";
+/// Each device's installs that are not deleted, with the release and the image's service
+/// as references (service names come from the `service` pages).
+const DEVICE_INSTALLS: &str = "image_install($select=status,download_progress,\
+is_provided_by__release;$expand=installs__image($select=is_a_build_of__service);\
+$filter=status ne 'deleted';$orderby=id asc)";
+/// balenaCloud's coordinates (openBalena answers 500 when they are asked for).
+const DEVICE_LOCATION: &str = "latitude,longitude";
 const DEVICES_VISIBLE: &str =
     "belongs_to__application/any(a:a/is_directly_accessible_by__user/any(dau:1 eq 1))";
 
 /// The token check: any actor (user or named key) answers 200, anything else 401.
 pub const WHOAMI: &str = "/actor/v1/whoami";
 
+/// Whether the server has balenaCloud's coordinates: 200 if so, 500 with an empty body if not.
+pub const LOCATION_PROBE: &str = "/v7/device?$select=id,latitude,longitude&$top=1";
+
+/// What a device page reads besides the basic fields.
+#[derive(Clone, Debug)]
+pub struct DeviceReads<'a> {
+    pub services: bool,
+    pub tags: &'a TagFilter,
+    pub location: bool,
+}
+
 /// One page of the fleets the token can see: the first `top` with an id above `after`.
-pub fn fleets(top: u32, after: u64) -> String {
+pub fn fleets(tags: &TagFilter, top: u32, after: u64) -> String {
+    let mut expand = FLEET_EXPAND.to_string();
+    if let Some(tags) = tag_expansion("application_tag", tags) {
+        expand.push(',');
+        expand.push_str(&tags);
+    }
     page(
         "/v7/application",
         FLEET_SELECT,
-        FLEET_EXPAND,
-        FLEETS_VISIBLE,
+        &expand,
+        Some(FLEETS_VISIBLE),
         top,
         after,
     )
 }
 
 /// One page of devices; `fleet_ids` limits them to those fleets (None: every visible fleet).
-pub fn devices(fleet_ids: Option<&[u64]>, top: u32, after: u64) -> String {
+pub fn devices(fleet_ids: Option<&[u64]>, reads: &DeviceReads, top: u32, after: u64) -> String {
     let filter = match fleet_ids {
         None => DEVICES_VISIBLE.to_string(),
         Some(ids) => ids
@@ -45,40 +71,98 @@ pub fn devices(fleet_ids: Option<&[u64]>, top: u32, after: u64) -> String {
             .collect::<Vec<_>>()
             .join(" or "),
     };
-    page(
-        "/v7/device",
-        DEVICE_SELECT,
-        DEVICE_EXPAND,
-        &filter,
-        top,
-        after,
-    )
+    let mut select = DEVICE_SELECT.to_string();
+    if reads.location {
+        select.push(',');
+        select.push_str(DEVICE_LOCATION);
+    }
+    let mut expand = DEVICE_EXPAND.to_string();
+    if reads.services {
+        expand.push(',');
+        expand.push_str(DEVICE_INSTALLS);
+    }
+    if let Some(tags) = tag_expansion("device_tag", reads.tags) {
+        expand.push(',');
+        expand.push_str(&tags);
+    }
+    page("/v7/device", &select, &expand, Some(&filter), top, after)
+}
+
+/// One page of services (id and name), to name the services of image installs.
+pub fn services(top: u32, after: u64) -> String {
+    page("/v7/service", "id,service_name", "", None, top, after)
+}
+
+/// `device_tag($select=tag_key,value)`, limited to the allowed keys; None when tags are off.
+fn tag_expansion(nav: &str, tags: &TagFilter) -> Option<String> {
+    match tags {
+        TagFilter::None => None,
+        TagFilter::All => Some(format!("{nav}($select=tag_key,value)")),
+        TagFilter::Keys(keys) if keys.is_empty() => None,
+        TagFilter::Keys(keys) => {
+            let any: Vec<String> = keys
+                .iter()
+                .map(|k| format!("tag_key eq {}", literal(k)))
+                .collect();
+            Some(format!(
+                "{nav}($select=tag_key,value;$filter={})",
+                any.join(" or ")
+            ))
+        }
+    }
+}
+
+/// An OData string literal: quotes doubled; inside it the server decodes `%XX`, so the
+/// characters that would end or confuse the query string are sent percent-encoded.
+fn literal(text: &str) -> String {
+    let mut out = String::from("'");
+    for c in text.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '%' => out.push_str("%25"),
+            '&' => out.push_str("%26"),
+            '#' => out.push_str("%23"),
+            '+' => out.push_str("%2B"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
 }
 
 /// A keyset page: `filter` and `id gt after`, in ascending id order, `top` rows at most.
 /// The server groups `and`/`or` left to right, so `filter` goes in parentheses.
-fn page(path: &str, select: &str, expand: &str, filter: &str, top: u32, after: u64) -> String {
-    build(
-        path,
-        &[
-            ("$select", select),
-            ("$expand", expand),
-            ("$filter", &format!("({filter}) and id gt {after}")),
-            // Without a direction the server sorts descending.
-            ("$orderby", "id asc"),
-            ("$top", &top.to_string()),
-        ],
-    )
+fn page(
+    path: &str,
+    select: &str,
+    expand: &str,
+    filter: Option<&str>,
+    top: u32,
+    after: u64,
+) -> String {
+    let filter = match filter {
+        Some(f) => format!("({f}) and id gt {after}"),
+        None => format!("id gt {after}"),
+    };
+    let top = top.to_string();
+    let mut options = vec![("$select", select)];
+    if !expand.is_empty() {
+        options.push(("$expand", expand));
+    }
+    options.extend([
+        ("$filter", filter.as_str()),
+        // Without a direction the server sorts descending.
+        ("$orderby", "id asc"),
+        ("$top", top.as_str()),
+    ]);
+    build(path, &options)
 }
 
 /// Joins options as `path?k=v&k=v`, encoding only spaces (as `%20`).
 fn build(path: &str, options: &[(&str, &str)]) -> String {
     let mut out = String::from(path);
     for (i, (key, value)) in options.iter().enumerate() {
-        debug_assert!(
-            !value.contains(['&', '#', '%']),
-            "unescaped query value {value}"
-        );
+        debug_assert!(!value.contains(['&', '#']), "unescaped query value {value}");
         out.push(if i == 0 { '?' } else { '&' });
         out.push_str(key);
         out.push('=');
@@ -91,22 +175,32 @@ fn build(path: &str, options: &[(&str, &str)]) -> String {
 mod tests {
     use super::*;
 
+    const BASIC: DeviceReads = DeviceReads {
+        services: false,
+        tags: &TagFilter::None,
+        location: false,
+    };
+
     #[test]
     fn fleet_query_is_literal_and_keyset_paged() {
         assert_eq!(
-            fleets(1000, 17),
+            fleets(&TagFilter::None, 1000, 17),
             "/v7/application?$select=id,app_name,slug\
              &$expand=organization($select=handle),is_for__device_type($select=slug),\
              should_be_running__release($select=commit)\
              &$filter=(is_directly_accessible_by__user/any(dau:1%20eq%201))%20and%20id%20gt%2017\
              &$orderby=id%20asc&$top=1000"
         );
+        assert!(fleets(&TagFilter::All, 5, 0).contains(
+            ",should_be_running__release($select=commit),application_tag($select=tag_key,value)&"
+        ));
     }
 
     #[test]
     fn device_page_query_is_literal_and_ordered_ascending() {
-        let q = devices(None, 500, 1000);
+        let q = devices(None, &BASIC, 500, 1000);
         assert!(q.starts_with("/v7/device?$select=id,uuid,device_name,belongs_to__application,"));
+        assert!(q.contains(",update_status,last_update_status_event,overall_progress&"));
         assert!(q.contains(
             "&$expand=is_of__device_type($select=slug),is_running__release($select=id,commit)&"
         ));
@@ -114,11 +208,41 @@ mod tests {
             "&$filter=(belongs_to__application/any(a:a/is_directly_accessible_by__user/any(dau:1%20eq%201)))%20and%20id%20gt%201000&"
         ));
         assert!(q.ends_with("&$orderby=id%20asc&$top=500"));
+        assert!(
+            !q.contains("latitude") && !q.contains("image_install") && !q.contains("device_tag")
+        );
+    }
+
+    #[test]
+    fn services_tags_and_location_are_read_only_when_asked() {
+        let keys = TagFilter::Keys(vec!["site".into(), "O'Brien&Co#1%".into()]);
+        let reads = DeviceReads {
+            services: true,
+            tags: &keys,
+            location: true,
+        };
+        let q = devices(None, &reads, 10, 0);
+        assert!(q.contains(",overall_progress,latitude,longitude&"), "{q}");
+        assert!(
+            q.contains(
+                ",image_install($select=status,download_progress,is_provided_by__release;\
+             $expand=installs__image($select=is_a_build_of__service);\
+             $filter=status%20ne%20'deleted';$orderby=id%20asc),"
+            ),
+            "{q}"
+        );
+        assert!(q.contains(
+            "device_tag($select=tag_key,value;$filter=tag_key%20eq%20'site'%20or%20tag_key%20eq%20'O''Brien%26Co%231%25')&"
+        ), "{q}");
+        assert_eq!(
+            services(1000, 3),
+            "/v7/service?$select=id,service_name&$filter=id%20gt%203&$orderby=id%20asc&$top=1000"
+        );
     }
 
     #[test]
     fn fleet_filter_becomes_an_id_filter_in_parentheses() {
-        let q = devices(Some(&[3, 17]), 10, 0);
+        let q = devices(Some(&[3, 17]), &BASIC, 10, 0);
         assert!(q.contains(
             "&$filter=(belongs_to__application%20eq%203%20or%20belongs_to__application%20eq%2017)%20and%20id%20gt%200&"
         ));
@@ -126,11 +250,22 @@ mod tests {
 
     #[test]
     fn url_parsing_keeps_the_reserved_characters_literal() {
-        // reqwest parses the URL with the `url` crate; it must not encode what we wrote.
-        for q in [fleets(5, 0), devices(None, 1, 0), devices(Some(&[1]), 1, 9)] {
+        // reqwest parses the URL with the `url` crate; it must not encode what we wrote (but
+        // `'`, which the server accepts as %27).
+        let all = DeviceReads {
+            services: true,
+            tags: &TagFilter::All,
+            location: true,
+        };
+        for q in [
+            fleets(&TagFilter::All, 5, 0),
+            devices(None, &all, 1, 0),
+            devices(Some(&[1]), &BASIC, 1, 9),
+            services(7, 0),
+        ] {
             let url = reqwest::Url::parse(&format!("https://api.example.com{q}")).unwrap();
-            assert_eq!(format!("{}?{}", url.path(), url.query().unwrap()), q);
             let query = url.query().unwrap();
+            assert_eq!(format!("{}?{}", url.path(), query.replace("%27", "'")), q);
             for encoded in ["%24", "%28", "%29", "%2C", "%2F", "%3A", "%3B", "%3D", "+"] {
                 assert!(!query.contains(encoded), "{encoded} in {query}");
             }

@@ -8,9 +8,11 @@
 //! with the fleet's, OS and supervisor versions, the running release (mostly the target,
 //! some behind, some pinned), one or two IP addresses, hardware values, undervoltage, the
 //! public URL, and a few names that need escaping in the text format (`"`, `\`, newline,
-//! non-ASCII).
+//! non-ASCII). Each fleet has three services; each device that runs a release has an install
+//! of each (a few failing, some downloading the target release), two tags, an update status
+//! and coordinates (the account has balenaCloud's fields).
 
-use super::fake::{Account, Device, Fleet, Release};
+use super::fake::{Account, Device, Fleet, Install, Release, Service};
 
 /// The token a generated account accepts.
 pub const TOKEN: &str = "generated-token";
@@ -119,8 +121,31 @@ fn fleet(id: u64) -> Fleet {
         device_type: DEVICE_TYPES[i % DEVICE_TYPES.len()].0.to_string(),
         target_release: (!d.chance(10)).then(|| release(id, RELEASES)),
         is_of__class: "fleet".into(),
-        tags: Vec::new(),
+        tags: vec![
+            ("region".into(), d.pick(REGIONS).into()),
+            ("tier".into(), d.pick(&["gold", "silver", "bronze"]).into()),
+        ],
     }
+}
+
+const REGIONS: &[&str] = &["eu-west", "eu-central", "us-east", "ap-south"];
+const SITES: &[&str] = &[
+    "Köln", "Lisboa", "Oslo", "Athína", "東京", "Zürich", "Porto", "Bergen",
+];
+const CUSTOMERS: &[&str] = &["acme", "O'Brien & Söhne \"GmbH\"", "globex", "initech"];
+const SERVICE_NAMES: &[&str] = &["main", "sensor-reader", "mqtt"];
+
+/// The three services of fleet `fleet_id`: ids `fleet_id * 10 + 1 ..= fleet_id * 10 + 3`.
+fn services(fleet_id: u64) -> Vec<Service> {
+    SERVICE_NAMES
+        .iter()
+        .zip(1..)
+        .map(|(name, n)| Service {
+            id: fleet_id * 10 + n,
+            fleet_id,
+            name: (*name).into(),
+        })
+        .collect()
 }
 
 /// Device `id` of `fleet`, which is fleet number `fleet_index` (0-based).
@@ -213,6 +238,53 @@ fn device(id: u64, fleet: &Fleet, fleet_index: usize) -> Device {
         device.storage_usage = Some(storage_total * (5 + d.below(90) as i64) / 100);
     }
     device.is_undervolted = d.chance(2);
+    device.heartbeat_changed_at = Some(rfc3339(at - d.below(3_600), d.below(1000)));
+    device.latitude = Some(format!("{:.4}", 35.0 + d.below(3_000) as f64 / 100.0));
+    device.longitude = Some(format!("{:.4}", -10.0 + d.below(4_000) as f64 / 100.0));
+    device.tags = vec![
+        ("site".into(), d.pick(SITES).into()),
+        ("customer".into(), d.pick(CUSTOMERS).into()),
+    ];
+    let target = device
+        .pinned_release
+        .clone()
+        .or_else(|| fleet.target_release.clone());
+    let Some(running) = device.running_release.clone() else {
+        return device;
+    };
+    let updating = target.as_ref().is_some_and(|t| t.id != running.id) && d.chance(30);
+    device.update_status = Some(if updating { "downloading" } else { "done" }.into());
+    device.last_update_status_event = Some(rfc3339(at - d.below(86_400), d.below(1000)));
+    let mut n = 0;
+    for service in services(fleet.id) {
+        n += 1;
+        let status = match d.below(100) {
+            0..=1 => "exited",
+            2 => "restarting",
+            3 => "Dead",
+            _ => "Running",
+        };
+        device.installs.push(Install {
+            id: id * 10 + n,
+            service_id: service.id,
+            release_id: running.id,
+            status: status.into(),
+            download_progress: None,
+        });
+        if let (true, Some(target)) = (updating, &target) {
+            n += 1;
+            device.installs.push(Install {
+                id: id * 10 + n,
+                service_id: service.id,
+                release_id: target.id,
+                status: "Downloading".into(),
+                download_progress: Some(d.below(100) as i64),
+            });
+        }
+    }
+    if updating {
+        device.overall_progress = Some(d.below(100) as i64);
+    }
     device
 }
 
@@ -252,8 +324,10 @@ pub fn account(fleets: usize, devices_per_fleet: usize) -> Account {
         .collect();
     Account {
         tokens: vec![TOKEN.into()],
+        services: fleet_list.iter().flat_map(|f| services(f.id)).collect(),
         fleets: fleet_list,
         devices,
+        cloud_fields: true,
         ..Account::default()
     }
 }

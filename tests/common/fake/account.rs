@@ -178,13 +178,73 @@ impl Account {
         d[5].overall_status = "updating".into();
         d[5].cpu_usage = Some(80);
         d[5].update_status = Some("downloading".into());
-        d[5].overall_progress = Some(80);
         // 7: a dev image still configuring, running nothing yet.
         d[6].api_heartbeat_state = "unknown".into();
         d[6].overall_status = "configuring".into();
         d[6].os_variant = Some("dev".into());
         d[6].running_release = None;
         d[6].update_status = None;
+        // Services (as on the recorded server): sensors run main and sensor-reader, globex's
+        // sensors run probe, gateways run proxy and mqtt (no device of theirs runs anything).
+        let install =
+            |id: u64, service_id: u64, release_id: u64, status: &str, progress: Option<i64>| {
+                Install {
+                    id,
+                    service_id,
+                    release_id,
+                    status: status.into(),
+                    download_progress: progress,
+                }
+            };
+        // 1 runs its target.
+        d[0].installs = vec![
+            install(1, 1, 11, "Running", None),
+            install(2, 2, 11, "Running", None),
+        ];
+        // 2 (offline) runs release 10; its sensor-reader exited.
+        d[1].installs = vec![
+            install(3, 1, 10, "Running", None),
+            install(4, 2, 10, "exited", None),
+        ];
+        d[1].update_status = Some("rejected".into());
+        // 3 runs 10 and downloads its target 11: main at 60 %, sensor-reader done.
+        d[2].installs = vec![
+            install(5, 1, 10, "Running", None),
+            install(6, 2, 10, "Running", None),
+            install(7, 1, 11, "Downloading", Some(60)),
+            install(8, 2, 11, "Downloaded", Some(100)),
+        ];
+        d[2].update_status = Some("downloading".into());
+        d[2].overall_progress = Some(80);
+        d[2].last_update_status_event = Some("2026-11-21T19:00:00.000Z".into());
+        // 4 is pinned on 10, which it runs; sensor-reader restarts; an old install was deleted.
+        d[3].installs = vec![
+            install(9, 1, 9, "deleted", None),
+            install(10, 1, 10, "Running", None),
+            install(11, 2, 10, "restarting", None),
+        ];
+        // 5 runs its target; 6 downloads it.
+        d[4].installs = vec![install(12, 3, 21, "Running", None)];
+        d[5].installs = vec![
+            install(13, 3, 20, "Running", None),
+            install(14, 3, 21, "Downloading", Some(10)),
+        ];
+        d[5].overall_progress = Some(10);
+        // Tags, with keys that need sanitising and differ only by case.
+        d[0].tags = vec![
+            ("site".into(), "Köln".into()),
+            ("rack.position".into(), "A/3".into()),
+        ];
+        d[4].tags = vec![
+            ("Env".into(), "prod".into()),
+            ("env".into(), "staging".into()),
+        ];
+        d[5].tags = vec![("customer".into(), "O'Brien & Söhne \"GmbH\"".into())];
+        // Coordinates (served only when the account has balenaCloud's fields).
+        d[0].latitude = Some("52.52".into());
+        d[0].longitude = Some("13.405".into());
+        d[4].latitude = Some("-33.8688".into());
+        d[4].longitude = Some("151.2093".into());
         // Device 8 was provisioned but never came online: every reported value is null.
         d.push(Device {
             id: 8,
@@ -196,14 +256,35 @@ impl Account {
             overall_status: "inactive".into(),
             ..Default::default()
         });
+        let mut fleets = vec![
+            fleet(1, "sensors", "acme", pi4, Some(rel(11))),
+            fleet(2, "sensors", "globex", pi3, Some(rel(21))),
+            fleet(3, "gateways", "acme", nuc, None),
+        ];
+        fleets[0].tags = vec![
+            ("region".into(), "eu-west".into()),
+            ("owner".into(), "Zoë Ångström".into()),
+        ];
+        fleets[2].tags = vec![
+            ("region".into(), "eu".into()),
+            ("Region".into(), "EU".into()),
+        ];
+        let service = |id: u64, fleet_id: u64, name: &str| Service {
+            id,
+            fleet_id,
+            name: name.into(),
+        };
         Account {
             tokens: vec!["sample-token".into()],
-            fleets: vec![
-                fleet(1, "sensors", "acme", pi4, Some(rel(11))),
-                fleet(2, "sensors", "globex", pi3, Some(rel(21))),
-                fleet(3, "gateways", "acme", nuc, None),
-            ],
+            fleets,
             devices: d,
+            services: vec![
+                service(1, 1, "main"),
+                service(2, 1, "sensor-reader"),
+                service(3, 2, "probe"),
+                service(4, 3, "proxy"),
+                service(5, 3, "mqtt"),
+            ],
             ..Default::default()
         }
     }

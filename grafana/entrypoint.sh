@@ -70,10 +70,12 @@ newline='
 # Read here so that the checks below see it; run.sh then finds only the variable.
 if [ -n "${GF_SECURITY_ADMIN_PASSWORD__FILE:-}" ]; then
   if [ -n "${GF_SECURITY_ADMIN_PASSWORD:-}" ]; then
-    fail "refusing to start: both GF_SECURITY_ADMIN_PASSWORD and GF_SECURITY_ADMIN_PASSWORD__FILE are set; set one"
+    fail "refusing to start: both GF_SECURITY_ADMIN_PASSWORD and" \
+      "GF_SECURITY_ADMIN_PASSWORD__FILE are set; set one"
   fi
   if [ ! -r "$GF_SECURITY_ADMIN_PASSWORD__FILE" ]; then
-    fail "refusing to start: cannot read GF_SECURITY_ADMIN_PASSWORD__FILE ($GF_SECURITY_ADMIN_PASSWORD__FILE)"
+    fail "refusing to start: cannot read" \
+      "GF_SECURITY_ADMIN_PASSWORD__FILE ($GF_SECURITY_ADMIN_PASSWORD__FILE)"
   fi
   GF_SECURITY_ADMIN_PASSWORD=$(cat "$GF_SECURITY_ADMIN_PASSWORD__FILE")
   unset GF_SECURITY_ADMIN_PASSWORD__FILE
@@ -84,35 +86,41 @@ if [ -n "${BALENA_DEVICE_UUID:-}" ]; then
 else
   where="balena device ssh <device uuid> grafana"
 fi
-where="$where (or the grafana service's terminal in the balena dashboard), then: cat $password_file"
+where="$where (or the grafana service's terminal in the balena dashboard), then:"
+where="$where cat $password_file"
+set_it="set GF_SECURITY_ADMIN_PASSWORD (a service variable of grafana)"
 
 if [ -n "${GF_SECURITY_ADMIN_PASSWORD:-}" ]; then
   refuse_weak "$GF_SECURITY_ADMIN_PASSWORD" GF_SECURITY_ADMIN_PASSWORD \
-    "set GF_SECURITY_ADMIN_PASSWORD (a service variable of grafana) to at least $min_length other characters, or delete it to use a generated password"
+    "$set_it to at least $min_length characters (not admin), or delete it to use a generated password"
   password=$GF_SECURITY_ADMIN_PASSWORD
 elif [ -s "$password_file" ]; then
   if [ ! -r "$password_file" ]; then
-    fail "refusing to start: cannot read $password_file; fix its owner (uid 472) or set GF_SECURITY_ADMIN_PASSWORD"
+    fail "refusing to start: cannot read $password_file; fix its owner (uid 472) or $set_it"
   fi
   password=
   IFS= read -r password <"$password_file" || true
   refuse_weak "$password" "the password in $password_file" \
-    "delete the file to generate a new one, or set GF_SECURITY_ADMIN_PASSWORD (a service variable of grafana)"
+    "delete the file to generate a new one, or $set_it"
   chmod 600 "$password_file" 2>/dev/null || true
-  log "using the admin password stored in $password_file (user admin; read it with: $where); set GF_SECURITY_ADMIN_PASSWORD (a service variable of grafana) to choose your own"
+  log "using the admin password stored in $password_file (user admin; read it with: $where);" \
+    "$set_it to choose your own"
 else
   # An empty file is what a power cut right after the first start can leave: made anew.
   password=$(LC_ALL=C tr -dc 'A-Za-z0-9' </dev/urandom | head -c 32) || true
   if [ "${#password}" -ne 32 ]; then
-    fail "refusing to start: could not generate an admin password from /dev/urandom; set GF_SECURITY_ADMIN_PASSWORD"
+    fail "refusing to start: could not generate an admin password from /dev/urandom; $set_it"
   fi
   tmp=$password_file.tmp.$$
   # umask in a subshell: Grafana itself keeps the image's umask.
-  if ! (umask 077 && printf '%s\n' "$password" >"$tmp") 2>/dev/null || ! mv -f "$tmp" "$password_file"; then
+  if ! (umask 077 && printf '%s\n' "$password" >"$tmp") 2>/dev/null ||
+    ! mv -f "$tmp" "$password_file"; then
     rm -f "$tmp"
-    fail "refusing to start: cannot write $password_file (is $data_dir writable by uid 472?); set GF_SECURITY_ADMIN_PASSWORD"
+    fail "refusing to start: cannot write $password_file (is $data_dir writable by uid 472?);" \
+      "$set_it"
   fi
-  log "generated an admin password and stored it in $password_file (user admin; read it with: $where); set GF_SECURITY_ADMIN_PASSWORD (a service variable of grafana) to choose your own"
+  log "generated an admin password and stored it in $password_file (user admin; read it with:" \
+    "$where); $set_it to choose your own"
 fi
 GF_SECURITY_ADMIN_PASSWORD=$password
 export GF_SECURITY_ADMIN_PASSWORD
@@ -132,7 +140,9 @@ if [ -f "$database" ]; then
     case $reason in
       *"$password"*) reason="its output is withheld" ;;
     esac
-    fail "refusing to start: could not set the admin password in the existing database $database with grafana cli admin reset-admin-password (${reason:-no output}); Grafana would keep its old, possibly default, password"
+    fail "refusing to start: could not set the admin password in the existing database" \
+      "$database with grafana cli admin reset-admin-password (${reason:-no output});" \
+      "Grafana would keep its old, possibly default, password"
   fi
 fi
 
@@ -140,7 +150,8 @@ if [ -z "${GF_SERVER_ROOT_URL:-}" ]; then
   if [ -n "${PUBLIC_URL:-}" ]; then
     case $PUBLIC_URL in
       https://?* | http://?*) ;;
-      *) fail "refusing to start: PUBLIC_URL must start with https:// or http:// (for example https://<uuid>.devices.example.org)" ;;
+      *) fail "refusing to start: PUBLIC_URL must start with https:// or http://" \
+        "(for example https://<uuid>.devices.example.org)" ;;
     esac
     base=$PUBLIC_URL
     while [ "${base%/}" != "$base" ]; do

@@ -85,7 +85,7 @@ fn publish(text: String) -> gzip::Head {
 }
 
 fn health() -> Health {
-    Health::new(Arc::new(ApiStats::default()))
+    Health::new(Arc::new(ApiStats::default()), Vec::new())
 }
 
 fn benches(c: &mut Criterion, inputs: &[Input]) {

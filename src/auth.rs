@@ -1,5 +1,5 @@
-//! Optional credentials on `/metrics` and `/sd`: a bearer token, basic auth, or both,
-//! compared in constant time.
+//! Credentials for fleet data: a bearer token, basic auth, or both, compared in a time that
+//! reveals neither their content nor their length.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -44,8 +44,18 @@ pub fn challenge(auth: &MetricsAuth) -> &'static str {
     }
 }
 
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.ct_eq(b).into()
+/// Whether `given` equals `secret`, in a time that depends only on `given`'s length (which the
+/// client knows), never on the secret's length or on where the first difference is: every
+/// byte of `given` is compared with a byte of the secret, cycling through it.
+fn same(given: &[u8], secret: &[u8]) -> bool {
+    if secret.is_empty() {
+        return false; // not configurable: an empty value counts as unset
+    }
+    let mut equal = (given.len() as u64).ct_eq(&(secret.len() as u64));
+    for (i, byte) in given.iter().enumerate() {
+        equal &= byte.ct_eq(&secret[i % secret.len()]);
+    }
+    equal.into()
 }
 
 #[cfg(test)]
@@ -58,6 +68,19 @@ mod tests {
             token: Some(Secret::new("t0ken")),
             basic: Some(("prom".into(), Secret::new("p:w d"))),
         }
+    }
+
+    #[test]
+    fn comparison_needs_the_same_bytes_and_length() {
+        assert!(same(b"t0ken", b"t0ken"));
+        assert!(!same(b"t0ken", b"t0ke"));
+        assert!(!same(b"t0ke", b"t0ken"));
+        assert!(
+            !same(b"t0kent0ken", b"t0ken"),
+            "a repeated secret is not the secret"
+        );
+        assert!(!same(b"", b"t0ken"));
+        assert!(!same(b"", b""));
     }
 
     #[test]

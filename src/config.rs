@@ -101,9 +101,29 @@ pub const VARIABLES: &[Variable] = &[
         help: "port of the HTTP server",
     },
     Variable {
+        name: "INTERNAL_PORT",
+        default: "—",
+        help: "a second port serving /metrics and /sd without credentials (the app sets 8001)",
+    },
+    Variable {
+        name: "PUBLIC_METRICS",
+        default: "false",
+        help: "true serves /metrics, /sd and the status page on PORT without credentials",
+    },
+    Variable {
+        name: "MAX_CONNECTIONS",
+        default: "512",
+        help: "connections served at once per port (lowered to fit the open-files limit)",
+    },
+    Variable {
         name: "GRAFANA_URL",
         default: "—",
         help: "forward /grafana/... there (the app sets http://grafana:3000)",
+    },
+    Variable {
+        name: "ALERTMANAGER_URL",
+        default: "—",
+        help: "forward /alertmanager/... there, behind the credentials (the app sets it)",
     },
     Variable {
         name: "METRICS_TOKEN",
@@ -325,12 +345,31 @@ pub struct Config {
     pub api: ApiConfig,
     pub crawl: CrawlConfig,
     pub device_metrics: bool,
+    /// The public listener (PORT), internet-facing on balena.
     pub listen: SocketAddr,
+    /// The internal listener (INTERNAL_PORT), for the on-device Prometheus; None: none.
+    pub internal_listen: Option<SocketAddr>,
+    /// Connections served at once per listener.
+    pub max_connections: usize,
     /// Where `/grafana/...` is forwarded; None leaves `/grafana/` unserved.
     pub grafana_url: Option<String>,
-    /// None: `/metrics` is open.
-    pub metrics_auth: Option<MetricsAuth>,
+    /// Where `/alertmanager/...` is forwarded (behind the credentials); None: unserved.
+    pub alertmanager_url: Option<String>,
+    /// Who may read fleet data on the public listener.
+    pub access: Access,
     pub sd: SdConfig,
+}
+
+/// Who may read fleet data (`/metrics`, `/sd`, the status page, `/alertmanager/`) on the
+/// public listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: `PUBLIC_METRICS=true` (or `--demo`).
+    Open,
+    /// Whoever has these credentials.
+    Credentials(MetricsAuth),
+    /// Nobody: no credentials are configured and the port was not opened on purpose.
+    Closed,
 }
 
 impl Config {
@@ -427,11 +466,44 @@ impl Config {
             None => None,
             Some(path) => Some(ca_cert(path.trim())?),
         };
+        let internal_port = vars
+            .get("INTERNAL_PORT")
+            .map(|p| integer("INTERNAL_PORT", Some(p), 0, 1, u16::MAX as u32))
+            .transpose()?
+            .map(|p| p as u16);
+        if internal_port == Some(port) {
+            return Err(ConfigError(format!(
+                "INTERNAL_PORT: {port} is PORT already; the internal port must be another"
+            )));
+        }
+        let max_connections = integer(
+            "MAX_CONNECTIONS",
+            vars.get("MAX_CONNECTIONS"),
+            512,
+            1,
+            65_535,
+        )? as usize;
         let grafana_url = vars
             .get("GRAFANA_URL")
             .map(|u| http_url("GRAFANA_URL", u))
             .transpose()?;
-        let metrics_auth = metrics_auth(&vars)?;
+        let alertmanager_url = vars
+            .get("ALERTMANAGER_URL")
+            .map(|u| http_url("ALERTMANAGER_URL", u))
+            .transpose()?;
+        let public = boolean("PUBLIC_METRICS", vars.get("PUBLIC_METRICS"), false)?;
+        let access = match (public, metrics_auth(&vars)?) {
+            (true, Some(_)) => {
+                return Err(ConfigError(
+                    "PUBLIC_METRICS: true opens /metrics to anyone, so METRICS_TOKEN and \
+                     METRICS_USERNAME would have no effect: set either PUBLIC_METRICS or the credentials"
+                        .into(),
+                ))
+            }
+            (true, None) => Access::Open,
+            (false, Some(auth)) => Access::Credentials(auth),
+            (false, None) => Access::Closed,
+        };
         let sd = sd(&vars)?;
 
         Ok(Config {
@@ -452,8 +524,11 @@ impl Config {
             },
             device_metrics,
             listen: SocketAddr::new(address, port),
+            internal_listen: internal_port.map(|p| SocketAddr::new(address, p)),
+            max_connections,
             grafana_url,
-            metrics_auth,
+            alertmanager_url,
+            access,
             sd,
         })
     }
@@ -594,10 +669,10 @@ fn token(vars: &Vars) -> Result<Secret, ConfigError> {
 /// An http(s) root URL without query or fragment, returned without a trailing slash.
 fn http_url(name: &str, value: &str) -> Result<String, ConfigError> {
     let value = value.trim();
-    let example = if name == "GRAFANA_URL" {
-        "http://grafana:3000"
-    } else {
-        DEFAULT_API_URL
+    let example = match name {
+        "GRAFANA_URL" => "http://grafana:3000",
+        "ALERTMANAGER_URL" => "http://alertmanager:9093",
+        _ => DEFAULT_API_URL,
     };
     let url = reqwest::Url::parse(value).map_err(|e| {
         ConfigError(format!(
@@ -735,7 +810,13 @@ mod tests {
         assert_eq!(c.listen, "0.0.0.0:8000".parse().unwrap());
         assert!(c.api.ca_cert_pem.is_none());
         assert!(c.grafana_url.is_none());
-        assert!(c.metrics_auth.is_none());
+        assert_eq!(
+            c.access,
+            Access::Closed,
+            "closed unless opened or given credentials"
+        );
+        assert_eq!(c.internal_listen, None);
+        assert_eq!(c.max_connections, 512);
         assert_eq!(
             c.sd,
             SdConfig {
@@ -772,7 +853,9 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.grafana_url.as_deref(), Some("http://grafana:3000"));
-        let auth = c.metrics_auth.clone().unwrap();
+        let Access::Credentials(auth) = c.access.clone() else {
+            panic!("credentials expected, got {:?}", c.access)
+        };
         assert_eq!(auth.token, Some(Secret::new("scrape-me")));
         assert_eq!(auth.basic, Some(("prom".into(), Secret::new("pass word"))));
         assert_eq!(c.api.token.expose(), "key-from-baletheus");
@@ -878,6 +961,25 @@ mod tests {
     }
 
     #[test]
+    fn listeners_and_access() {
+        let c = load(&[
+            ("BALENA_TOKEN", "t"),
+            ("INTERNAL_PORT", "8001"),
+            ("PUBLIC_METRICS", "true"),
+            ("MAX_CONNECTIONS", "100"),
+            ("ALERTMANAGER_URL", "http://alertmanager:9093/"),
+        ])
+        .unwrap();
+        assert_eq!(c.internal_listen, Some("0.0.0.0:8001".parse().unwrap()));
+        assert_eq!(c.access, Access::Open);
+        assert_eq!(c.max_connections, 100);
+        assert_eq!(
+            c.alertmanager_url.as_deref(),
+            Some("http://alertmanager:9093")
+        );
+    }
+
+    #[test]
     fn tag_keys() {
         let tags = |v: &str| load(&[("BALENA_TOKEN", "t"), ("TAGS", v)]).map(|c| c.crawl.tags);
         assert_eq!(tags("NONE"), Ok(TagFilter::None));
@@ -953,6 +1055,9 @@ mod tests {
             (&[t, ("SD_PUBLIC_DOMAIN", "https://x.org")], "SD_PUBLIC_DOMAIN: expected a domain such as balena-devices.com, got \"https://x.org\""),
             (&[t, ("SD_METRICS_PATH", "metrics")], "SD_METRICS_PATH: expected a path starting with /, got \"metrics\""),
             (&[t, ("METRICS_TOKEN", "a b")], "METRICS_TOKEN: the token contains spaces or characters that are not printable ASCII"),
+            (&[t, ("PUBLIC_METRICS", "true"), ("METRICS_TOKEN", "x")], "PUBLIC_METRICS: true opens /metrics to anyone, so METRICS_TOKEN and METRICS_USERNAME would have no effect: set either PUBLIC_METRICS or the credentials"),
+            (&[t, ("INTERNAL_PORT", "8000")], "INTERNAL_PORT: 8000 is PORT already; the internal port must be another"),
+            (&[t, ("MAX_CONNECTIONS", "0")], "MAX_CONNECTIONS: expected a whole number from 1 to 65535, got \"0\""),
             (&[t, ("BALENA_CA_CERT", "/nonexistent/ca.pem")], "BALENA_CA_CERT: cannot read \"/nonexistent/ca.pem\": No such file or directory (os error 2)"),
         ];
         for (vars, expected) in table {
@@ -984,7 +1089,7 @@ mod tests {
     fn debug_output_hides_the_token() {
         let c = load(&[("BALENA_TOKEN", "s3cr3t-token")]).unwrap();
         let c = Config {
-            metrics_auth: Some(MetricsAuth {
+            access: Access::Credentials(MetricsAuth {
                 token: Some(Secret::new("s3cr3t-token")),
                 basic: None,
             }),

@@ -1,31 +1,49 @@
-//! The warp server: `/metrics`, `/sd`, `/-/healthy`, `/-/ready` and the status page, all served
-//! from the last publication, plus `/grafana/` forwarding when configured; anything else is
-//! 404. Never calls the balena API.
+//! The warp routes: `/metrics`, `/sd`, `/-/healthy`, `/-/ready` and the status page, all served
+//! from the last publication (GET and HEAD), plus `/grafana/` and `/alertmanager/` forwarding
+//! when configured; anything else is 404. Never calls the balena API. Fleet data follows the
+//! listener's `Access`: open, behind credentials, or closed with a 403 that says what to set.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
+use warp::filters::BoxedFilter;
 use warp::http::{header, HeaderValue, Response, StatusCode};
 use warp::hyper::body::Bytes;
 use warp::{Filter, Rejection, Reply};
 
 use crate::auth;
-use crate::config::MetricsAuth;
+use crate::config::Access;
 use crate::metrics::CONTENT_TYPE;
 use crate::proxy::{self, Upstream};
 use crate::state::Shared;
 
-/// What the routes need besides the published state.
-#[derive(Default)]
+/// What the routes of one listener need besides the published state.
 pub struct Options {
-    /// Credentials `/metrics` requires; None leaves it open.
-    pub auth: Option<MetricsAuth>,
+    /// Who may read fleet data here.
+    pub access: Access,
     /// Where `/grafana/...` goes; None answers 404 there.
     pub grafana: Option<Upstream>,
+    /// Where `/alertmanager/...` goes (behind `access`); None answers 404 there.
+    pub alertmanager: Option<Upstream>,
 }
+
+/// The status page for a visitor who may not read fleet data: what this is and what to set.
+const CLOSED_PAGE: &str = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>balena exporter</title><style>body{font-family:sans-serif;margin:1em;max-width:40em}</style>\
+</head><body>\n<h1>balena exporter</h1>\n<p>This is a balena fleet monitor. Its fleet data \
+(this page in full, <code>/metrics</code> and <code>/sd</code>) needs credentials: set \
+<code>METRICS_USERNAME</code> and <code>METRICS_PASSWORD</code> (your browser then asks for \
+them) or <code>METRICS_TOKEN</code> (for a scraper) on the exporter service, or \
+<code>PUBLIC_METRICS=true</code> to open it to anyone.</p>\n<p><a href=\"grafana/\">Grafana</a> \
+has its own login.</p>\n</body></html>\n";
+
+/// What a closed port answers for fleet data.
+const CLOSED: &str = "Forbidden: fleet data on this port needs credentials. Set METRICS_TOKEN \
+(bearer) or METRICS_USERNAME and METRICS_PASSWORD (basic auth) on the exporter, or \
+PUBLIC_METRICS=true to open it to anyone.\n";
 
 /// Plain `/metrics` bodies alive at once. Each is the whole text (about 15 MiB at 10,000
 /// devices), inflated from the gzip body for a client that does not accept gzip; more
@@ -44,28 +62,48 @@ impl AsRef<[u8]> for Plain {
     }
 }
 
-/// A rejection for a request without the credentials `/metrics` needs.
+/// A rejection for a request without the credentials fleet data needs.
 #[derive(Debug)]
 struct Unauthorized(&'static str);
 
 impl warp::reject::Reject for Unauthorized {}
 
-/// Passes requests whose `Authorization` header `auth` accepts (all when `auth` is None).
-fn authorized(auth: Option<MetricsAuth>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
-    let auth = Arc::new(auth);
+/// A rejection for fleet data on a closed port.
+#[derive(Debug)]
+struct Closed;
+
+impl warp::reject::Reject for Closed {}
+
+/// Why a request may not read fleet data, if it may not.
+fn refusal(access: &Access, header: Option<&str>) -> Option<Rejection> {
+    match access {
+        Access::Open => None,
+        Access::Credentials(auth) if auth::allows(auth, header) => None,
+        Access::Credentials(auth) => {
+            Some(warp::reject::custom(Unauthorized(auth::challenge(auth))))
+        }
+        Access::Closed => Some(warp::reject::custom(Closed)),
+    }
+}
+
+/// Passes requests that `access` lets read fleet data.
+fn guarded_by(access: Arc<Access>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
     warp::header::optional::<String>("authorization")
         .and_then(move |header: Option<String>| {
-            let auth = auth.clone();
+            let access = access.clone();
             async move {
-                match auth.as_ref() {
-                    Some(a) if !auth::allows(a, header.as_deref()) => {
-                        Err(warp::reject::custom(Unauthorized(auth::challenge(a))))
-                    }
-                    _ => Ok(()),
+                match refusal(&access, header.as_deref()) {
+                    Some(rejection) => Err(rejection),
+                    None => Ok(()),
                 }
             }
         })
         .untuple_one()
+}
+
+/// GET, and HEAD (which hyper answers without the body): uptime checkers and `curl -I`.
+fn get_or_head() -> impl Filter<Extract = (), Error = Rejection> + Copy {
+    warp::get().or(warp::head()).unify()
 }
 
 /// Every route of the exporter.
@@ -74,10 +112,11 @@ pub fn routes(
     options: Options,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let state = warp::any().map(move || shared.clone());
-    let guarded = authorized(options.auth);
+    let access = Arc::new(options.access);
+    let guarded = guarded_by(access.clone());
 
     let metrics = warp::path!("metrics")
-        .and(warp::get())
+        .and(get_or_head())
         .and(guarded.clone())
         .and(warp::header::optional::<String>("accept-encoding"))
         .and(state.clone())
@@ -121,7 +160,7 @@ pub fn routes(
         });
 
     let sd = warp::path!("sd")
-        .and(warp::get())
+        .and(get_or_head())
         .and(guarded.clone())
         .and(state.clone())
         .map(|shared: Arc<Shared>| match &shared.load().sd_json {
@@ -137,11 +176,11 @@ pub fn routes(
         });
 
     let healthy = warp::path!("-" / "healthy")
-        .and(warp::get())
+        .and(get_or_head())
         .map(|| text(StatusCode::OK, "Healthy.\n"));
 
     let ready = warp::path!("-" / "ready")
-        .and(warp::get())
+        .and(get_or_head())
         .and(state.clone())
         .map(
             |shared: Arc<Shared>| match shared.load().readiness(Instant::now()) {
@@ -153,22 +192,39 @@ pub fn routes(
             },
         );
 
+    // The status page: in full for whoever may read fleet data; on a closed port, a page
+    // that says only what to set; behind credentials, a 401 that makes a browser ask.
     let index = warp::path::end()
-        .and(warp::get())
-        .and(guarded)
+        .and(get_or_head())
+        .and(warp::header::optional::<String>("authorization"))
         .and(state)
-        .map(|shared: Arc<Shared>| {
-            Response::builder()
-                .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-                .body(shared.load().status_html.clone())
+        .map(move |header: Option<String>, shared: Arc<Shared>| {
+            match refusal(&access, header.as_deref()) {
+                None => Response::builder()
+                    .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+                    .body(shared.load().status_html.clone())
+                    .unwrap_or_default(),
+                Some(rejection) => {
+                    let mut response = Response::new(Bytes::from_static(CLOSED_PAGE.as_bytes()));
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/html; charset=utf-8"),
+                    );
+                    if let Some(Unauthorized(challenge)) = rejection.find::<Unauthorized>() {
+                        *response.status_mut() = StatusCode::UNAUTHORIZED;
+                        response.headers_mut().insert(
+                            header::WWW_AUTHENTICATE,
+                            HeaderValue::from_static(challenge),
+                        );
+                    }
+                    response
+                }
+            }
         });
 
-    let grafana = match options.grafana {
-        Some(upstream) => proxy::route(Arc::new(upstream)).boxed(),
-        None => warp::any()
-            .and_then(|| async { Err::<warp::reply::Response, _>(warp::reject::not_found()) })
-            .boxed(),
-    };
+    // Grafana has its own login; Alertmanager has none, so it is behind the credentials.
+    let grafana = forwarded(options.grafana, guarded_by(Arc::new(Access::Open)));
+    let alertmanager = forwarded(options.alertmanager, guarded);
 
     metrics
         .or(sd)
@@ -176,27 +232,27 @@ pub fn routes(
         .or(ready)
         .or(index)
         .or(grafana)
+        .or(alertmanager)
         .recover(rejected)
 }
 
-/// Serves the routes on `listener` until `shutdown` completes, then lets open requests finish.
-pub async fn serve<F>(
-    listener: tokio::net::TcpListener,
-    shared: Arc<Shared>,
-    options: Options,
-    shutdown: F,
-) where
-    F: Future<Output = ()> + Send + 'static,
+/// The forwarding route to `upstream` behind `guard`; 404 without an upstream.
+fn forwarded<G>(upstream: Option<Upstream>, guard: G) -> BoxedFilter<(warp::reply::Response,)>
+where
+    G: Filter<Extract = (), Error = Rejection> + Clone + Send + Sync + 'static,
 {
-    warp::serve(routes(shared, options))
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await;
+    match upstream {
+        Some(upstream) => proxy::route(Arc::new(upstream), guard).boxed(),
+        None => warp::any()
+            .and_then(|| async { Err::<warp::reply::Response, _>(warp::reject::not_found()) })
+            .boxed(),
+    }
 }
-
-/// 401 with a challenge for missing credentials; 404 for everything else.
+/// 401 with a challenge for missing credentials, 403 on a closed port, 404 for everything else.
 async fn rejected(rejection: Rejection) -> Result<Response<Bytes>, Infallible> {
+    if rejection.find::<Closed>().is_some() {
+        return Ok(text(StatusCode::FORBIDDEN, CLOSED));
+    }
     if let Some(Unauthorized(challenge)) = rejection.find::<Unauthorized>() {
         let mut response = text(StatusCode::UNAUTHORIZED, "Unauthorized.\n");
         response.headers_mut().insert(

@@ -15,7 +15,8 @@
 //! - [`tags`]: balena tag keys as valid, unique Prometheus label names.
 //! - [`status`]: the HTML status page.
 //! - [`state`]: what the handlers serve: the last publication (swapped atomically) and health.
-//! - [`http`]: warp routes and the server.
+//! - [`http`]: the warp routes, for the public and the internal listener.
+//! - [`server`]: the listeners: connection cap, head and write deadlines, bounded heads.
 //! - [`auth`]: optional bearer or basic credentials on `/metrics`, compared in constant time.
 //! - [`proxy`]: `/grafana/...` forwarded to Grafana, so one public URL serves both.
 //! - [`demo`]: a simulated account on loopback for `--demo`.
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod publish;
 pub mod sd;
+pub mod server;
 pub mod snapshot;
 pub mod state;
 pub mod status;
@@ -41,18 +43,26 @@ use std::sync::Arc;
 
 pub use config::Config;
 
-/// Runs the crawler and the HTTP server on `listener` until `shutdown` completes.
-pub async fn run<F>(
-    config: Config,
-    listener: tokio::net::TcpListener,
-    shutdown: F,
-) -> anyhow::Result<()>
+/// Where the exporter listens: the public port, and the internal one if configured.
+pub struct Listeners {
+    pub public: tokio::net::TcpListener,
+    pub internal: Option<tokio::net::TcpListener>,
+}
+
+/// Runs the crawler and the HTTP servers until `shutdown` completes.
+pub async fn run<F>(config: Config, listeners: Listeners, shutdown: F) -> anyhow::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
     let stale_after = config.stale_after();
     let client = balena::Client::new(&config.api, config.crawl.interval)?;
-    let health = Arc::new(metrics::Health::new(client.stats()));
+    let public_stats = Arc::new(server::ConnStats::default());
+    let internal_stats = Arc::new(server::ConnStats::default());
+    let mut counted = vec![("public", public_stats.clone())];
+    if listeners.internal.is_some() {
+        counted.push(("internal", internal_stats.clone()));
+    }
+    let health = Arc::new(metrics::Health::new(client.stats(), counted));
     let publisher = publish::Publisher::start(
         publish::Settings {
             device_metrics: config.device_metrics,
@@ -64,16 +74,67 @@ where
     )
     .await;
     let shared = publisher.shared();
-    let options = http::Options {
-        auth: config.metrics_auth,
-        grafana: config
-            .grafana_url
-            .as_deref()
-            .map(proxy::Upstream::new)
-            .transpose()?,
+    let upstream = |url: Option<String>, prefix| {
+        url.as_deref()
+            .map(|u| proxy::Upstream::new(u, prefix))
+            .transpose()
     };
+    let public = http::routes(
+        shared.clone(),
+        http::Options {
+            access: config.access,
+            grafana: upstream(config.grafana_url, "grafana")?,
+            alertmanager: upstream(config.alertmanager_url, "alertmanager")?,
+        },
+    );
+    let limits = server::Limits::new(config.max_connections);
+    if limits.max_connections < config.max_connections {
+        log::info!(
+            "max_connections={} (MAX_CONNECTIONS {} does not fit the open-files limit)",
+            limits.max_connections,
+            config.max_connections
+        );
+    }
     let crawling = tokio::spawn(crawl::Crawler::new(client, config.crawl).run(publisher));
-    http::serve(listener, shared, options, shutdown).await;
+    // One shutdown signal, heard by both servers.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    let internal = listeners.internal.map(|listener| {
+        let routes = http::routes(
+            shared,
+            http::Options {
+                access: config::Access::Open,
+                grafana: None,
+                alertmanager: None,
+            },
+        );
+        tokio::spawn(server::serve(
+            listener,
+            routes,
+            limits,
+            internal_stats,
+            "internal",
+            until_stopped(stopped.clone()),
+        ))
+    });
+    server::serve(
+        listeners.public,
+        public,
+        limits,
+        public_stats,
+        "public",
+        until_stopped(stopped),
+    )
+    .await;
+    if let Some(internal) = internal {
+        let _ = internal.await;
+    }
     crawling.abort();
     Ok(())
 }

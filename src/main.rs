@@ -99,21 +99,45 @@ async fn start(demo: bool) -> anyhow::Result<()> {
         vars.retain(|(k, _)| !matches!(k.as_str(), "BALENA_TOKEN" | "API_KEY" | "BALENA_API_URL"));
         vars.push(("BALENA_TOKEN".into(), demo::TOKEN.into()));
         vars.push(("BALENA_API_URL".into(), format!("http://{addr}")));
+        // A simulated account reveals nothing: open unless credentials or a choice are set.
+        let chosen = |name: &str| vars.iter().any(|(k, v)| k == name && !v.trim().is_empty());
+        if !["PUBLIC_METRICS", "METRICS_TOKEN", "METRICS_USERNAME"]
+            .iter()
+            .any(|n| chosen(n))
+        {
+            vars.push(("PUBLIC_METRICS".into(), "true".into()));
+        }
     }
     let config = Config::from_vars(vars)?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    let public = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("LISTEN_ADDRESS/PORT: cannot listen on {}", config.listen))?;
+    let internal =
+        match config.internal_listen {
+            None => None,
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!("LISTEN_ADDRESS/INTERNAL_PORT: cannot listen on {addr}")
+            })?),
+        };
     log::info!(
-        "listening address={} api_url={} crawl_interval_s={} fleets={} device_metrics={}{}",
+        "listening address={} internal_address={} access={} api_url={} crawl_interval_s={} fleets={} device_metrics={}{}",
         config.listen,
+        config
+            .internal_listen
+            .map_or("none".to_string(), |a| a.to_string()),
+        match config.access {
+            config::Access::Open => "open",
+            config::Access::Credentials(_) => "credentials",
+            config::Access::Closed => "closed",
+        },
         config.api.url,
         config.crawl.interval.as_secs_f64(),
         config.crawl.fleets,
         config.device_metrics,
         if demo { " demo=true" } else { "" },
     );
-    balena_exporter::run(config, listener, shutdown_signal()).await?;
+    let listeners = balena_exporter::Listeners { public, internal };
+    balena_exporter::run(config, listeners, shutdown_signal()).await?;
     log::info!("stopped");
     Ok(())
 }

@@ -9,6 +9,7 @@ use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry, Tex
 
 use crate::balena::{ApiStats, ERROR_KINDS};
 use crate::gzip;
+use crate::server::ConnStats;
 use crate::snapshot::{Device, Fleet, Snapshot};
 use crate::tags;
 
@@ -274,6 +275,26 @@ pub const SD_FILE_ERRORS: Def = counter(
     &[],
     "Failed writes of the service discovery file (SD_FILE).",
 );
+pub const HTTP_OPEN: Def = gauge(
+    "balena_http_connections_open",
+    &["listener"],
+    "HTTP connections open now, by listener (public: PORT, internal: INTERNAL_PORT).",
+);
+pub const HTTP_ACCEPTED: Def = counter(
+    "balena_http_connections_accepted_total",
+    &["listener"],
+    "HTTP connections accepted, by listener.",
+);
+pub const HTTP_LIMIT: Def = counter(
+    "balena_http_connection_limit_reached_total",
+    &["listener"],
+    "Times a new connection had to wait because MAX_CONNECTIONS were open, by listener.",
+);
+pub const HTTP_CLOSED: Def = counter(
+    "balena_http_connections_closed_total",
+    &["listener", "reason"],
+    "HTTP connections the exporter closed, by listener and reason (head_timeout: the request head did not arrive in time, also idle keep-alive; head_too_large; stalled: the client read nothing; max_age; error).",
+);
 pub const BUILD_INFO: Def = gauge(
     "balena_exporter_build_info",
     &["version"],
@@ -323,6 +344,10 @@ pub const FAMILIES: &[&Def] = &[
     &API_REQUESTS,
     &API_ERRORS,
     &SD_FILE_ERRORS,
+    &HTTP_OPEN,
+    &HTTP_ACCEPTED,
+    &HTTP_LIMIT,
+    &HTTP_CLOSED,
     &BUILD_INFO,
 ];
 
@@ -342,10 +367,12 @@ pub struct Health {
     crawl_errors: IntCounterVec,
     sd_file_errors: IntCounter,
     api: Arc<ApiStats>,
+    /// Each listener's name and connection counts.
+    listeners: Vec<(&'static str, Arc<ConnStats>)>,
 }
 
 impl Health {
-    pub fn new(api: Arc<ApiStats>) -> Health {
+    pub fn new(api: Arc<ApiStats>, listeners: Vec<(&'static str, Arc<ConnStats>)>) -> Health {
         let registry = Registry::new();
         // The names and labels are constants of this file, valid and unique (a unit test
         // renders them all), so these cannot fail at runtime.
@@ -389,6 +416,7 @@ impl Health {
             crawl_errors,
             sd_file_errors,
             api,
+            listeners,
         }
     }
 
@@ -430,6 +458,21 @@ impl Health {
         let mut errors = Family::new(&mut out, &API_ERRORS, API_ERRORS.help.to_string());
         for (kind, n) in self.api.errors() {
             errors.add(&[("kind", kind)], n as f64);
+        }
+        let per_listener = |out: &mut Out, def: &'static Def, value: fn(&ConnStats) -> u64| {
+            let mut family = Family::new(out, def, def.help.to_string());
+            for (name, stats) in &self.listeners {
+                family.add(&[("listener", name)], value(stats) as f64);
+            }
+        };
+        per_listener(&mut out, &HTTP_OPEN, ConnStats::open);
+        per_listener(&mut out, &HTTP_ACCEPTED, ConnStats::accepted);
+        per_listener(&mut out, &HTTP_LIMIT, ConnStats::limit_reached);
+        let mut closed = Family::new(&mut out, &HTTP_CLOSED, HTTP_CLOSED.help.to_string());
+        for (name, stats) in &self.listeners {
+            for (reason, n) in stats.closed() {
+                closed.add(&[("listener", name), ("reason", reason)], n as f64);
+            }
         }
         out.text
     }
@@ -871,7 +914,8 @@ mod tests {
     use super::*;
 
     fn health() -> Health {
-        Health::new(Arc::new(ApiStats::default()))
+        let public = Arc::new(ConnStats::default());
+        Health::new(Arc::new(ApiStats::default()), vec![("public", public)])
     }
 
     #[test]

@@ -115,7 +115,7 @@ mod tests {
     fn both_bodies_end_with_current_health() {
         use std::io::Read;
         let stats = Arc::new(crate::balena::ApiStats::default());
-        let shared = Shared::new(published(None), Arc::new(Health::new(stats)));
+        let shared = Shared::new(published(None), Arc::new(Health::new(stats, Vec::new())));
         shared
             .health()
             .crawl_failed("timeout", Duration::from_secs(1), 3);

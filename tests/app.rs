@@ -7,29 +7,69 @@ use common::exporter::{wait_for, Exporter};
 use common::fake::{Account, FakeBalena};
 use common::prometheus::Prometheus;
 
+/// The exporter's `environment:` in docker-compose.yml, as (name, value).
+fn compose_exporter_environment() -> Vec<(String, String)> {
+    let compose = std::fs::read_to_string("docker-compose.yml").unwrap();
+    let mut lines = compose
+        .lines()
+        .skip_while(|l| *l != "  exporter:")
+        .skip(1)
+        .take_while(|l| !l.starts_with("  ") || l.starts_with("    ") || l.trim().is_empty())
+        .skip_while(|l| l.trim() != "environment:")
+        .skip(1);
+    let mut vars = Vec::new();
+    while let Some(line) = lines.next().filter(|l| l.starts_with("      ")) {
+        if let Some((name, value)) = line.trim().split_once(": ") {
+            vars.push((name.to_string(), value.trim_matches('"').to_string()));
+        }
+    }
+    assert!(
+        !vars.is_empty(),
+        "no environment for the exporter in docker-compose.yml"
+    );
+    vars
+}
+
+/// A fresh deploy with only BALENA_TOKEN set (as the README says): the public port serves no
+/// fleet data, and the on-device Prometheus still scrapes everything through the internal port,
+/// with every shipped rule loaded. (Grafana's side, no admin/admin, is scripts/check-grafana.)
 #[tokio::test]
-async fn shipped_config_scrapes_a_protected_exporter_and_loads_every_rule() {
+async fn a_deploy_with_only_the_token_is_closed_outside_and_scraped_inside() {
     if !common::tools::require(&["prometheus"]) {
         return;
     }
-    let fake = FakeBalena::start(Account::sample()).await;
-    let exporter = Exporter::start(
-        &fake.url(),
-        "sample-token",
-        &[("METRICS_TOKEN", "on-device-t0ken")],
-    )
-    .await;
-    exporter.wait_ready().await;
-    let prometheus = Prometheus::shipped(
-        exporter.url.trim_start_matches("http://"),
-        "on-device-t0ken",
+    let account = Account::sample();
+    let fake = FakeBalena::start(account.clone()).await;
+    let environment = compose_exporter_environment();
+    assert!(
+        environment.iter().any(|(k, _)| k == "INTERNAL_PORT"),
+        "the compose file gives the on-device Prometheus an internal port"
     );
+    let mut vars: Vec<(&str, &str)> = environment
+        .iter()
+        .filter(|(k, _)| k != "GRAFANA_URL" && k != "ALERTMANAGER_URL")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    // Nothing else: the harness would open the port for other tests.
+    vars.push(("PUBLIC_METRICS", "false"));
+    let exporter = Exporter::start(&fake.url(), "sample-token", &vars).await;
+    exporter.wait_ready().await;
+    for path in ["/metrics", "/sd"] {
+        assert_eq!(exporter.get(path).await.0, 403, "{path} from outside");
+    }
+    let (_, page) = exporter.get("/").await;
+    assert!(!page.contains("acme/sensors"), "{page}");
 
+    let internal = exporter.internal_url.clone().unwrap();
+    let prometheus = Prometheus::shipped(internal.trim_start_matches("http://"));
     prometheus.wait_up("balena-exporter").await;
-    assert_eq!(prometheus.query("balena_devices_online").await.len(), 3);
+    wait_for("the API's values in prometheus", || async {
+        prometheus.query("balena_devices_online").await.len() == account.fleets.len()
+    })
+    .await;
 
     // Every shipped rule loads and evaluates without error.
-    let (_, files) = common::prometheus::shipped_files("unused:1", "");
+    let (_, files) = common::prometheus::shipped_files("unused:1");
     let expected: usize = files
         .iter()
         .filter(|(p, _)| p.starts_with("rules/"))
@@ -91,7 +131,7 @@ async fn shipped_config_discovers_and_scrapes_a_device_through_sd() {
     )
     .await;
     exporter.wait_ready().await;
-    let prometheus = Prometheus::shipped(exporter.url.trim_start_matches("http://"), "");
+    let prometheus = Prometheus::shipped(exporter.url.trim_start_matches("http://"));
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !prometheus

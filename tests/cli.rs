@@ -98,6 +98,7 @@ impl Running {
             ("CRAWL_INTERVAL", "0.5"),
             ("REQUEST_TIMEOUT", "0.3"),
             ("API_RETRIES", "1"),
+            ("PUBLIC_METRICS", "true"),
         ];
         Running::bare(args, &[&fast[..], vars].concat())
     }

@@ -363,7 +363,7 @@ async fn every_panel_and_variable_query_returns_data() {
     )
     .await;
     exporter.wait_ready().await;
-    let prometheus = Prometheus::shipped(exporter.url.trim_start_matches("http://"), "");
+    let prometheus = Prometheus::shipped(exporter.url.trim_start_matches("http://"));
 
     // rate() needs two samples in its window; with a scrape a second, wait for five of the
     // exporter and three successful ones of the device (Prometheus passes discovered targets

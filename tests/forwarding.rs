@@ -1,5 +1,6 @@
-//! `/grafana/...` forwarding against a local upstream that records what reaches it, and the
-//! optional credentials on `/metrics`.
+//! `/grafana/...` and `/alertmanager/...` forwarding against a local upstream that records what
+//! reaches it: what passes through, what is refused (paths leaving the prefix, big bodies),
+//! and the credentials in front of Alertmanager.
 
 mod common;
 
@@ -63,6 +64,23 @@ async fn upstream() -> (String, Arc<Mutex<Vec<Seen>>>) {
     (url, seen)
 }
 
+/// The status of `GET <path>` sent byte for byte as written.
+async fn raw_status(url: &str, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: device\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let line = String::from_utf8_lossy(&answer);
+    line.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
 #[tokio::test]
 async fn grafana_requests_reach_the_upstream_unchanged() {
     let fake = FakeBalena::start(Account::sample()).await;
@@ -104,14 +122,32 @@ async fn grafana_requests_reach_the_upstream_unchanged() {
         .starts_with("127.0.0.1:"));
     assert_eq!(got.headers["x-forwarded-for"], "127.0.0.1");
 
-    // Behind another proxy, the peer is appended to the chain.
+    // A chain the client sent is not trusted: Grafana sees the TCP peer only.
     http.get(format!("{}/grafana/api/health", exporter.url))
         .header("x-forwarded-for", "203.0.113.7")
         .send()
         .await
         .unwrap();
     let got = seen.lock().unwrap().last().cloned().unwrap();
-    assert_eq!(got.headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(got.headers["x-forwarded-for"], "127.0.0.1");
+
+    // Paths that leave /grafana/ once dot segments are resolved never reach the upstream.
+    // (Sent raw: an HTTP client resolves them before sending.)
+    let before = seen.lock().unwrap().len();
+    for path in ["/grafana/../metrics", "/grafana/%2e%2e/x", "/grafana/a/./b"] {
+        assert_eq!(raw_status(&exporter.url, path).await, 400, "{path}");
+    }
+    assert_eq!(seen.lock().unwrap().len(), before);
+
+    // A body over the limit is refused before anything is sent upstream.
+    let r = http
+        .post(format!("{}/grafana/api/dashboards/db", exporter.url))
+        .body(vec![b'x'; 17 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(seen.lock().unwrap().len(), before);
 
     // POST with a body: method, body and content type arrive; the status comes back.
     let query = br#"{"queries":[{"expr":"balena_up"}]}"#;
@@ -174,7 +210,10 @@ async fn an_unreachable_grafana_is_a_502_and_without_grafana_url_a_404() {
     .await;
     assert_eq!(
         exporter.get("/grafana/api/health").await,
-        (502, "Bad gateway: Grafana is not reachable.\n".into())
+        (
+            502,
+            "Bad gateway: the upstream service is not reachable.\n".into()
+        )
     );
     exporter.stop().await.unwrap();
 
@@ -230,4 +269,51 @@ async fn metrics_credentials_when_configured() {
     assert_eq!(exporter.get("/-/healthy").await.0, 200);
     assert_eq!(exporter.get("/-/ready").await.0, 200);
     exporter.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn alertmanager_is_forwarded_behind_the_credentials() {
+    let fake = FakeBalena::start(Account::sample()).await;
+    let (alertmanager, seen) = upstream().await;
+    let vars = [
+        ("ALERTMANAGER_URL", alertmanager.as_str()),
+        ("METRICS_USERNAME", "ops"),
+        ("METRICS_PASSWORD", "s3cret-pass"),
+    ];
+    let exporter = Exporter::start(&fake.url(), TOKEN, &vars).await;
+    let url = format!("{}/alertmanager/api/v2/alerts", exporter.url);
+    let http = reqwest::Client::new();
+    let denied = http.get(&url).send().await.unwrap();
+    assert_eq!(denied.status(), 401);
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "nothing reached Alertmanager"
+    );
+    let allowed = http
+        .get(&url)
+        .basic_auth("ops", Some("s3cret-pass"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 201);
+    assert_eq!(
+        seen.lock().unwrap().last().unwrap().path,
+        "/alertmanager/api/v2/alerts"
+    );
+    // Other paths are not turned into 401s by the credentials in front of Alertmanager.
+    assert_eq!(exporter.get("/nope").await.0, 404);
+    exporter.stop().await.unwrap();
+
+    // Without credentials configured, Alertmanager is closed like the metrics.
+    let closed = Exporter::start(
+        &fake.url(),
+        TOKEN,
+        &[
+            ("ALERTMANAGER_URL", &alertmanager),
+            ("PUBLIC_METRICS", "false"),
+        ],
+    )
+    .await;
+    assert_eq!(closed.get("/alertmanager/").await.0, 403);
+    closed.stop().await.unwrap();
 }

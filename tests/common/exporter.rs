@@ -16,7 +16,11 @@ pub const FAST: &[(&str, &str)] = &[
 ];
 
 pub struct Exporter {
+    /// The public listener.
     pub url: String,
+    /// The internal listener, when the variables set `INTERNAL_PORT` (to any port: the test
+    /// binds a free one).
+    pub internal_url: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     http: reqwest::Client,
@@ -24,17 +28,35 @@ pub struct Exporter {
 
 impl Exporter {
     /// Starts with `FAST`, then `vars` (later entries win), pointed at `api_url` with `token`.
+    /// The public port is open (`PUBLIC_METRICS=true`) unless `vars` set credentials or
+    /// `PUBLIC_METRICS` themselves: most tests are about the data, not about access.
     pub async fn start(api_url: &str, token: &str, vars: &[(&str, &str)]) -> Exporter {
         let mut all = std::collections::BTreeMap::new();
         let base = [("BALENA_API_URL", api_url), ("BALENA_TOKEN", token)];
-        for (k, v) in base.iter().chain(FAST).chain(vars) {
+        let chooses_access = vars.iter().any(|(k, _)| {
+            matches!(
+                *k,
+                "PUBLIC_METRICS" | "METRICS_TOKEN" | "METRICS_USERNAME" | "METRICS_PASSWORD"
+            )
+        });
+        let open = [("PUBLIC_METRICS", "true")];
+        let open = if chooses_access { &[][..] } else { &open[..] };
+        for (k, v) in base.iter().chain(FAST).chain(open).chain(vars) {
             all.insert(k.to_string(), v.to_string());
         }
         let config = Config::from_vars(all).expect("valid test config");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", public.local_addr().unwrap());
+        let internal = match config.internal_listen {
+            None => None,
+            Some(_) => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+        };
+        let internal_url = internal
+            .as_ref()
+            .map(|l| format!("http://{}", l.local_addr().unwrap()));
+        let listeners = balena_exporter::Listeners { public, internal };
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(balena_exporter::run(config, listener, async {
+        let task = tokio::spawn(balena_exporter::run(config, listeners, async {
             let _ = stopped.await;
         }));
         let http = reqwest::Client::builder()
@@ -43,6 +65,7 @@ impl Exporter {
             .unwrap();
         Exporter {
             url,
+            internal_url,
             stop: Some(stop),
             task,
             http,

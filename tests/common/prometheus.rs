@@ -96,14 +96,14 @@ impl Prometheus {
     }
 }
 
-/// prometheus.yml, its rules and secrets, as the image lays them out in /etc/prometheus,
-/// with the compose address of the exporter replaced by `exporter` and 1 s intervals.
-pub fn shipped_files(exporter: &str, token: &str) -> (String, Vec<(String, String)>) {
+/// prometheus.yml and its rules, as the image lays them out in /etc/prometheus, with the
+/// compose address of the exporter's internal port replaced by `exporter` and 1 s intervals.
+pub fn shipped_files(exporter: &str) -> (String, Vec<(String, String)>) {
     let mut config = std::fs::read_to_string("prometheus/prometheus.yml").unwrap();
     let replacements = [
-        ("\"exporter:8000\"".to_string(), format!("\"{exporter}\"")),
+        ("\"exporter:8001\"".to_string(), format!("\"{exporter}\"")),
         (
-            "http://exporter:8000/sd".to_string(),
+            "http://exporter:8001/sd".to_string(),
             format!("http://{exporter}/sd"),
         ),
         (
@@ -130,7 +130,7 @@ pub fn shipped_files(exporter: &str, token: &str) -> (String, Vec<(String, Strin
         );
         config = config.replace(&from, &to);
     }
-    let mut files = vec![("secrets/metrics_token".to_string(), token.to_string())];
+    let mut files = Vec::new();
     for entry in std::fs::read_dir("prometheus/rules").unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yml") {
@@ -145,9 +145,10 @@ pub fn shipped_files(exporter: &str, token: &str) -> (String, Vec<(String, Strin
 }
 
 impl Prometheus {
-    /// The shipped configuration (see `shipped_files`) scraping the exporter at `exporter`.
-    pub fn shipped(exporter: &str, token: &str) -> Prometheus {
-        let (config, files) = shipped_files(exporter, token);
+    /// The shipped configuration (see `shipped_files`) scraping the exporter at `exporter`
+    /// (host:port of its internal listener, or of an open public one).
+    pub fn shipped(exporter: &str) -> Prometheus {
+        let (config, files) = shipped_files(exporter);
         let files: Vec<(&str, &str)> = files
             .iter()
             .map(|(p, c)| (p.as_str(), c.as_str()))

@@ -216,8 +216,10 @@ fn same_value(a: f64, b: f64) -> bool {
 /// the same families, the same samples in the same order, every label value the same string.
 fn round_trip(s: &Snapshot) -> Result<(), String> {
     let text = metrics::render_snapshot(s, true);
-    let samples = std::panic::catch_unwind(|| promtext::parse(&text))
-        .map_err(|_| "the rendered text does not parse".to_string())?;
+    let samples = std::panic::catch_unwind(|| promtext::parse(&text)).map_err(|panic| {
+        let why = panic.downcast_ref::<String>().map_or("", String::as_str);
+        format!("the rendered text does not parse: {why}")
+    })?;
     let mut got: BTreeMap<&str, Vec<&Sample>> = BTreeMap::new();
     for sample in &samples {
         got.entry(sample.name.as_str()).or_default().push(sample);

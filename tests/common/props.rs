@@ -6,7 +6,7 @@
 //! cargo test --test prop_decode`. A failure prints the shrunk input; nothing is written.
 
 use std::fmt::Debug;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use proptest::strategy::Strategy;
@@ -57,7 +57,8 @@ pub fn runner(cases: u32) -> TestRunner {
 
 /// Checks `test` on `cases` values of the strategy that `strategy` makes, on a thread of its
 /// own. Panics with the shrunk failing input, or when the whole property has not finished
-/// within `deadline`: a case that loops cannot hang the suite. Prints the count and time.
+/// within `deadline`: a case that loops cannot hang the suite, and the panic shows its input.
+/// Prints the count and time.
 pub fn check<S, M, F>(name: &str, cases: u32, strategy: M, test: F)
 where
     S: Strategy,
@@ -70,10 +71,17 @@ where
     let config = config(cases);
     let cases = config.cases;
     let deadline = deadline(cases);
+    // The input of the case under way, for the panic if it never ends.
+    let current = Arc::new(Mutex::new(String::new()));
+    let under_way = current.clone();
     std::thread::Builder::new()
         .name(name.to_string())
         .spawn(move || {
             let strategy = strategy();
+            let test = move |value: S::Value| {
+                *under_way.lock().unwrap_or_else(PoisonError::into_inner) = format!("{value:#?}");
+                test(value)
+            };
             let outcome = TestRunner::new(config)
                 .run(&strategy, test)
                 .map_err(|e| e.to_string());
@@ -87,7 +95,8 @@ where
         ),
         Ok(Err(failure)) => panic!("{name}: {failure}"),
         Err(mpsc::RecvTimeoutError::Timeout) => {
-            panic!("{name}: not finished after {deadline:?}: a case loops or hangs")
+            let input = current.lock().unwrap_or_else(PoisonError::into_inner);
+            panic!("{name}: not finished after {deadline:?}: a case loops or hangs; its input: {input}")
         }
         Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{name}: the runner died"),
     }

@@ -6,4 +6,5 @@ pub mod generate;
 pub mod prometheus;
 pub mod promql;
 pub mod promtext;
+pub mod props;
 pub mod tools;

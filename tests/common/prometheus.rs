@@ -166,14 +166,16 @@ pub fn promtool_check_metrics(text: &[u8]) -> Result<(), String> {
         .stderr(Stdio::piped())
         .spawn()
         .expect("promtool (Debian package prometheus; scripts/test installs it)");
-    child.stdin.take().unwrap().write_all(text).unwrap();
+    // promtool stops reading at the first error it finds, so on a large text the write can
+    // fail (broken pipe): its report then says why, and the text is not accepted.
+    let written = child.stdin.take().unwrap().write_all(text);
     let out = child.wait_with_output().unwrap();
     let report =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    if out.status.success() && report.trim().is_empty() {
-        Ok(())
-    } else {
-        Err(report)
+    match written {
+        Ok(()) if out.status.success() && report.trim().is_empty() => Ok(()),
+        Err(e) if report.trim().is_empty() => Err(format!("promtool did not read it all: {e}")),
+        _ => Err(report),
     }
 }
 

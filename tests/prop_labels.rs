@@ -1,0 +1,420 @@
+//! Label values survive the text format: any string (any Unicode, quotes, backslashes,
+//! newlines, control characters, empty) as a fleet's or device's name, slug, OS version and
+//! so on comes back exactly from the rendered `/metrics` text, and `promtool check metrics`
+//! accepts that text.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use balena_exporter::balena::model;
+use balena_exporter::metrics::{self, Def};
+use balena_exporter::snapshot::{Device, Fleet, Snapshot};
+use common::promtext::{self, Sample};
+use common::{prometheus, props, tools};
+use proptest::collection::vec;
+use proptest::option;
+use proptest::prelude::*;
+use proptest::sample::select;
+use proptest::strategy::ValueTree;
+
+const CASES: u32 = 256;
+
+/// Fleets in the one snapshot that promtool checks.
+const PROMTOOL_FLEETS: usize = 1000;
+
+/// What the text format escapes, what it does not but might trip a parser, and the
+/// escapes' own letters.
+const SPECIAL: &[char] = &[
+    '"', '\\', '\n', 'n', '\r', '\t', '\0', '\u{1b}', '\u{7f}', '\u{85}', '\u{a0}', '\u{2028}',
+    '\u{2029}', '\u{feff}', '\u{fffd}', '{', '}', ',', '=', ' ', '#', 'é', '☃', '😀',
+];
+
+fn label_char() -> impl Strategy<Value = char> {
+    prop_oneof![
+        3 => any::<char>(),
+        3 => select(SPECIAL),
+        2 => proptest::char::range('a', 'z'),
+    ]
+}
+
+/// Any string, the empty one often.
+fn label() -> impl Strategy<Value = String> {
+    prop_oneof![
+        1 => Just(String::new()),
+        6 => vec(label_char(), 1..16).prop_map(String::from_iter),
+    ]
+}
+
+/// Any f64: NaN, infinities, -0, subnormals.
+fn value() -> impl Strategy<Value = Option<f64>> {
+    option::of(any::<f64>())
+}
+
+fn device() -> impl Strategy<Value = Device> {
+    let labels = (
+        (label(), label(), label(), label(), label()),
+        (label(), label(), label(), label()),
+    );
+    let values = (
+        value(),
+        value(),
+        value(),
+        value(),
+        value(),
+        value(),
+        value(),
+    );
+    let flags = (
+        any::<bool>(),
+        option::of(any::<bool>()),
+        option::of(any::<bool>()),
+    );
+    (any::<u64>(), labels, values, flags).prop_map(
+        |(
+            id,
+            (
+                (uuid, name, device_type, status, heartbeat),
+                (os_version, os_variant, supervisor_version, release),
+            ),
+            (last, cpu, temperature, memory_used, memory_total, storage_used, storage_total),
+            (online, on_target_release, undervolted),
+        )| Device {
+            id,
+            uuid,
+            name,
+            device_type,
+            online,
+            status,
+            heartbeat,
+            os_version,
+            os_variant,
+            supervisor_version,
+            release,
+            on_target_release,
+            last_connectivity_seconds: last,
+            cpu_ratio: cpu,
+            temperature_celsius: temperature,
+            memory_used_bytes: memory_used,
+            memory_total_bytes: memory_total,
+            storage_used_bytes: storage_used,
+            storage_total_bytes: storage_total,
+            undervolted,
+            web_accessible: false,
+            addresses: vec![],
+        },
+    )
+}
+
+fn fleet() -> impl Strategy<Value = Fleet> {
+    (
+        any::<u64>(),
+        (label(), label(), label(), label(), label()),
+        vec(device(), 0..4),
+    )
+        .prop_map(
+            |(id, (name, slug, organization, device_type, target_release), devices)| Fleet {
+                id,
+                name,
+                slug,
+                organization,
+                device_type,
+                target_release,
+                devices,
+            },
+        )
+}
+
+fn snapshot() -> impl Strategy<Value = Snapshot> {
+    vec(fleet(), 1..4).prop_map(|fleets| Snapshot { fleets })
+}
+
+/// One expected sample: labels in the order written, and the value.
+type Expected = (Vec<(&'static str, String)>, f64);
+
+/// What each family must hold, in order, worked out from the snapshot alone.
+fn expected(s: &Snapshot) -> BTreeMap<&'static str, Vec<Expected>> {
+    let mut out: BTreeMap<&'static str, Vec<Expected>> = BTreeMap::new();
+    let mut add = |def: &Def, labels: Vec<(&'static str, &str)>, value: f64| {
+        let labels = labels
+            .into_iter()
+            .map(|(k, v)| (k, v.to_string()))
+            .collect();
+        out.entry(def.name).or_default().push((labels, value));
+    };
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    for f in &s.fleets {
+        let id = || vec![("fleet_name", f.name.as_str()), ("fleet_slug", &f.slug)];
+        add(&metrics::DEVICES_ONLINE, id(), f.online() as f64);
+        add(&metrics::FLEET_DEVICES, id(), f.devices.len() as f64);
+        for (status, n) in f.by_status() {
+            let labels = [id(), vec![("status", status)]].concat();
+            add(&metrics::FLEET_BY_STATUS, labels, n as f64);
+        }
+        for (state, n) in f.by_heartbeat() {
+            let labels = [id(), vec![("state", state)]].concat();
+            add(&metrics::FLEET_BY_HEARTBEAT, labels, n as f64);
+        }
+        let on_target = f.on_target_release() as f64;
+        add(&metrics::FLEET_ON_TARGET, id(), on_target);
+        let info = vec![
+            ("organization", f.organization.as_str()),
+            ("device_type", &f.device_type),
+            ("target_release", &f.target_release),
+        ];
+        add(&metrics::FLEET_INFO, [id(), info].concat(), 1.0);
+    }
+    for f in &s.fleets {
+        for d in &f.devices {
+            let id = || vec![("uuid", d.uuid.as_str()), ("fleet_slug", &f.slug)];
+            add(&metrics::DEVICE_ONLINE, id(), flag(d.online));
+            let status = [id(), vec![("status", d.status.as_str())]].concat();
+            add(&metrics::DEVICE_STATUS, status, 1.0);
+            let state = [id(), vec![("state", d.heartbeat.as_str())]].concat();
+            add(&metrics::DEVICE_HEARTBEAT, state, 1.0);
+            let values = [
+                (
+                    &metrics::DEVICE_LAST_CONNECTIVITY,
+                    d.last_connectivity_seconds,
+                ),
+                (&metrics::DEVICE_CPU, d.cpu_ratio),
+                (&metrics::DEVICE_TEMPERATURE, d.temperature_celsius),
+                (&metrics::DEVICE_MEMORY_USED, d.memory_used_bytes),
+                (&metrics::DEVICE_MEMORY_TOTAL, d.memory_total_bytes),
+                (&metrics::DEVICE_STORAGE_USED, d.storage_used_bytes),
+                (&metrics::DEVICE_STORAGE_TOTAL, d.storage_total_bytes),
+                (&metrics::DEVICE_UNDERVOLTED, d.undervolted.map(flag)),
+                (&metrics::DEVICE_ON_TARGET, d.on_target_release.map(flag)),
+            ];
+            for (def, value) in values {
+                if let Some(v) = value {
+                    add(def, id(), v);
+                }
+            }
+            let info = vec![
+                ("uuid", d.uuid.as_str()),
+                ("fleet_slug", &f.slug),
+                ("fleet_name", &f.name),
+                ("device_name", &d.name),
+                ("device_type", &d.device_type),
+                ("os_version", &d.os_version),
+                ("os_variant", &d.os_variant),
+                ("supervisor_version", &d.supervisor_version),
+                ("release", &d.release),
+            ];
+            add(&metrics::DEVICE_INFO, info, 1.0);
+        }
+    }
+    out
+}
+
+fn same_value(a: f64, b: f64) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
+
+/// Renders `s`, parses the text back and compares every sample with what the snapshot says:
+/// the same families, the same samples in the same order, every label value the same string.
+fn round_trip(s: &Snapshot) -> Result<(), String> {
+    let text = metrics::render_snapshot(s, true);
+    let samples = std::panic::catch_unwind(|| promtext::parse(&text)).map_err(|panic| {
+        let why = panic.downcast_ref::<String>().map_or("", String::as_str);
+        format!("the rendered text does not parse: {why}")
+    })?;
+    let mut got: BTreeMap<&str, Vec<&Sample>> = BTreeMap::new();
+    for sample in &samples {
+        got.entry(sample.name.as_str()).or_default().push(sample);
+    }
+    let expected = expected(s);
+    let names = |m: Vec<&str>| m.join(", ");
+    if !got.keys().eq(expected.keys()) {
+        return Err(format!(
+            "families {} instead of {}",
+            names(got.keys().copied().collect()),
+            names(expected.keys().copied().collect())
+        ));
+    }
+    for (family, want) in &expected {
+        let have = &got[family];
+        if have.len() != want.len() {
+            return Err(format!(
+                "{family}: {} samples instead of {}",
+                have.len(),
+                want.len()
+            ));
+        }
+        for (i, (sample, (labels, value))) in have.iter().zip(want).enumerate() {
+            let labels: BTreeMap<String, String> = labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect();
+            if sample.labels != labels {
+                return Err(format!(
+                    "{family} sample {i}: labels {:?} instead of {labels:?}",
+                    sample.labels
+                ));
+            }
+            if !same_value(sample.value, *value) {
+                return Err(format!(
+                    "{family} sample {i}: value {} instead of {value}",
+                    sample.value
+                ));
+            }
+        }
+    }
+    // Every line is a header or a sample: no value's newline split a line.
+    let families = expected.len();
+    let lines = text.lines().count();
+    if lines != samples.len() + 2 * families {
+        return Err(format!(
+            "{lines} lines for {} samples in {families} families",
+            samples.len()
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn label_values_round_trip_through_the_text_format() {
+    props::check(
+        "label_values_round_trip_through_the_text_format",
+        CASES,
+        snapshot,
+        |s| round_trip(&s).map_err(TestCaseError::fail),
+    );
+}
+
+/// The same from the API's side: strings in a device list body, decoded and joined as the
+/// crawl does, are the label values of `/metrics`.
+#[test]
+fn names_in_api_bodies_are_the_label_values() {
+    props::check(
+        "names_in_api_bodies_are_the_label_values",
+        CASES,
+        || vec(label(), 7),
+        |v| {
+            let fleets: Vec<model::Fleet> = serde_json::from_value(serde_json::json!([
+                {"id": 1, "app_name": v[0], "slug": v[1],
+                 "organization": [{"handle": v[2]}], "is_for__device_type": [{"slug": v[3]}]}
+            ]))
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let devices: Vec<model::Device> = serde_json::from_value(serde_json::json!([
+                {"id": 1, "uuid": v[4], "device_name": v[5], "os_version": v[6],
+                 "belongs_to__application": {"__id": 1}}
+            ]))
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let (snapshot, orphans) = Snapshot::from_api(fleets, devices);
+            prop_assert_eq!(orphans, 0);
+            let samples = promtext::parse(&metrics::render_snapshot(&snapshot, true));
+            let fleet = promtext::family(&samples, "balena_fleet_info");
+            prop_assert_eq!(fleet.len(), 1);
+            for (label, want) in [
+                ("fleet_name", &v[0]),
+                ("fleet_slug", &v[1]),
+                ("organization", &v[2]),
+                ("device_type", &v[3]),
+            ] {
+                prop_assert_eq!(fleet[0].label(label), want.as_str(), "{}", label);
+            }
+            let device = promtext::family(&samples, "balena_device_info");
+            prop_assert_eq!(device.len(), 1);
+            for (label, want) in [
+                ("fleet_name", &v[0]),
+                ("fleet_slug", &v[1]),
+                ("uuid", &v[4]),
+                ("device_name", &v[5]),
+                ("os_version", &v[6]),
+            ] {
+                prop_assert_eq!(device[0].label(label), want.as_str(), "{}", label);
+            }
+            Ok(())
+        },
+    );
+}
+
+/// Every special character in every label at once, ahead of the generated fleets.
+fn hostile_fleet() -> Fleet {
+    let all: String = SPECIAL.iter().collect();
+    let hostile = |what: &str| format!("{what} {all} \\n \\\" \\\\ \"\" \\");
+    Fleet {
+        id: 1,
+        name: hostile("name"),
+        slug: hostile("slug"),
+        organization: hostile("organization"),
+        device_type: hostile("device type"),
+        target_release: hostile("release"),
+        devices: vec![Device {
+            id: 1,
+            uuid: hostile("uuid"),
+            name: hostile("device name"),
+            device_type: hostile("device type"),
+            status: hostile("status"),
+            heartbeat: hostile("heartbeat"),
+            os_version: hostile("os version"),
+            os_variant: hostile("os variant"),
+            supervisor_version: hostile("supervisor"),
+            release: hostile("release"),
+            cpu_ratio: Some(f64::NAN),
+            temperature_celsius: Some(f64::NEG_INFINITY),
+            memory_used_bytes: Some(f64::MIN_POSITIVE / 4.0),
+            memory_total_bytes: Some(-0.0),
+            storage_total_bytes: Some(f64::MAX),
+            ..Device::default()
+        }],
+    }
+}
+
+/// One snapshot of `PROMTOOL_FLEETS` generated fleets (one promtool run for all of them: a
+/// family's HELP and TYPE may not repeat, so they cannot be separate expositions).
+fn many_fleets() -> Snapshot {
+    let mut runner = props::runner(1);
+    let strategy = fleet();
+    let mut fleets = vec![hostile_fleet()];
+    for _ in 0..PROMTOOL_FLEETS {
+        fleets.push(strategy.new_tree(&mut runner).expect("a fleet").current());
+    }
+    Snapshot { fleets }
+}
+
+#[test]
+fn promtool_accepts_the_rendered_label_values() {
+    if !tools::require(&["promtool"]) {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let snapshot = many_fleets();
+    let render = |fleets: &[Fleet]| {
+        let fleets = fleets.to_vec();
+        metrics::render_snapshot(&Snapshot { fleets }, true)
+    };
+    let text = render(&snapshot.fleets);
+    if let Err(report) = prometheus::promtool_check_metrics(text.as_bytes()) {
+        // Halve the fleets while a half still fails, to name a culprit.
+        let fails = |fleets: &[Fleet]| {
+            prometheus::promtool_check_metrics(render(fleets).as_bytes()).is_err()
+        };
+        let mut culprits = snapshot.fleets.as_slice();
+        while culprits.len() > 1 {
+            let (a, b) = culprits.split_at(culprits.len() / 2);
+            culprits = if fails(a) {
+                a
+            } else if fails(b) {
+                b
+            } else {
+                break;
+            };
+        }
+        panic!(
+            "promtool check metrics: {report}\nit rejects these fleets: {culprits:#?}\n{}",
+            render(culprits)
+        );
+    }
+    eprintln!(
+        "promtool: {} fleets, {} devices, {} bytes checked in {:.2} s",
+        snapshot.fleets.len(),
+        snapshot.device_count(),
+        text.len(),
+        started.elapsed().as_secs_f64()
+    );
+    // And the parser of these tests reads it all back.
+    round_trip(&snapshot).unwrap();
+}

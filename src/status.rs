@@ -1,10 +1,80 @@
-//! The HTML status page at `/`: fleets with online/total counts, the last crawl and the
-//! last error, and links to the other endpoints. Rendered once per crawl.
+//! The HTML status page at `/`, the exporter's front door: per fleet the devices online and
+//! the rollout (devices on their target release, devices updating); the devices that need
+//! attention (offline the longest, failing services, undervolted, hot, update rejected);
+//! links to the Grafana dashboards and the other endpoints; the version and the last crawl.
+//!
+//! Server-rendered, without JavaScript, readable on a phone. Rendered once per crawl, on the
+//! blocking pool, in one pass over the devices; its size is bounded whatever the account's:
+//! at most `FLEETS` fleets and `DEVICES` devices per list, with a count of the rest, and
+//! names and errors clipped. Every text from the API or the configuration is HTML-escaped,
+//! and put in links percent-encoded. Links are relative, so that the page works under a
+//! public URL with a path.
 
+use std::cmp::Reverse;
 use std::fmt::Write;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Device, Fleet, Snapshot};
+
+/// Fleets shown at most (the largest ones, in slug order); a total row counts them all.
+pub const FLEETS: usize = 100;
+/// Devices shown at most in each list.
+pub const DEVICES: usize = 20;
+/// Failing services named at most per device.
+const SERVICES_PER_DEVICE: usize = 3;
+/// Characters shown at most of a name (fleet, slug, device, service, status).
+const NAME_CHARS: usize = 64;
+/// Characters shown at most of the last error and the API URL.
+const ERROR_CHARS: usize = 500;
+/// Bytes of a device uuid put in a link at most (balena's are 32 or 62).
+const UUID_BYTES: usize = 128;
+/// A device hotter than this is listed (the `HighTemperature` alert's threshold: Raspberry Pi
+/// firmware throttles the CPU from about 80 °C).
+pub const HOT_CELSIUS: f64 = 80.0;
+/// Service states that mean the service is not running as it should (compared ignoring case:
+/// the supervisor reports `exited`, `Dead`, `restarting`).
+const FAILING_SERVICE: &[&str] = &["exited", "dead", "restarting"];
+/// `update_status` values of an update under way.
+const UPDATING: &[&str] = &["downloading", "downloaded", "applying changes"];
+/// `update_status` values of an update that did not happen.
+const UPDATE_FAILED: &[&str] = &["rejected", "aborted"];
+
+/// Phones (narrower than 36em) see each fleet row as a short paragraph ("Online 3 of 4 · on
+/// target 2 · updating 1") rather than six columns; the device lists have two columns, and
+/// long words break rather than widen the page.
+const STYLE: &str = "\
+:root{color-scheme:light dark}\
+body{font:16px/1.45 system-ui,-apple-system,\"Segoe UI\",Roboto,sans-serif;margin:0 auto;\
+max-width:56em;padding:.5em .8em 2em}\
+h1{font-size:1.45em;margin:.3em 0 .1em}\
+h2{font-size:1.2em;margin:1.3em 0 .4em;padding-bottom:.1em;border-bottom:2px solid #8886}\
+h3{font-size:1.05em;margin:1.1em 0 .2em}\
+p{margin:.35em 0}\
+.scroll{overflow-x:auto}\
+table{border-collapse:collapse;width:100%}\
+th,td{padding:.3em .4em;border-bottom:1px solid #8884;text-align:left;vertical-align:top}\
+td{overflow-wrap:anywhere}\
+.list th:first-child{width:40%}.list td:first-child{min-width:9em}\
+.fleets td:nth-child(n+3),.fleets th:nth-child(n+3){text-align:right}\
+.fleets td:nth-child(n+3){white-space:nowrap}\
+tfoot th,tfoot td{border-bottom:0;font-weight:600}\
+small,.muted{color:#777;font-size:.85em}\
+.err{color:#d22;overflow-wrap:anywhere}\
+code{overflow-wrap:anywhere}\
+.t,nav a{white-space:nowrap}\
+@media (max-width:36em){\
+.fleets,.fleets tbody,.fleets tfoot,.fleets tr{display:block}\
+.fleets thead{display:none}\
+.fleets tr{padding:.35em 0;border-bottom:1px solid #8884}\
+.fleets td,.fleets th{display:inline;border:0;padding:0;text-align:left}\
+.fleets td:nth-child(n+3){white-space:normal;text-align:left}\
+.fleets td:first-child,.fleets th:first-child{display:block;font-weight:600}\
+.fleets td:nth-child(2){display:block;color:#777;font-size:.85em}\
+.fleets td:empty{display:none}\
+.fleets td:nth-child(3)::before{content:\"Online \"}\
+.fleets td:nth-child(4)::before{content:\" of \"}\
+.fleets td:nth-child(5)::before{content:\" · on target \"}\
+.fleets td:nth-child(6)::before{content:\" · updating \"}}";
 
 /// What the page says about crawling.
 #[derive(Clone, Debug, Default)]
@@ -16,126 +86,955 @@ pub struct CrawlReport {
     pub api_url: String,
 }
 
+/// The page, from the last good snapshot (None before the first successful crawl). Offline
+/// durations are as of the last successful crawl.
 pub fn render(snapshot: Option<&Snapshot>, report: &CrawlReport) -> String {
-    let mut html = String::from(
+    let mut html = String::with_capacity(16 * 1024);
+    html.push_str(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <title>balena exporter</title>\
-         <style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}\
-         td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}.err{color:#b00}</style>\
-         </head><body>\n<h1>balena exporter</h1>\n",
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <meta name=\"robots\" content=\"noindex\">\
+         <title>balena exporter</title><style>",
     );
+    html.push_str(STYLE);
+    html.push_str("</style></head><body>\n<h1>balena exporter</h1>\n<p class=\"muted\">Version ");
+    html.push_str(env!("CARGO_PKG_VERSION"));
+    html.push_str(" · API <code>");
+    push_text(&mut html, &report.api_url, ERROR_CHARS);
+    html.push_str("</code></p>\n");
+    crawl(&mut html, report, snapshot.is_some());
+    links(&mut html);
+    match snapshot {
+        None => html.push_str("<p>Waiting for the first successful crawl.</p>\n"),
+        Some(s) => {
+            let now = report.last_success.unwrap_or_else(SystemTime::now);
+            let now = now
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            let survey = Survey::of(s);
+            fleets(&mut html, s, &survey);
+            attention(&mut html, &survey, now);
+        }
+    }
+    html.push_str("</body></html>\n");
+    html
+}
+
+fn crawl(html: &mut String, report: &CrawlReport, have_data: bool) {
     let time = |t: Option<SystemTime>| {
         t.map_or("never".to_string(), |t| {
-            humantime::format_rfc3339_seconds(t).to_string()
+            format!(
+                "<span class=\"t\">{}</span>",
+                humantime::format_rfc3339_seconds(t)
+            )
         })
     };
     let _ = writeln!(
         html,
-        "<p>API: {}<br>Last crawl: {}{}<br>Last successful crawl: {}</p>",
-        escape(&report.api_url),
+        "<p>Last crawl: {}{}<br>Last successful crawl: {}</p>",
         time(report.last_attempt),
         report.last_duration.map_or(String::new(), |d| format!(
-            " (took {:.2} s)",
+            " <span class=\"t\">(took {:.2} s)</span>",
             d.as_secs_f64()
         )),
         time(report.last_success),
     );
     if let Some(error) = &report.last_error {
-        let _ = writeln!(html, "<p class=\"err\">Last error: {}</p>", escape(error));
-    }
-    match snapshot {
-        None => html.push_str("<p>Waiting for the first successful crawl.</p>\n"),
-        Some(s) => {
-            let _ = writeln!(
-                html,
-                "<table><tr><th>Fleet</th><th>Slug</th><th>Online</th><th>Devices</th></tr>"
+        html.push_str("<p class=\"err\">Last error: ");
+        push_text(html, error, ERROR_CHARS);
+        html.push_str("</p>\n");
+        if have_data {
+            html.push_str(
+                "<p class=\"muted\">The data below is from the last successful crawl.</p>\n",
             );
-            for f in &s.fleets {
-                let _ = writeln!(
-                    html,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    escape(&f.name),
-                    escape(&f.slug),
-                    f.online(),
-                    f.devices.len()
-                );
-            }
-            html.push_str("</table>\n");
         }
     }
-    html.push_str(
-        "<p><a href=\"metrics\">/metrics</a> · <a href=\"-/ready\">/-/ready</a> · \
-         <a href=\"-/healthy\">/-/healthy</a></p>\n</body></html>\n",
-    );
-    html
 }
 
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
+fn links(html: &mut String) {
+    html.push_str(
+        "<nav><p>Dashboards: <a href=\"grafana/d/balena-fleets\">Fleets</a> · \
+         <a href=\"grafana/d/balena-services\">Services</a> · \
+         <a href=\"grafana/d/balena-exporter\">Exporter</a><br>\
+         <span class=\"muted\">They need <code>GRAFANA_URL</code> (the balena app sets it); \
+         device names link to the device dashboard.</span><br>\
+         Endpoints: <a href=\"metrics\">/metrics</a> · <a href=\"sd\">/sd</a> · \
+         <a href=\"-/ready\">/-/ready</a> · <a href=\"-/healthy\">/-/healthy</a></p></nav>\n",
+    );
+}
+
+/// Counts of one fleet.
+#[derive(Clone, Copy, Default)]
+struct Counts {
+    online: usize,
+    devices: usize,
+    on_target: usize,
+    /// Whether the fleet or any of its devices has a target release.
+    has_target: bool,
+    updating: usize,
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, c: Counts) {
+        self.online += c.online;
+        self.devices += c.devices;
+        self.on_target += c.on_target;
+        self.has_target |= c.has_target;
+        self.updating += c.updating;
+    }
+}
+
+/// Devices listed by one key, keeping only the `limit` first by key; `total` counts all.
+struct Top<'a, K> {
+    limit: usize,
+    total: usize,
+    items: Vec<(K, &'a Fleet, &'a Device)>,
+}
+
+impl<'a, K: Ord> Top<'a, K> {
+    fn new(limit: usize) -> Self {
+        Top {
+            limit,
+            total: 0,
+            items: Vec::new(),
         }
     }
-    out
+
+    fn push(&mut self, key: K, fleet: &'a Fleet, device: &'a Device) {
+        self.total += 1;
+        self.items.push((key, fleet, device));
+        // Amortized O(1): shrink back to `limit` every `limit` pushes.
+        if self.items.len() >= 2 * self.limit.max(1) {
+            self.shrink();
+        }
+    }
+
+    fn shrink(&mut self) {
+        if self.items.len() > self.limit {
+            self.items
+                .select_nth_unstable_by(self.limit, |a, b| a.0.cmp(&b.0));
+            self.items.truncate(self.limit);
+        }
+    }
+
+    /// The kept devices, in key order.
+    fn finish(&mut self) {
+        self.shrink();
+        self.items.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    }
+}
+
+/// Everything the page lists, from one pass over the devices. Keys end with the device's
+/// position in the snapshot (fleets by slug, devices by id), so ties keep that order.
+struct Survey<'a> {
+    counts: Vec<Counts>,
+    /// Offline: with a known time first, the longest offline first.
+    offline: Top<'a, (bool, i64, usize)>,
+    failing: Top<'a, usize>,
+    undervolted: Top<'a, usize>,
+    /// Hottest first, in millidegrees.
+    hot: Top<'a, (Reverse<i64>, usize)>,
+    update_failed: Top<'a, usize>,
+    updating: Top<'a, usize>,
+}
+
+impl<'a> Survey<'a> {
+    fn of(snapshot: &'a Snapshot) -> Survey<'a> {
+        let mut survey = Survey {
+            counts: Vec::with_capacity(snapshot.fleets.len()),
+            offline: Top::new(DEVICES),
+            failing: Top::new(DEVICES),
+            undervolted: Top::new(DEVICES),
+            hot: Top::new(DEVICES),
+            update_failed: Top::new(DEVICES),
+            updating: Top::new(DEVICES),
+        };
+        let mut seq = 0;
+        for fleet in &snapshot.fleets {
+            let mut c = Counts {
+                devices: fleet.devices.len(),
+                has_target: !fleet.target_release.is_empty(),
+                ..Counts::default()
+            };
+            for d in &fleet.devices {
+                seq += 1;
+                c.online += usize::from(d.online);
+                c.on_target += usize::from(d.on_target_release == Some(true));
+                c.has_target |= d.on_target_release.is_some();
+                if updating(d) {
+                    c.updating += 1;
+                    survey.updating.push(seq, fleet, d);
+                }
+                if offline(d) {
+                    let since = offline_since(d);
+                    let key = (since.is_none(), since.map_or(0, |s| (s * 1e3) as i64), seq);
+                    survey.offline.push(key, fleet, d);
+                }
+                if d.services.iter().any(failing) {
+                    survey.failing.push(seq, fleet, d);
+                }
+                if d.undervolted == Some(true) {
+                    survey.undervolted.push(seq, fleet, d);
+                }
+                if let Some(t) = d.temperature_celsius.filter(|t| *t > HOT_CELSIUS) {
+                    survey.hot.push((Reverse((t * 1e3) as i64), seq), fleet, d);
+                }
+                if UPDATE_FAILED.contains(&d.update_status.as_str()) {
+                    survey.update_failed.push(seq, fleet, d);
+                }
+            }
+            survey.counts.push(c);
+        }
+        survey.offline.finish();
+        survey.failing.finish();
+        survey.undervolted.finish();
+        survey.hot.finish();
+        survey.update_failed.finish();
+        survey.updating.finish();
+        survey
+    }
+}
+
+/// Offline: the heartbeat says offline or timed out, or the device is not online. Deactivated
+/// devices (`inactive`) are not expected online and are left out.
+fn offline(d: &Device) -> bool {
+    d.status != "inactive" && (!d.online || d.heartbeat == "offline" || d.heartbeat == "timeout")
+}
+
+/// Since when: the heartbeat's last change when it is offline or timed out, else (or when the
+/// server does not say) the last change of `is_online`.
+fn offline_since(d: &Device) -> Option<f64> {
+    let heartbeat = if d.heartbeat == "offline" || d.heartbeat == "timeout" {
+        d.heartbeat_changed_seconds
+    } else {
+        None
+    };
+    heartbeat
+        .or(d.last_connectivity_seconds)
+        .filter(|s| valid_time(*s))
+}
+
+/// Whether `seconds` is a Unix time that can be shown (1970 to year 5000).
+fn valid_time(seconds: f64) -> bool {
+    (0.0..1e11).contains(&seconds)
+}
+
+fn failing(s: &crate::snapshot::Service) -> bool {
+    FAILING_SERVICE
+        .iter()
+        .any(|f| s.status.eq_ignore_ascii_case(f))
+}
+
+fn updating(d: &Device) -> bool {
+    d.status == "updating" || UPDATING.contains(&d.update_status.as_str())
+}
+
+fn fleets(html: &mut String, snapshot: &Snapshot, survey: &Survey) {
+    html.push_str("<h2 id=\"fleets\">Fleets</h2>\n");
+    if snapshot.fleets.is_empty() {
+        html.push_str(
+            "<p>No fleets: the token sees none, or <code>FLEETS</code> selects none.</p>\n",
+        );
+        return;
+    }
+    // The largest fleets when there are too many, shown in slug order.
+    let mut shown: Vec<usize> = (0..snapshot.fleets.len()).collect();
+    if shown.len() > FLEETS {
+        shown.select_nth_unstable_by_key(FLEETS, |&i| {
+            (Reverse(snapshot.fleets[i].devices.len()), i)
+        });
+        shown.truncate(FLEETS);
+        shown.sort_unstable();
+    }
+    html.push_str(
+        "<div class=\"scroll\"><table class=\"fleets\"><thead><tr><th>Fleet</th><th>Slug</th>\
+         <th>Online</th><th>Devices</th><th>On target</th><th>Updating</th></tr></thead><tbody>\n",
+    );
+    let mut total = Counts::default();
+    for c in &survey.counts {
+        total += *c;
+    }
+    for &i in &shown {
+        let (f, c) = (&snapshot.fleets[i], survey.counts[i]);
+        html.push_str("<tr><td>");
+        push_text(html, &f.name, NAME_CHARS);
+        html.push_str("</td><td>");
+        push_text(html, &f.slug, NAME_CHARS);
+        counts(html, c);
+    }
+    html.push_str("</tbody>");
+    if snapshot.fleets.len() > 1 {
+        let _ = write!(
+            html,
+            "<tfoot><tr><th>All {} fleets</th><td>",
+            snapshot.fleets.len()
+        );
+        counts(html, total);
+        html.push_str("</tfoot>");
+    }
+    html.push_str("</table></div>\n");
+    if shown.len() < snapshot.fleets.len() {
+        let _ = writeln!(
+            html,
+            "<p class=\"muted\">And {} more fleets: the {} largest are shown.</p>",
+            snapshot.fleets.len() - shown.len(),
+            shown.len()
+        );
+    }
+    html.push_str(
+        "<p class=\"muted\">On target: devices that run their target release (— : no target \
+         release). Updating: devices downloading or applying an update.</p>\n",
+    );
+}
+
+/// The count cells of a fleet row, after its slug cell, to the end of the row.
+fn counts(html: &mut String, c: Counts) {
+    let _ = write!(html, "</td><td>{}</td><td>{}</td><td>", c.online, c.devices);
+    if c.has_target {
+        let _ = write!(html, "{}", c.on_target);
+    } else {
+        html.push('—');
+    }
+    let _ = writeln!(html, "</td><td>{}</td></tr>", c.updating);
+}
+
+fn attention(html: &mut String, survey: &Survey, now: f64) {
+    html.push_str("<h2 id=\"attention\">Devices that need attention</h2>\n");
+    let mut any = false;
+    any |= list(
+        html,
+        "offline",
+        "Offline",
+        "Heartbeat offline or timed out, or not online; the longest first. Deactivated devices \
+         are left out.",
+        ("Offline for", &survey.offline),
+        |html, d| {
+            match offline_since(d) {
+                Some(s) => {
+                    // A time ahead of the crawl's (a skewed clock) has no duration.
+                    if s <= now {
+                        html.push_str(&span(now - s));
+                        html.push_str("<br>");
+                    }
+                    html.push_str("<small>");
+                    html.push_str(match d.heartbeat.as_str() {
+                        "timeout" => "heartbeat timed out",
+                        _ => "offline",
+                    });
+                    html.push_str(" since ");
+                    push_time(html, s);
+                    html.push_str("</small>");
+                }
+                None => {
+                    html.push_str("unknown<br><small>heartbeat ");
+                    push_text(html, &d.heartbeat, NAME_CHARS);
+                    html.push_str("</small>");
+                }
+            }
+        },
+    );
+    any |= list(
+        html,
+        "failing",
+        "Failing services",
+        "A service exited, is dead or restarting.",
+        ("Services", &survey.failing),
+        |html, d| {
+            let bad: Vec<_> = d.services.iter().filter(|s| failing(s)).collect();
+            for (i, s) in bad.iter().take(SERVICES_PER_DEVICE).enumerate() {
+                if i > 0 {
+                    html.push_str("<br>");
+                }
+                push_text(html, &s.name, NAME_CHARS);
+                html.push_str(": ");
+                push_text(html, &s.status, NAME_CHARS);
+            }
+            if bad.len() > SERVICES_PER_DEVICE {
+                let _ = write!(
+                    html,
+                    "<br><small>and {} more</small>",
+                    bad.len() - SERVICES_PER_DEVICE
+                );
+            }
+        },
+    );
+    any |= list(
+        html,
+        "undervolted",
+        "Undervolted",
+        "The supervisor reports under-voltage: a weak power supply, which risks SD card \
+         corruption.",
+        ("Status", &survey.undervolted),
+        |html, d| push_text(html, &d.status, NAME_CHARS),
+    );
+    let about_hot = format!(
+        "CPU temperature above {HOT_CELSIUS} °C, where a Raspberry Pi throttles; the hottest first."
+    );
+    any |= list(
+        html,
+        "hot",
+        "Hot",
+        &about_hot,
+        ("Temperature", &survey.hot),
+        |html, d| {
+            let _ = write!(html, "{:.0} °C", d.temperature_celsius.unwrap_or(f64::NAN));
+        },
+    );
+    any |= list(
+        html,
+        "update-failed",
+        "Update rejected or aborted",
+        "The device's last update did not happen.",
+        ("Update", &survey.update_failed),
+        |html, d| {
+            push_text(html, &d.update_status, NAME_CHARS);
+            if let Some(s) = d.update_status_changed_seconds.filter(|s| valid_time(*s)) {
+                html.push_str("<br><small>since ");
+                push_time(html, s);
+                html.push_str("</small>");
+            }
+        },
+    );
+    if !any {
+        html.push_str(
+            "<p>None: every device is online, without failing services, \
+                       under-voltage, heat or a failed update.</p>\n",
+        );
+    }
+    list(
+        html,
+        "updating",
+        "Updating",
+        "Devices downloading or applying an update.",
+        ("Update", &survey.updating),
+        |html, d| {
+            push_text(html, &d.update_status, NAME_CHARS);
+            if let Some(p) = d.update_progress {
+                let _ = write!(html, " {:.0} %", p * 100.0);
+            }
+        },
+    );
+}
+
+/// One list of devices with a heading and a count; nothing when it is empty. Returns whether
+/// it had devices.
+fn list<K>(
+    html: &mut String,
+    id: &str,
+    title: &str,
+    about: &str,
+    (column, top): (&str, &Top<K>),
+    detail: impl Fn(&mut String, &Device),
+) -> bool {
+    if top.total == 0 {
+        return false;
+    }
+    let _ = write!(
+        html,
+        "<section id=\"{id}\"><h3>{title} ({})</h3>\n<p class=\"muted\">{about}</p>\n\
+         <div class=\"scroll\"><table class=\"list\"><thead><tr><th>Device</th><th>{column}</th></tr></thead>\
+         <tbody>\n",
+        top.total
+    );
+    for (_, fleet, device) in &top.items {
+        html.push_str("<tr><td><a href=\"grafana/d/balena-device?var-device=");
+        push_query(html, &device.uuid);
+        html.push_str("\">");
+        push_text(html, &device.name, NAME_CHARS);
+        html.push_str("</a><br><small>");
+        push_text(html, &fleet.slug, NAME_CHARS);
+        html.push_str("</small></td><td>");
+        detail(html, device);
+        html.push_str("</td></tr>\n");
+    }
+    html.push_str("</tbody></table></div>\n");
+    if top.total > top.items.len() {
+        let _ = writeln!(
+            html,
+            "<p class=\"muted\">And {} more.</p>",
+            top.total - top.items.len()
+        );
+    }
+    html.push_str("</section>\n");
+    true
+}
+
+/// `seconds` as days and hours, hours and minutes, or minutes.
+fn span(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    let (d, h, m) = (s / 86_400, s / 3_600 % 24, s / 60 % 60);
+    match (d, h) {
+        (0, 0) if m == 0 => "under a minute".to_string(),
+        (0, 0) => format!("{m} min"),
+        (0, _) => format!("{h} h {m} min"),
+        _ => format!("{d} d {h} h"),
+    }
+}
+
+/// A Unix time to the minute, `2026-11-21 08:00 UTC`, which may wrap only between the date
+/// and the time; nothing when it is out of range.
+fn push_time(html: &mut String, seconds: f64) {
+    if valid_time(seconds) {
+        let t = UNIX_EPOCH + Duration::from_secs_f64(seconds);
+        let t = humantime::format_rfc3339_seconds(t).to_string();
+        let (date, time) = (&t[..10], &t[11..16]);
+        let _ = write!(
+            html,
+            "<span class=\"t\">{date}</span> <span class=\"t\">{time} UTC</span>"
+        );
+    }
+}
+
+/// `text` HTML-escaped, clipped to `max` characters (an ellipsis marks a clipped one).
+fn push_text(html: &mut String, text: &str, max: usize) {
+    for (i, c) in text.chars().enumerate() {
+        if i == max {
+            html.push('…');
+            break;
+        }
+        match c {
+            '&' => html.push_str("&amp;"),
+            '<' => html.push_str("&lt;"),
+            '>' => html.push_str("&gt;"),
+            '"' => html.push_str("&quot;"),
+            '\'' => html.push_str("&#39;"),
+            c => html.push(c),
+        }
+    }
+}
+
+/// `value` percent-encoded for a URL query, clipped to `UUID_BYTES` bytes; the result needs
+/// no HTML escaping.
+fn push_query(html: &mut String, value: &str) {
+    for b in value.bytes().take(UUID_BYTES) {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            html.push(char::from(b));
+        } else {
+            let _ = write!(html, "%{b:02X}");
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::{Device, Fleet};
+    use crate::snapshot::Service;
+
+    /// 2026-11-30T10:00:00Z: the last successful crawl of the tests.
+    const NOW: u64 = 1_796_032_800;
+
+    fn report() -> CrawlReport {
+        CrawlReport {
+            last_attempt: Some(UNIX_EPOCH + Duration::from_secs(NOW)),
+            last_duration: Some(Duration::from_millis(250)),
+            last_success: Some(UNIX_EPOCH + Duration::from_secs(NOW)),
+            last_error: None,
+            api_url: "https://api.balena-cloud.com".into(),
+        }
+    }
+
+    fn device(id: u64, name: &str) -> Device {
+        Device {
+            id,
+            uuid: format!("{id:032x}"),
+            name: name.into(),
+            online: true,
+            status: "operational".into(),
+            heartbeat: "online".into(),
+            update_status: "done".into(),
+            ..Device::default()
+        }
+    }
+
+    fn service(name: &str, status: &str) -> Service {
+        Service {
+            name: name.into(),
+            status: status.into(),
+            download_progress: None,
+        }
+    }
+
+    fn snapshot(fleets: Vec<Fleet>) -> Snapshot {
+        Snapshot {
+            fleets,
+            services: true,
+            tags: false,
+        }
+    }
+
+    fn fleet(slug: &str, devices: Vec<Device>) -> Fleet {
+        Fleet {
+            name: slug.rsplit('/').next().unwrap_or(slug).into(),
+            slug: slug.into(),
+            target_release: "abc".into(),
+            devices,
+            ..Fleet::default()
+        }
+    }
+
+    /// The part of the page from `<section id="{id}">` to its end; empty when it is absent.
+    fn section<'a>(html: &'a str, id: &str) -> &'a str {
+        let Some(start) = html.find(&format!("<section id=\"{id}\">")) else {
+            return "";
+        };
+        let end = html[start..].find("</section>").unwrap() + start;
+        &html[start..end]
+    }
+
+    /// The device names of a section, in order.
+    fn names(section: &str) -> Vec<&str> {
+        section
+            .split("<tr><td><a href=\"")
+            .skip(1)
+            .map(|row| {
+                let name = &row[row.find("\">").unwrap() + 2..];
+                &name[..name.find("</a>").unwrap()]
+            })
+            .collect()
+    }
 
     #[test]
-    fn lists_fleets_escaped_with_counts_and_errors() {
-        let fleet = Fleet {
-            name: "<script>\"x\"".into(),
-            slug: "o/x".into(),
-            devices: vec![
-                Device {
-                    online: true,
-                    ..Device::default()
-                },
-                Device::default(),
-            ],
-            ..Fleet::default()
-        };
-        let report = CrawlReport {
-            last_attempt: Some(SystemTime::UNIX_EPOCH),
-            last_duration: Some(Duration::from_millis(250)),
-            last_success: None,
-            last_error: Some("HTTP 503 & more".into()),
-            api_url: "http://x".into(),
-        };
-        let html = render(
-            Some(&Snapshot {
-                fleets: vec![fleet],
-                ..Snapshot::default()
-            }),
-            &report,
-        );
+    fn fleet_rows_count_online_devices_the_rollout_and_updates() {
+        let mut on = device(1, "on");
+        on.on_target_release = Some(true);
+        let mut behind = device(2, "behind");
+        behind.on_target_release = Some(false);
+        behind.online = false;
+        let mut downloading = device(3, "downloading");
+        downloading.on_target_release = Some(false);
+        downloading.update_status = "downloading".into();
+        downloading.update_progress = Some(0.42);
+        let mut status_updating = device(4, "status-updating");
+        status_updating.status = "updating".into();
+        let mut no_target = fleet("o/gateways", vec![device(5, "gw")]);
+        no_target.target_release.clear();
+        let s = snapshot(vec![
+            fleet("o/sensors", vec![on, behind, downloading, status_updating]),
+            no_target,
+        ]);
+        let html = render(Some(&s), &report());
         assert!(
-            html.contains("<td>&lt;script&gt;&quot;x&quot;</td><td>o/x</td><td>1</td><td>2</td>"),
+            html.contains(
+                "<tr><td>sensors</td><td>o/sensors</td><td>3</td><td>4</td><td>1</td><td>2</td></tr>"
+            ),
             "{html}"
         );
-        assert!(html.contains("Last crawl: 1970-01-01T00:00:00Z (took 0.25 s)"));
+        assert!(
+            html.contains(
+                "<tr><td>gateways</td><td>o/gateways</td><td>1</td><td>1</td><td>—</td><td>0</td></tr>"
+            ),
+            "{html}"
+        );
+        assert!(
+            html.contains(
+                "<tfoot><tr><th>All 2 fleets</th><td></td><td>4</td><td>5</td><td>1</td><td>2</td></tr>"
+            ),
+            "{html}"
+        );
+        let updating = section(&html, "updating");
+        assert_eq!(names(updating), ["downloading", "status-updating"]);
+        assert!(updating.contains("downloading 42 %"), "{updating}");
+        // One fleet: no total row.
+        let one = render(Some(&snapshot(vec![fleet("o/a", vec![])])), &report());
+        assert!(!one.contains("<tfoot>"));
+        assert!(render(Some(&snapshot(vec![])), &report()).contains("No fleets"));
+    }
+
+    #[test]
+    fn devices_needing_attention_by_category_and_order() {
+        let hour = 3_600.0;
+        let now = NOW as f64;
+        let mut devices = Vec::new();
+        // Offline: an hour, a week, unknown; timed out a minute ago; deactivated (left out).
+        let mut d = device(1, "off-1h");
+        (d.online, d.heartbeat) = (false, "offline".into());
+        d.heartbeat_changed_seconds = Some(now - hour);
+        devices.push(d);
+        let mut d = device(2, "off-unknown");
+        (d.online, d.heartbeat) = (false, "unknown".into());
+        devices.push(d);
+        let mut d = device(3, "off-week");
+        (d.online, d.heartbeat) = (false, "offline".into());
+        d.heartbeat_changed_seconds = Some(now - 7.0 * 24.0 * hour - 2.0 * hour);
+        d.last_connectivity_seconds = Some(now - 10.0); // the heartbeat's time wins
+        devices.push(d);
+        let mut d = device(4, "timeout");
+        d.heartbeat = "timeout".into();
+        d.heartbeat_changed_seconds = Some(now - 90.0);
+        devices.push(d);
+        let mut d = device(5, "deactivated");
+        (d.online, d.status) = (false, "inactive".into());
+        devices.push(d);
+        // Not offline without heartbeat time: is_online's last change stands in.
+        let mut d = device(6, "off-connectivity");
+        d.online = false;
+        d.last_connectivity_seconds = Some(now - 2.0 * hour);
+        devices.push(d);
+        // A clock ahead of the crawl's: listed with its time, without a duration.
+        let mut d = device(12, "off-future");
+        (d.online, d.heartbeat) = (false, "offline".into());
+        d.heartbeat_changed_seconds = Some(now + hour);
+        devices.push(d);
+        // Failing services, in any case; running and stopped ones are not.
+        let mut d = device(7, "crashing");
+        d.services = vec![
+            service("a", "exited"),
+            service("b", "Dead"),
+            service("c", "Running"),
+            service("d", "restarting"),
+            service("e", "RESTARTING"),
+            service("f", "Stopped"),
+        ];
+        devices.push(d);
+        let mut d = device(8, "fine");
+        d.services = vec![service("a", "Running"), service("b", "Downloading")];
+        d.temperature_celsius = Some(80.0); // not above 80
+        d.undervolted = Some(false);
+        devices.push(d);
+        // Hot and undervolted.
+        let mut d = device(9, "warm");
+        d.temperature_celsius = Some(81.2);
+        d.undervolted = Some(true);
+        devices.push(d);
+        let mut d = device(10, "hottest");
+        d.temperature_celsius = Some(92.0);
+        devices.push(d);
+        let mut d = device(11, "rejected");
+        d.update_status = "rejected".into();
+        d.update_status_changed_seconds = Some(now - hour);
+        devices.push(d);
+        let html = render(Some(&snapshot(vec![fleet("o/f", devices)])), &report());
+
+        let offline = section(&html, "offline");
+        assert!(offline.contains("<h3>Offline (6)</h3>"), "{offline}");
+        assert_eq!(
+            names(offline),
+            [
+                "off-week",
+                "off-connectivity",
+                "off-1h",
+                "timeout",
+                "off-future",
+                "off-unknown"
+            ]
+        );
+        assert!(offline.contains(
+            "<td><small>offline since <span class=\"t\">2026-11-30</span> <span class=\"t\">11:00 UTC</span></small></td>"
+        ));
+        assert!(offline.contains(
+            "7 d 2 h<br><small>offline since <span class=\"t\">2026-11-23</span> <span class=\"t\">08:00 UTC</span></small>"
+        ));
+        assert!(offline.contains("1 min<br><small>heartbeat timed out since"));
+        assert!(offline.contains("unknown<br><small>heartbeat unknown</small>"));
+        // Links to the device dashboard, relative, and the fleet under the name.
+        assert!(offline.contains(
+            "<a href=\"grafana/d/balena-device?var-device=00000000000000000000000000000003\">off-week</a><br><small>o/f</small>"
+        ));
+
+        let failing = section(&html, "failing");
+        assert_eq!(names(failing), ["crashing"]);
+        assert!(
+            failing.contains("a: exited<br>b: Dead<br>d: restarting<br><small>and 1 more</small>"),
+            "{failing}"
+        );
+        assert_eq!(names(section(&html, "undervolted")), ["warm"]);
+        let hot = section(&html, "hot");
+        assert_eq!(names(hot), ["hottest", "warm"]);
+        assert!(hot.contains("<td>92 °C</td>") && hot.contains("<td>81 °C</td>"));
+        let rejected = section(&html, "update-failed");
+        assert_eq!(names(rejected), ["rejected"]);
+        assert!(rejected.contains(
+            "rejected<br><small>since <span class=\"t\">2026-11-30</span> <span class=\"t\">09:00 UTC</span></small>"
+        ));
+        assert_eq!(section(&html, "updating"), "");
+        assert!(!html.contains("None: every device"));
+
+        // A healthy fleet: no lists, and a sentence that says so.
+        let html = render(
+            Some(&snapshot(vec![fleet("o/f", vec![device(1, "ok")])])),
+            &report(),
+        );
+        assert!(html.contains("None: every device is online"));
+        assert!(!html.contains("<section"));
+    }
+
+    #[test]
+    fn everything_is_escaped_and_clipped() {
+        let evil = "<script>alert('x')</script>&\"";
+        let mut d = device(1, evil);
+        d.uuid = "\"><script>&x=1 é".into();
+        d.online = false;
+        d.status = evil.into();
+        d.undervolted = Some(true);
+        d.services = vec![service(evil, "exited")];
+        d.update_status = "rejected".into();
+        let mut f = fleet("o/x", vec![d]);
+        f.name = evil.into();
+        f.slug = evil.into();
+        let mut report = report();
+        report.last_error = Some(format!("HTTP 503 & more {evil}"));
+        report.api_url = format!("https://x/{evil}");
+        let html = render(Some(&snapshot(vec![f])), &report);
+        assert!(!html.contains("<script"), "{html}");
+        assert!(!html.contains("'x'"));
+        let escaped = "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;";
+        assert!(html.contains(&format!("<td>{escaped}</td><td>{escaped}</td><td>0</td>")));
+        assert!(html.contains(&format!("Last error: HTTP 503 &amp; more {escaped}</p>")));
+        assert!(html.contains(&format!("<code>https://x/{escaped}</code>")));
+        assert!(html.contains(&format!("{escaped}: exited")));
+        assert!(
+            html.contains("var-device=%22%3E%3Cscript%3E%26x%3D1%20%C3%A9\">"),
+            "{html}"
+        );
+        // Long texts are clipped.
+        let mut d = device(2, &"d".repeat(10_000));
+        d.online = false;
+        let mut f = fleet("o/y", vec![d]);
+        f.name = "n".repeat(10_000);
+        let mut report = super::tests::report();
+        report.last_error = Some("e".repeat(100_000));
+        let html = render(Some(&snapshot(vec![f])), &report);
+        assert!(html.contains(&format!("<td>{}…</td>", "n".repeat(NAME_CHARS))));
+        assert!(html.contains(&format!(">{}…</a>", "d".repeat(NAME_CHARS))));
+        assert!(html.contains(&format!("Last error: {}…</p>", "e".repeat(ERROR_CHARS))));
+        assert!(html.len() < 20_000, "{}", html.len());
+    }
+
+    #[test]
+    fn crawl_report_version_and_links() {
+        let mut report = report();
+        report.last_attempt = Some(UNIX_EPOCH);
+        report.last_success = None;
+        report.last_error = Some("HTTP 503".into());
+        let html = render(None, &report);
+        assert!(html
+            .contains("Last crawl: <span class=\"t\">1970-01-01T00:00:00Z</span> <span class=\"t\">(took 0.25 s)</span>"));
         assert!(html.contains("Last successful crawl: never"));
-        assert!(html.contains("Last error: HTTP 503 &amp; more"));
+        assert!(html.contains("<p class=\"err\">Last error: HTTP 503</p>"));
+        assert!(html.contains(concat!("Version ", env!("CARGO_PKG_VERSION"))));
+        assert!(html.contains("<meta name=\"viewport\""));
+        for href in [
+            "grafana/d/balena-fleets",
+            "grafana/d/balena-services",
+            "grafana/d/balena-exporter",
+            "metrics",
+            "sd",
+            "-/ready",
+            "-/healthy",
+        ] {
+            assert!(html.contains(&format!("<a href=\"{href}\">")), "{href}");
+        }
+        assert!(!html.contains("href=\"/"), "links are relative");
+        // With data, a failed crawl says the data is older.
+        let s = snapshot(vec![fleet("o/f", vec![device(1, "ok")])]);
+        report.last_success = Some(UNIX_EPOCH + Duration::from_secs(NOW));
+        assert!(
+            render(Some(&s), &report).contains("The data below is from the last successful crawl.")
+        );
     }
 
     #[test]
     fn before_the_first_crawl() {
         let report = CrawlReport {
-            last_attempt: None,
-            last_duration: None,
-            last_success: None,
-            last_error: None,
             api_url: "u".into(),
+            ..CrawlReport::default()
         };
-        assert!(render(None, &report).contains("Waiting for the first successful crawl."));
+        let html = render(None, &report);
+        assert!(html.contains("Waiting for the first successful crawl."));
+        assert!(html.contains("Last crawl: never<br>Last successful crawl: never"));
+        assert!(!html.contains("Last error"));
+        assert!(!html.contains("<table"));
+        assert!(html.ends_with("</body></html>\n"));
+    }
+
+    #[test]
+    fn spans() {
+        assert_eq!(span(-5.0), "under a minute");
+        assert_eq!(span(59.0), "under a minute");
+        assert_eq!(span(61.0), "1 min");
+        assert_eq!(span(3.0 * 3600.0 + 120.0), "3 h 2 min");
+        assert_eq!(span(2.0 * 86400.0 + 3.0 * 3600.0 + 59.0), "2 d 3 h");
+    }
+
+    #[test]
+    fn top_keeps_the_first_by_key() {
+        let (f, d) = (Fleet::default(), Device::default());
+        let mut top = Top::new(3);
+        for k in [9, 4, 7, 1, 8, 2, 6, 3, 5, 0] {
+            top.push(k, &f, &d);
+        }
+        top.finish();
+        assert_eq!(top.total, 10);
+        assert_eq!(top.items.iter().map(|i| i.0).collect::<Vec<_>>(), [0, 1, 2]);
+        let mut none = Top::new(0);
+        none.push(1, &f, &d);
+        none.finish();
+        assert_eq!((none.total, none.items.len()), (1, 0));
+    }
+
+    /// 100,000 devices in 1,000 fleets, a tenth offline, and services failing, undervoltage,
+    /// heat, rejected updates and updates under way here and there: the page stays small.
+    #[test]
+    fn a_large_account_renders_a_small_page() {
+        let now = NOW as f64;
+        let fleets: Vec<Fleet> = (0..1_000u64)
+            .map(|f| {
+                let devices = (0..100u64)
+                    .map(|i| {
+                        let id = f * 100 + i;
+                        let mut d = device(id, &format!("device-{id:06}"));
+                        d.on_target_release = Some(id % 7 != 0);
+                        if id % 10 == 3 {
+                            (d.online, d.heartbeat) = (false, "offline".into());
+                            d.heartbeat_changed_seconds = Some(now - id as f64);
+                        }
+                        if id % 50 == 1 {
+                            d.services = vec![service("main", "exited"), service("b", "Running")];
+                        }
+                        d.undervolted = Some(id % 40 == 2);
+                        d.temperature_celsius = Some(40.0 + (id % 47) as f64);
+                        if id % 30 == 4 {
+                            d.update_status = "rejected".into();
+                        }
+                        if id % 20 == 5 {
+                            d.update_status = "downloading".into();
+                            d.update_progress = Some(0.5);
+                        }
+                        d
+                    })
+                    .collect();
+                fleet(&format!("org/fleet-{f:04}"), devices)
+            })
+            .collect();
+        let s = snapshot(fleets);
+        assert_eq!(s.device_count(), 100_000);
+        let started = std::time::Instant::now();
+        let html = render(Some(&s), &report());
+        let took = started.elapsed();
+        eprintln!(
+            "status page at 100,000 devices in 1,000 fleets: {} bytes, rendered in {:.1} ms",
+            html.len(),
+            took.as_secs_f64() * 1e3
+        );
+        assert!(html.len() < 64 * 1024, "{} bytes", html.len());
+        assert_eq!(html.matches("<tr><td>fleet-").count(), FLEETS);
+        assert!(html.contains("And 900 more fleets: the 100 largest are shown."));
+        assert!(html.contains("<th>All 1000 fleets</th><td></td><td>90000</td><td>100000</td>"));
+        assert!(html.contains("<h3>Offline (10000)</h3>"));
+        assert!(html.contains("<p class=\"muted\">And 9980 more.</p>"));
+        // The longest offline are the ones with the largest ids.
+        assert_eq!(names(section(&html, "offline"))[0], "device-099993");
+        for (id, total) in [
+            ("failing", 2_000),
+            ("undervolted", 2_500),
+            ("update-failed", 3_334),
+            ("updating", 5_000),
+        ] {
+            let part = section(&html, id);
+            assert!(part.contains(&format!("({total})</h3>")), "{id}");
+            assert_eq!(names(part).len(), DEVICES, "{id}");
+        }
+        // Hot: above 80 °C are 81 to 86 °C; the hottest first.
+        assert!(section(&html, "hot").contains("<td>86 °C</td>"));
     }
 }

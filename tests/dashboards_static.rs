@@ -29,6 +29,7 @@ use common::promql::{metric_names, selectors, variable_promql, variable_refs};
 const EXPECTED_UIDS: &[&str] = &[
     "balena-fleets",
     "balena-device",
+    "balena-services",
     "balena-exporter",
     "balena-node",
 ];

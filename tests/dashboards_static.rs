@@ -6,7 +6,11 @@
 //! uses is defined, every `balena_*` metric is one the README documents, every selector of the
 //! device dashboards (node_exporter on the discovered devices) is limited to the
 //! `balena-devices` job and the chosen fleets and devices, and the provisioning and the
-//! Dockerfile agree on where the dashboards live. The live check of every query is in
+//! Dockerfile agree on where the dashboards live. For a newcomer: every panel has a title and a
+//! description, panels do not overlap, every dashboard links to the others, links between
+//! dashboards name existing dashboards and variables, device pickers show names (a regex with
+//! named `text` and `value` groups that the tests can run), and a dashboard that reads an
+//! optional family says what turns it on. The live check of every query is in
 //! `dashboards_live.rs`.
 
 mod common;
@@ -16,8 +20,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use common::dashboards::{
-    dashboards, is_row, provisioned_uid, read, variable_query, with_uid, yaml_values, Dashboard,
-    BUILTINS,
+    dashboards, explanations, is_row, is_text, provisioned_uid, read, variable_query, with_uid,
+    yaml_values, Dashboard, JsRegex, BUILTINS,
 };
 use common::promql::{metric_names, selectors, variable_promql, variable_refs};
 
@@ -25,6 +29,7 @@ use common::promql::{metric_names, selectors, variable_promql, variable_refs};
 const EXPECTED_UIDS: &[&str] = &[
     "balena-fleets",
     "balena-device",
+    "balena-services",
     "balena-exporter",
     "balena-node",
 ];
@@ -69,12 +74,20 @@ fn dashboards_parse_with_unique_uids() {
         let mut ids = BTreeSet::new();
         let mut titles = BTreeSet::new();
         for panel in d.panels() {
-            // Titles name the panel in failures here and in Grafana's search: one each.
+            // Titles name the panel in failures here and in Grafana's search: one each. The
+            // description is the (i) beside the title: what the panel shows, from which metric.
             if !is_row(panel) {
                 let title = panel["title"].as_str().unwrap_or("");
                 assert!(
                     !title.is_empty() && titles.insert(title.to_string()),
                     "{}: panel title {title:?} is empty or repeated",
+                    d.name()
+                );
+                assert!(
+                    panel["description"]
+                        .as_str()
+                        .is_some_and(|t| t.trim().len() > 20),
+                    "{}: panel {title:?} has no description",
                     d.name()
                 );
             }
@@ -130,6 +143,23 @@ fn every_panel_and_target_uses_the_provisioned_datasource() {
     for d in dashboards() {
         for panel in d.panels() {
             let title = panel["title"].as_str().unwrap_or("?");
+            if is_text(panel) {
+                // A text panel queries nothing: it must say something, and ask no datasource.
+                assert!(
+                    panel["options"]["mode"] == "markdown"
+                        && panel["options"]["content"]
+                            .as_str()
+                            .is_some_and(|c| !c.trim().is_empty()),
+                    "{}: text panel {title:?} has no markdown content",
+                    d.name()
+                );
+                assert!(
+                    panel["targets"].is_null() && panel["datasource"].is_null(),
+                    "{}: text panel {title:?} has targets or a datasource",
+                    d.name()
+                );
+                continue;
+            }
             if is_row(panel) {
                 // A row draws nothing; if it names a datasource (for repeats), it must be ours.
                 if !panel["datasource"].is_null() {
@@ -347,4 +377,228 @@ fn the_image_puts_the_dashboards_where_the_provider_reads_them() {
         tag.split('.').count() == 3 && tag.split('.').all(|n| n.parse::<u32>().is_ok()),
         "grafana/Dockerfile.template: FROM {from} is not pinned to a full version"
     );
+}
+
+/// The cells of the 24-column grid a panel covers, for the overlap check.
+fn cells(panel: &Value) -> Vec<(u64, u64)> {
+    let g = &panel["gridPos"];
+    let (x, y) = (g["x"].as_u64().unwrap_or(0), g["y"].as_u64().unwrap_or(0));
+    let (w, h) = (g["w"].as_u64().unwrap_or(0), g["h"].as_u64().unwrap_or(0));
+    (x..x + w)
+        .flat_map(|cx| (y..y + h).map(move |cy| (cx, cy)))
+        .collect()
+}
+
+#[test]
+fn panels_fit_the_grid_without_overlapping() {
+    for d in dashboards() {
+        let mut taken: BTreeMap<(u64, u64), String> = BTreeMap::new();
+        // Panels inside a collapsed row are laid out when it opens: only top-level ones here.
+        for panel in d.json["panels"].as_array().into_iter().flatten() {
+            let title = panel["title"].as_str().unwrap_or("?").to_string();
+            let g = &panel["gridPos"];
+            assert!(
+                g["x"].as_u64().unwrap_or(99) + g["w"].as_u64().unwrap_or(99) <= 24
+                    && g["w"].as_u64().unwrap_or(0) > 0
+                    && g["h"].as_u64().unwrap_or(0) > 0,
+                "{}: panel {title:?} does not fit the 24 columns: {g}",
+                d.name()
+            );
+            for cell in cells(panel) {
+                if let Some(other) = taken.insert(cell, title.clone()) {
+                    panic!(
+                        "{}: panels {other:?} and {title:?} overlap at {cell:?}",
+                        d.name()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_dashboard_links_to_the_others() {
+    let dashboards = dashboards();
+    for d in &dashboards {
+        // The dashboard links dropdown lists every dashboard tagged balena, keeping the time
+        // range and the variables (fleet, device) across them.
+        assert!(
+            d.json["tags"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t == "balena")),
+            "{}: not tagged balena, so the other dashboards' links do not list it",
+            d.name()
+        );
+        let links = d.json["links"].as_array().cloned().unwrap_or_default();
+        assert!(
+            links.iter().any(|l| l["type"] == "dashboards"
+                && l["tags"].as_array().is_some_and(|t| t == &["balena"])
+                && l["includeVars"] == true
+                && l["keepTime"] == true),
+            "{}: no dashboards link to the balena-tagged dashboards (with includeVars and keepTime)",
+            d.name()
+        );
+    }
+}
+
+/// Every data link URL in a panel (defaults and overrides), with the panel's title.
+fn panel_links(d: &Dashboard) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for panel in d.panels() {
+        let title = panel["title"].as_str().unwrap_or("?").to_string();
+        let config = &panel["fieldConfig"];
+        let mut lists = vec![&config["defaults"]["links"]];
+        for o in config["overrides"].as_array().into_iter().flatten() {
+            for p in o["properties"].as_array().into_iter().flatten() {
+                if p["id"] == "links" {
+                    lists.push(&p["value"]);
+                }
+            }
+        }
+        for list in lists {
+            for link in list.as_array().into_iter().flatten() {
+                out.push((
+                    title.clone(),
+                    link["url"].as_str().unwrap_or("").to_string(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn links_between_dashboards_name_existing_dashboards_and_variables() {
+    let dashboards = dashboards();
+    let mut checked = 0;
+    for d in &dashboards {
+        for (title, url) in panel_links(d) {
+            let Some(rest) = url.strip_prefix("/d/") else {
+                continue;
+            };
+            let uid = rest.split(['/', '?']).next().unwrap_or("");
+            let target = with_uid(&dashboards, uid).unwrap_or_else(|| {
+                panic!("{}: panel {title:?} links to no dashboard: {url}", d.name())
+            });
+            let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+            for pair in query.split('&') {
+                if let Some(name) = pair.strip_prefix("var-").and_then(|p| p.split('=').next()) {
+                    assert!(
+                        target.variables().iter().any(|v| v["name"] == name),
+                        "{}: panel {title:?} sets var-{name}, which {} does not have: {url}",
+                        d.name(),
+                        target.name()
+                    );
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no links between dashboards were checked");
+}
+
+#[test]
+fn device_pickers_show_names_and_every_regex_runs() {
+    for d in dashboards() {
+        for var in d.variables() {
+            let name = var["name"].as_str().unwrap_or("?");
+            let regex = var["regex"].as_str().unwrap_or("");
+            let parsed = (!regex.is_empty()).then(|| {
+                JsRegex::parse(regex)
+                    .unwrap_or_else(|e| panic!("{}: variable {name}: {e}", d.name()))
+            });
+            if name != "device" {
+                continue;
+            }
+            // A uuid means nothing to a person: the picker shows the device's name and passes
+            // its uuid on, through a query_result line and a regex with named groups.
+            let query = variable_query(var).unwrap_or("");
+            assert!(
+                query.trim_start().starts_with("query_result("),
+                "{}: variable device must list whole series (query_result) to show names: {query}",
+                d.name()
+            );
+            let parsed =
+                parsed.unwrap_or_else(|| panic!("{}: variable device has no regex", d.name()));
+            // Grafana writes label values unescaped: a quote in a name may cut the text short,
+            // but the uuid (hex) always comes whole.
+            let line = r#"balena_device_info{device_name="kiosk "1"",fleet_slug="a/b",uuid="0123abcd"} 1 1700000000000"#;
+            let options = common::dashboards::variable_options(var, &[line.to_string()])
+                .unwrap_or_else(|e| panic!("{}: {e}", d.name()));
+            assert!(
+                parsed.groups >= 2 && options.len() == 1 && options[0].value == "0123abcd" && options[0].text.starts_with("kiosk"),
+                "{}: variable device's regex {regex} does not take the name as text and the uuid as value: {options:?}",
+                d.name()
+            );
+        }
+    }
+}
+
+/// Optional families, and what a dashboard that reads them must name to explain an empty panel.
+const OPTIONAL: &[(&str, &[&str], &[&str])] = &[
+    (
+        "services",
+        &[
+            "balena_service_status",
+            "balena_service_download_progress_ratio",
+            "balena_fleet_service_instances",
+        ],
+        &["SERVICE_METRICS"],
+    ),
+    (
+        "locations",
+        &[
+            "balena_device_latitude_degrees",
+            "balena_device_longitude_degrees",
+        ],
+        &["LOCATION_METRICS", "openBalena"],
+    ),
+    (
+        "tags",
+        &["balena_device_tags", "balena_fleet_tags"],
+        &["TAGS"],
+    ),
+];
+
+#[test]
+fn dashboards_say_what_turns_on_optional_data() {
+    for d in dashboards() {
+        let words = explanations(&d);
+        let texts: Vec<String> = d.queries().into_iter().map(|(_, _, e)| e).collect();
+        for (what, metrics, needed) in OPTIONAL {
+            if texts
+                .iter()
+                .any(|e| metrics.iter().any(|m| metric_names(e).contains(*m)))
+            {
+                for word in *needed {
+                    assert!(
+                        words.contains(word),
+                        "{}: reads {what} but never says {word} (in a text panel, a description, a no-data text or a mapping)",
+                        d.name()
+                    );
+                }
+            }
+        }
+        // The device dashboards are empty without discovered devices: they must say how to get them.
+        if DEVICE_DASHBOARDS.contains(&d.uid()) {
+            let text_panels: String = d
+                .panels()
+                .into_iter()
+                .filter(|p| is_text(p))
+                .map(|p| p["options"]["content"].as_str().unwrap_or("").to_string())
+                .collect();
+            for word in [
+                "examples/device-node-exporter",
+                "SD_MODE",
+                "/sd",
+                "openBalena",
+            ] {
+                assert!(
+                    text_panels.contains(word),
+                    "{}: no text panel says {word:?} (how devices get discovered and scraped)",
+                    d.name()
+                );
+            }
+        }
+    }
 }

@@ -278,7 +278,7 @@ mod tests {
         let json = render(&s, &config(SdMode::Lan { port: 80 }));
         let groups: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
         let labels = &groups.last().unwrap()["labels"];
-        assert_eq!(labels["__meta_balena_device_tag_Env"], "prod");
+        assert_eq!(labels["__meta_balena_device_tag_env_2"], "prod");
         assert_eq!(labels["__meta_balena_device_tag_env"], "staging");
         assert_eq!(labels["__meta_balena_device_tag_rack_position"], "A/3");
         assert_eq!(labels["__meta_balena_fleet_tag_region"], "eu");

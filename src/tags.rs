@@ -1,24 +1,50 @@
 //! Tag keys as Prometheus label names. balena allows keys that are not valid label names
-//! (`rack.position`, `k8s.io/zone:1`, `höhe`, `2fa`) and keys that differ only by case: every
-//! character outside `[A-Za-z0-9_]` becomes `_` (as Prometheus' own service discoveries
-//! sanitise tags), and a name that is already taken gets `_2`, `_3`, ... in key order.
+//! (`rack.position`, `k8s.io/zone:1`, `höhe`, `2fa`), keys in camelCase (`siteName`) and keys
+//! that differ only by case (`env`, `Env`). Names are snake_case, as Prometheus' conventions
+//! (and `promtool check metrics`) want: every character outside `[A-Za-z0-9_]` becomes `_` (as
+//! Prometheus' own service discoveries sanitise tags), an upper-case letter after a lower-case
+//! one or a digit gets a `_` before it, and all is lower-cased. When two keys meet, the one
+//! already written that way keeps the name and the others get `_2`, `_3`, ... in key order.
 
-/// `(name, value)` for each `(key, value)` in `tags`, which are sorted by key: the names are
-/// unique and valid after any prefix that starts with a letter.
+/// `(name, value)` for each `(key, value)` in `tags`, in the same order: the names are unique
+/// and valid after any prefix that starts with a letter.
 pub fn label_names(tags: &[(String, String)]) -> Vec<(String, &str)> {
-    let mut out: Vec<(String, &str)> = Vec::with_capacity(tags.len());
-    for (key, value) in tags {
-        let base: String = key
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect();
+    let bases: Vec<String> = tags.iter().map(|(key, _)| snake_case(key)).collect();
+    // Keys already in their final form are named first, so `env` stays `env` beside `Env`.
+    let mut order: Vec<usize> = (0..tags.len()).collect();
+    order.sort_by_key(|&i| (tags[i].0 != bases[i], i));
+    let mut names: Vec<Option<String>> = vec![None; tags.len()];
+    let mut taken: Vec<String> = Vec::with_capacity(tags.len());
+    for i in order {
+        let base = &bases[i];
         let mut name = base.clone();
         let mut n = 1;
-        while out.iter().any(|(taken, _)| *taken == name) {
+        while taken.contains(&name) {
             n += 1;
             name = format!("{base}_{n}");
         }
-        out.push((name, value.as_str()));
+        taken.push(name.clone());
+        names[i] = Some(name);
+    }
+    names
+        .into_iter()
+        .zip(tags)
+        .map(|(name, (_, value))| (name.unwrap_or_default(), value.as_str()))
+        .collect()
+}
+
+fn snake_case(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 4);
+    let mut previous: Option<char> = None;
+    for c in key.chars() {
+        let c = if c.is_ascii_alphanumeric() { c } else { '_' };
+        if c.is_ascii_uppercase()
+            && previous.is_some_and(|p| p.is_ascii_lowercase() || p.is_ascii_digit())
+        {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+        previous = Some(c);
     }
     out
 }
@@ -37,19 +63,22 @@ mod tests {
     }
 
     #[test]
-    fn keys_become_valid_unique_names() {
+    fn keys_become_valid_unique_snake_case_names() {
         assert_eq!(
             names(&["rack.position", "k8s.io/zone:1", "höhe", "2fa", "site"]),
             ["2fa", "h_he", "k8s_io_zone_1", "rack_position", "site"]
         );
-        // Label names are case-sensitive: env and Env stay apart.
-        assert_eq!(names(&["env", "Env"]), ["Env", "env"]);
-        // rack.position and rack_position would both be rack_position.
+        assert_eq!(
+            names(&["siteName", "HTTPPort", "v2Api"]),
+            ["httpport", "site_name", "v2_api"]
+        );
+        // `Env` sorts before `env`, but `env` keeps its name.
+        assert_eq!(names(&["env", "Env"]), ["env_2", "env"]);
         assert_eq!(
             names(&["rack_position", "rack.position", "rack:position"]),
-            ["rack_position", "rack_position_2", "rack_position_3"]
+            ["rack_position_2", "rack_position_3", "rack_position"]
         );
         // The suffix itself may be taken by a real key.
-        assert_eq!(names(&["a.b", "a_b", "a_b_2"]), ["a_b", "a_b_2", "a_b_2_2"]);
+        assert_eq!(names(&["a.b", "a_b", "a_b_2"]), ["a_b_3", "a_b", "a_b_2"]);
     }
 }

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 
 use balena_exporter::balena::model;
 use balena_exporter::metrics::{self, Def};
-use balena_exporter::snapshot::{Device, Fleet, Snapshot};
+use balena_exporter::snapshot::{Device, Fleet, Service, Snapshot};
+use balena_exporter::tags;
 use common::promtext::{self, Sample};
 use common::{prometheus, props, tools};
 use proptest::collection::vec;
@@ -51,6 +52,48 @@ fn value() -> impl Strategy<Value = Option<f64>> {
     option::of(any::<f64>())
 }
 
+/// Tags: keys as balena allows them (no whitespace), values any text.
+fn tag_list() -> impl Strategy<Value = Vec<(String, String)>> {
+    let key = "[^\\s]{1,12}";
+    vec((key, label()), 0..4).prop_map(|mut tags| {
+        tags.sort();
+        tags.dedup_by(|a, b| a.0 == b.0);
+        tags
+    })
+}
+
+fn services() -> impl Strategy<Value = Vec<Service>> {
+    vec((label(), label(), value()), 0..3).prop_map(|services| {
+        services
+            .into_iter()
+            .map(|(name, status, download_progress)| Service {
+                name,
+                status,
+                download_progress,
+            })
+            .collect()
+    })
+}
+
+/// Update status; update progress and time, heartbeat change time, latitude, longitude;
+/// services; tags.
+type Extras = (
+    String,
+    [Option<f64>; 5],
+    Vec<Service>,
+    Vec<(String, String)>,
+);
+
+/// What the services issue added to a device: update state, times, coordinates, services, tags.
+fn device_extras() -> impl Strategy<Value = Extras> {
+    (
+        label(),
+        [value(), value(), value(), value(), value()],
+        services(),
+        tag_list(),
+    )
+}
+
 fn device() -> impl Strategy<Value = Device> {
     let labels = (
         (label(), label(), label(), label(), label()),
@@ -70,7 +113,7 @@ fn device() -> impl Strategy<Value = Device> {
         option::of(any::<bool>()),
         option::of(any::<bool>()),
     );
-    (any::<u64>(), labels, values, flags).prop_map(
+    (any::<u64>(), labels, values, flags, device_extras()).prop_map(
         |(
             id,
             (
@@ -79,6 +122,12 @@ fn device() -> impl Strategy<Value = Device> {
             ),
             (last, cpu, temperature, memory_used, memory_total, storage_used, storage_total),
             (online, on_target_release, undervolted),
+            (
+                update_status,
+                [update_progress, update_changed, heartbeat_changed, latitude, longitude],
+                services,
+                tags,
+            ),
         )| Device {
             id,
             uuid,
@@ -102,6 +151,14 @@ fn device() -> impl Strategy<Value = Device> {
             undervolted,
             web_accessible: false,
             addresses: vec![],
+            update_status,
+            update_progress,
+            update_status_changed_seconds: update_changed,
+            heartbeat_changed_seconds: heartbeat_changed,
+            latitude,
+            longitude,
+            services,
+            tags,
         },
     )
 }
@@ -110,23 +167,29 @@ fn fleet() -> impl Strategy<Value = Fleet> {
     (
         any::<u64>(),
         (label(), label(), label(), label(), label()),
+        tag_list(),
         vec(device(), 0..4),
     )
         .prop_map(
-            |(id, (name, slug, organization, device_type, target_release), devices)| Fleet {
+            |(id, (name, slug, organization, device_type, target_release), tags, devices)| Fleet {
                 id,
                 name,
                 slug,
                 organization,
                 device_type,
                 target_release,
+                tags,
                 devices,
             },
         )
 }
 
 fn snapshot() -> impl Strategy<Value = Snapshot> {
-    vec(fleet(), 1..4).prop_map(|fleets| Snapshot { fleets })
+    vec(fleet(), 1..4).prop_map(|fleets| Snapshot {
+        fleets,
+        services: true,
+        tags: true,
+    })
 }
 
 /// One expected sample: labels in the order written, and the value.
@@ -163,6 +226,31 @@ fn expected(s: &Snapshot) -> BTreeMap<&'static str, Vec<Expected>> {
             ("target_release", &f.target_release),
         ];
         add(&metrics::FLEET_INFO, [id(), info].concat(), 1.0);
+    }
+    for f in &s.fleets {
+        let id = || vec![("fleet_name", f.name.as_str()), ("fleet_slug", &f.slug)];
+        for (status, n) in f.by_update_status() {
+            let labels = [id(), vec![("status", status)]].concat();
+            add(&metrics::FLEET_BY_UPDATE_STATUS, labels, n as f64);
+        }
+    }
+    for f in &s.fleets {
+        let id = || vec![("fleet_name", f.name.as_str()), ("fleet_slug", &f.slug)];
+        for ((service, status), n) in f.service_instances() {
+            let labels = [id(), vec![("service", service), ("status", status)]].concat();
+            add(&metrics::FLEET_SERVICES, labels, n as f64);
+        }
+    }
+    for f in &s.fleets {
+        let names = tag_labels(&f.tags);
+        let tagged: Vec<(&'static str, &str)> =
+            names.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+        let labels = [
+            vec![("fleet_name", f.name.as_str()), ("fleet_slug", &f.slug)],
+            tagged,
+        ]
+        .concat();
+        add(&metrics::FLEET_TAGS, labels, 1.0);
     }
     for f in &s.fleets {
         for d in &f.devices {
@@ -205,7 +293,89 @@ fn expected(s: &Snapshot) -> BTreeMap<&'static str, Vec<Expected>> {
             add(&metrics::DEVICE_INFO, info, 1.0);
         }
     }
+    for f in &s.fleets {
+        for d in &f.devices {
+            let id = || vec![("uuid", d.uuid.as_str()), ("fleet_slug", &f.slug)];
+            let status = [id(), vec![("status", d.update_status.as_str())]].concat();
+            add(&metrics::DEVICE_UPDATE_STATUS, status, 1.0);
+        }
+    }
+    let per_device = [
+        (
+            &metrics::DEVICE_UPDATE_PROGRESS,
+            (|d: &Device| d.update_progress) as fn(&Device) -> Option<f64>,
+        ),
+        (&metrics::DEVICE_UPDATE_STATUS_TIME, |d: &Device| {
+            d.update_status_changed_seconds
+        }),
+        (&metrics::DEVICE_HEARTBEAT_CHANGED, |d: &Device| {
+            d.heartbeat_changed_seconds
+        }),
+        (&metrics::DEVICE_LATITUDE, |d: &Device| d.latitude),
+        (&metrics::DEVICE_LONGITUDE, |d: &Device| d.longitude),
+    ];
+    for (def, value) in per_device {
+        for f in &s.fleets {
+            for d in &f.devices {
+                if let Some(v) = value(d) {
+                    add(
+                        def,
+                        vec![("uuid", d.uuid.as_str()), ("fleet_slug", &f.slug)],
+                        v,
+                    );
+                }
+            }
+        }
+    }
+    for f in &s.fleets {
+        for d in &f.devices {
+            let names = tag_labels(&d.tags);
+            let tagged: Vec<(&'static str, &str)> =
+                names.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+            let labels = [
+                vec![("uuid", d.uuid.as_str()), ("fleet_slug", &f.slug)],
+                tagged,
+            ]
+            .concat();
+            add(&metrics::DEVICE_TAGS, labels, 1.0);
+        }
+    }
+    for f in &s.fleets {
+        for d in &f.devices {
+            for service in &d.services {
+                let labels = vec![
+                    ("uuid", d.uuid.as_str()),
+                    ("fleet_slug", &f.slug),
+                    ("service", &service.name),
+                    ("status", &service.status),
+                ];
+                add(&metrics::SERVICE_STATUS, labels, 1.0);
+            }
+        }
+    }
+    for f in &s.fleets {
+        for d in &f.devices {
+            for service in &d.services {
+                if let Some(p) = service.download_progress {
+                    let labels = vec![
+                        ("uuid", d.uuid.as_str()),
+                        ("fleet_slug", &f.slug),
+                        ("service", &service.name),
+                    ];
+                    add(&metrics::SERVICE_DOWNLOAD, labels, p);
+                }
+            }
+        }
+    }
     out
+}
+
+/// The `tag_<name>` labels of tags, leaked to `'static` names (a test's few hundred strings).
+fn tag_labels(tags: &[(String, String)]) -> Vec<(&'static String, &str)> {
+    tags::label_names(tags)
+        .into_iter()
+        .map(|(name, value)| (&*Box::leak(Box::new(format!("tag_{name}"))), value))
+        .collect()
 }
 
 fn same_value(a: f64, b: f64) -> bool {
@@ -342,6 +512,10 @@ fn hostile_fleet() -> Fleet {
         organization: hostile("organization"),
         device_type: hostile("device type"),
         target_release: hostile("release"),
+        tags: vec![(
+            format!("k.{all}").replace(char::is_whitespace, ""),
+            hostile("tag"),
+        )],
         devices: vec![Device {
             id: 1,
             uuid: hostile("uuid"),
@@ -358,6 +532,13 @@ fn hostile_fleet() -> Fleet {
             memory_used_bytes: Some(f64::MIN_POSITIVE / 4.0),
             memory_total_bytes: Some(-0.0),
             storage_total_bytes: Some(f64::MAX),
+            update_status: hostile("update status"),
+            services: vec![Service {
+                name: hostile("service"),
+                status: hostile("service status"),
+                download_progress: Some(0.5),
+            }],
+            tags: vec![("site".into(), hostile("site"))],
             ..Device::default()
         }],
     }
@@ -372,7 +553,11 @@ fn many_fleets() -> Snapshot {
     for _ in 0..PROMTOOL_FLEETS {
         fleets.push(strategy.new_tree(&mut runner).expect("a fleet").current());
     }
-    Snapshot { fleets }
+    Snapshot {
+        fleets,
+        services: true,
+        tags: true,
+    }
 }
 
 #[test]
@@ -384,7 +569,12 @@ fn promtool_accepts_the_rendered_label_values() {
     let snapshot = many_fleets();
     let render = |fleets: &[Fleet]| {
         let fleets = fleets.to_vec();
-        metrics::render_snapshot(&Snapshot { fleets }, true)
+        let snapshot = Snapshot {
+            fleets,
+            services: true,
+            tags: true,
+        };
+        metrics::render_snapshot(&snapshot, true)
     };
     let text = render(&snapshot.fleets);
     if let Err(report) = prometheus::promtool_check_metrics(text.as_bytes()) {

@@ -265,13 +265,41 @@ async fn updates_and_offline_since_equal_the_api() {
     exporter.stop().await.unwrap();
 }
 
-/// `tag_` and the key with every character outside [A-Za-z0-9_] as `_`.
+/// `tag_` and the key in snake_case: every character outside [A-Za-z0-9_] as `_`, `_` before
+/// an upper-case letter that follows a lower-case one or a digit, all lower-cased.
 fn label_of(key: &str) -> String {
-    let key: String = key
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+    let mut out = String::from("tag_");
+    let mut previous = ' ';
+    for c in key.chars() {
+        let c = if c.is_ascii_alphanumeric() { c } else { '_' };
+        if c.is_ascii_uppercase() && (previous.is_ascii_lowercase() || previous.is_ascii_digit()) {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+        previous = c;
+    }
+    out
+}
+
+/// Checks the `tag_*` labels of `series` against the API's `(key, value)` rows: the same
+/// values, and each key whose name no other key shares under its own name.
+fn check_tags(series: &Sample, rows: &[(String, String)]) {
+    let mut values: Vec<&str> = series
+        .labels
+        .iter()
+        .filter(|(k, _)| k.starts_with("tag_"))
+        .map(|(_, v)| v.as_str())
         .collect();
-    format!("tag_{key}")
+    let mut expected: Vec<&str> = rows.iter().map(|(_, v)| v.as_str()).collect();
+    values.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(values, expected, "{series:?}");
+    for (key, value) in rows {
+        let name = label_of(key);
+        if rows.iter().filter(|(k, _)| label_of(k) == name).count() == 1 {
+            assert_eq!(series.label(&name), value, "{key} in {series:?}");
+        }
+    }
 }
 
 #[tokio::test]
@@ -284,34 +312,48 @@ async fn every_tag_equals_the_api_and_the_allow_list_narrows_them() {
     )
     .await;
     assert!(device_tags.len() >= 5);
-    for t in &device_tags {
-        let uuid = t["device"][0]["uuid"].as_str().unwrap();
-        let series = family(&samples, "balena_device_tags");
-        let s = series.iter().find(|s| s.label("uuid") == uuid).unwrap();
-        assert_eq!(
-            s.label(&label_of(t["tag_key"].as_str().unwrap())),
-            t["value"].as_str().unwrap(),
-            "{t}"
-        );
+    let device_series = family(&samples, "balena_device_tags");
+    for s in &device_series {
+        let rows: Vec<(String, String)> = device_tags
+            .iter()
+            .filter(|t| t["device"][0]["uuid"] == s.label("uuid"))
+            .map(|t| {
+                (
+                    t["tag_key"].as_str().unwrap().into(),
+                    t["value"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        check_tags(s, &rows);
     }
     let fleet_tags = rows(
         &fake,
         "/v7/application_tag?$select=tag_key,value&$expand=application($select=slug)",
     )
     .await;
-    for t in &fleet_tags {
-        let slug = t["application"][0]["slug"].as_str().unwrap();
-        let series = family(&samples, "balena_fleet_tags");
-        let s = series
+    for s in &family(&samples, "balena_fleet_tags") {
+        let rows: Vec<(String, String)> = fleet_tags
             .iter()
-            .find(|s| s.label("fleet_slug") == slug)
-            .unwrap();
-        assert_eq!(
-            s.label(&label_of(t["tag_key"].as_str().unwrap())),
-            t["value"].as_str().unwrap(),
-            "{t}"
-        );
+            .filter(|t| t["application"][0]["slug"] == s.label("fleet_slug"))
+            .map(|t| {
+                (
+                    t["tag_key"].as_str().unwrap().into(),
+                    t["value"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        check_tags(s, &rows);
     }
+    // Keys that differ only by case stay apart: the sample device 5 has env and Env.
+    let sample = Account::sample();
+    let probe = device_series
+        .iter()
+        .find(|s| s.label("uuid") == sample.devices[4].uuid)
+        .unwrap();
+    assert_eq!(
+        (probe.label("tag_env"), probe.label("tag_env_2")),
+        ("staging", "prod")
+    );
     // Every device has its series (joins keep untagged devices), with tags or without.
     assert_eq!(
         family(&samples, "balena_device_tags").len(),

@@ -1,4 +1,5 @@
-//! The Debian programs some tests run (`prometheus`, `promtool`, the node exporter): a test
+//! The Debian programs some tests run (`prometheus`, `promtool`, the node exporter, `chromium`,
+//! Alertmanager): a test
 //! that needs one calls `require` first. `cargo test` on a machine without them then passes
 //! and says, on stderr, which test it skipped and why; `scripts/test` sets
 //! `BALENA_EXPORTER_REQUIRE_TOOLS=1`, which makes a missing program a failure instead.
@@ -21,7 +22,7 @@ pub fn require(programs: &[&str]) -> bool {
         .unwrap_or("a test")
         .to_string();
     let why = format!(
-        "{} not on PATH (Debian packages prometheus, prometheus-node-exporter; scripts/test installs them)",
+        "{} not on PATH (Debian packages of the same names; scripts/test installs them)",
         missing.join(", ")
     );
     if std::env::var_os(REQUIRE).is_some_and(|v| v == "1") {

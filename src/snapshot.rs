@@ -288,10 +288,10 @@ impl Device {
             last_connectivity_seconds: d.last_connectivity_event.as_deref().and_then(unix_seconds),
             cpu_ratio: d.cpu_usage.map(|p| p / 100.0),
             temperature_celsius: d.cpu_temp,
-            memory_used_bytes: d.memory_usage.map(|m| m * MIB),
-            memory_total_bytes: d.memory_total.map(|m| m * MIB),
-            storage_used_bytes: d.storage_usage.map(|m| m * MIB),
-            storage_total_bytes: d.storage_total.map(|m| m * MIB),
+            memory_used_bytes: bytes(d.memory_usage),
+            memory_total_bytes: bytes(d.memory_total),
+            storage_used_bytes: bytes(d.storage_usage),
+            storage_total_bytes: bytes(d.storage_total),
             undervolted: d.is_undervolted,
             web_accessible: d.is_web_accessible.unwrap_or(false),
             addresses: d
@@ -314,6 +314,11 @@ impl Device {
             tags: tags(d.tags),
         }
     }
+}
+
+/// MiB as bytes; None for a value so large the product is not finite (no device has one).
+fn bytes(mib: Option<f64>) -> Option<f64> {
+    mib.map(|m| m * MIB).filter(|b| b.is_finite())
 }
 
 /// One status per service from a device's installs (deleted ones are not read): the install

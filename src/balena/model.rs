@@ -1,6 +1,8 @@
 //! The API's answers as serde types: the `{"d":[...]}` envelope, fleets (with their tags),
-//! devices (with their image installs and tags), services and the whoami actor. Lenient by design: unknown keys are ignored, and a device with odd or
-//! missing values still parses, so one strange record cannot stop the whole crawl.
+//! devices (with their image installs and tags), services and the whoami actor. Lenient where
+//! the API is: unknown keys are ignored, and missing or null values, nulls for lists and
+//! coordinates as text all parse. A value of the wrong type (`"is_online":"true"`) fails the
+//! page, and so the crawl, which then keeps the last good data (tests/prop_decode.rs).
 
 use serde::{Deserialize, Deserializer};
 

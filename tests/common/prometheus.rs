@@ -28,6 +28,11 @@ impl Prometheus {
 
     /// Runs with `config` as prometheus.yml, beside `files` (relative path, content).
     pub fn with_config(config: &str, files: &[(&str, &str)]) -> Prometheus {
+        Prometheus::with_args(config, files, &[])
+    }
+
+    /// `with_config`, with more command-line arguments.
+    pub fn with_args(config: &str, files: &[(&str, &str)], args: &[&str]) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
         for (path, content) in files {
             let path = dir.path().join(path);
@@ -44,6 +49,7 @@ impl Prometheus {
                 dir.path().join("data").display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -188,4 +194,84 @@ impl Prometheus {
         })
         .await;
     }
+}
+
+impl Prometheus {
+    /// The image's way to start: `prometheus/entrypoint.sh` renders the configuration from a
+    /// copy of `prometheus/` (each file first passed through `edit(name, text, own address)`,
+    /// for test intervals and addresses) with `vars` as the service's variables, and starts
+    /// Debian's `prometheus` on a free loopback port with `args` added.
+    pub fn from_entrypoint(
+        vars: &[(&str, &str)],
+        args: &[&str],
+        edit: impl Fn(&str, String, &str) -> String,
+    ) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let port = super::exporter::free_port();
+        let own = format!("127.0.0.1:{port}");
+        let source = dir.path().join("source");
+        std::fs::create_dir_all(source.join("rules")).unwrap();
+        let config = std::fs::read_to_string("prometheus/prometheus.yml").unwrap();
+        std::fs::write(
+            source.join("prometheus.yml"),
+            edit("prometheus.yml", config, &own),
+        )
+        .unwrap();
+        for entry in std::fs::read_dir("prometheus/rules").unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yml") {
+                let name = path.file_name().unwrap().to_string_lossy().to_string();
+                let text = std::fs::read_to_string(&path).unwrap();
+                std::fs::write(source.join("rules").join(&name), edit(&name, text, &own)).unwrap();
+            }
+        }
+        let child = Command::new("sh")
+            .arg("prometheus/entrypoint.sh")
+            .args([
+                format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+                format!("--web.listen-address={own}"),
+            ])
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("PROMETHEUS_SOURCE_DIR", &source)
+            .env("PROMETHEUS_CONFIG_DIR", dir.path().join("config"))
+            .env("PROMETHEUS_BIN", "prometheus")
+            .envs(vars.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sh prometheus/entrypoint.sh");
+        Prometheus {
+            child,
+            url: format!("http://{own}"),
+            _dir: dir,
+        }
+    }
+}
+
+/// The shipped prometheus.yml with 1 s intervals and the compose addresses replaced: the
+/// exporter's internal port, Alertmanager and Prometheus itself.
+pub fn test_addresses(config: String, exporter: &str, alertmanager: &str, own: &str) -> String {
+    let mut config = config;
+    for (from, to) in [
+        ("\"exporter:8001\"", format!("\"{exporter}\"")),
+        ("http://exporter:8001/sd", format!("http://{exporter}/sd")),
+        ("\"alertmanager:9093\"", format!("\"{alertmanager}\"")),
+        ("\"localhost:9090\"", format!("\"{own}\"")),
+        ("scrape_interval: 60s", "scrape_interval: 1s".to_string()),
+        (
+            "evaluation_interval: 60s",
+            "evaluation_interval: 1s".to_string(),
+        ),
+        ("refresh_interval: 60s", "refresh_interval: 1s".to_string()),
+        ("scrape_timeout: 10s", "scrape_timeout: 1s".to_string()),
+    ] {
+        assert!(
+            config.contains(from),
+            "{from} moved in prometheus.yml; update this test"
+        );
+        config = config.replace(from, &to);
+    }
+    config
 }

@@ -113,6 +113,7 @@ impl Exporter {
             .env("LISTEN_ADDRESS", "127.0.0.1")
             .env("PORT", port.to_string())
             .env("RUST_LOG", "warn")
+            .env("PUBLIC_METRICS", "true")
             .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -51,20 +51,27 @@ impl Writer {
         }
     }
 
+    /// Compresses through a fixed scratch buffer. (`Compress::compress_vec` zero-fills the
+    /// whole spare capacity of its vector on every call: with a body of megabytes written
+    /// 64 KiB at a time, that made rendering quadratic.)
     fn deflate(&mut self, mut input: &[u8], flush: FlushCompress) {
+        let mut scratch = [0u8; 32 * 1024];
         loop {
-            if self.out.capacity() - self.out.len() < 4096 {
-                self.out.reserve(self.out.len().max(64 * 1024));
-            }
-            let before = self.compress.total_in();
-            let status = self.compress.compress_vec(input, &mut self.out, flush);
-            let consumed = (self.compress.total_in() - before) as usize;
+            let (before_in, before_out) = (self.compress.total_in(), self.compress.total_out());
+            let status = self.compress.compress(input, &mut scratch, flush);
+            let consumed = (self.compress.total_in() - before_in) as usize;
+            let written = (self.compress.total_out() - before_out) as usize;
             input = &input[consumed..];
-            // Done when the input is used up and the compressor did not fill the buffer (so it
-            // has nothing more to write). An error cannot happen with a valid stream; stop then.
-            let room_left = self.out.len() < self.out.capacity();
+            self.out.extend_from_slice(&scratch[..written]);
+            // Done when the input is used up and the compressor did not fill the scratch
+            // buffer (so it has nothing more to write). An error cannot happen with a valid
+            // stream; stop then.
             match status {
-                Ok(Status::Ok | Status::BufError) if input.is_empty() && room_left => return,
+                Ok(Status::Ok | Status::BufError)
+                    if input.is_empty() && written < scratch.len() =>
+                {
+                    return
+                }
                 Ok(Status::Ok | Status::BufError) => {}
                 Ok(Status::StreamEnd) | Err(_) => return,
             }

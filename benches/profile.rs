@@ -1,0 +1,183 @@
+//! Where a crawl's CPU and memory go, phase by phase, in process, with a counting allocator:
+//! for each phase of one crawl of a generated account (decoding the API's pages into the
+//! snapshot, rendering and gzipping the metrics, the `/sd` JSON, the status page), its wall
+//! time, the allocations it made, the bytes it allocated, and the most heap that was live at
+//! once (counted from the start of the crawl, with the previous crawl's results still held,
+//! as the exporter holds them). Sizes: `BENCH_SIZES` (default 10,000 and 100,000).
+//!
+//! `cargo bench --bench profile`; `scripts/bench` runs it and keeps the table in
+//! `target/bench/profile.md`. Prints figures only: nothing here passes or fails on time.
+
+mod support;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use balena_exporter::balena::model;
+use balena_exporter::config::{FleetFilter, SdConfig, SdMode};
+use balena_exporter::snapshot;
+use balena_exporter::status::{self, CrawlReport};
+use balena_exporter::{metrics, sd};
+use support::{Recorded, PAGE_SIZE};
+
+/// The system allocator, counting: calls, bytes, live bytes and the peak of live bytes.
+struct Counting;
+
+static CALLS: AtomicUsize = AtomicUsize::new(0);
+static BYTES: AtomicUsize = AtomicUsize::new(0);
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        CALLS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+        PEAK.fetch_max(live, Ordering::Relaxed);
+        // SAFETY: the caller's layout is passed on unchanged.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: ptr was allocated by `alloc` above with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        CALLS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(new_size, Ordering::Relaxed);
+        let live = if new_size >= layout.size() {
+            LIVE.fetch_add(new_size - layout.size(), Ordering::Relaxed) + new_size - layout.size()
+        } else {
+            LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed) - (layout.size() - new_size)
+        };
+        PEAK.fetch_max(live, Ordering::Relaxed);
+        // SAFETY: as for `alloc` and `dealloc`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// One phase's figures.
+struct Phase {
+    name: &'static str,
+    seconds: f64,
+    calls: usize,
+    bytes: usize,
+    /// Most heap live at once since the crawl started, at the end of this phase.
+    peak: usize,
+    /// Heap live when the phase ended.
+    live: usize,
+}
+
+/// Runs `work` as a phase, recording its figures.
+fn phase<T>(phases: &mut Vec<Phase>, name: &'static str, work: impl FnOnce() -> T) -> T {
+    let (calls, bytes) = (CALLS.load(Ordering::Relaxed), BYTES.load(Ordering::Relaxed));
+    let started = Instant::now();
+    let value = work();
+    phases.push(Phase {
+        name,
+        seconds: started.elapsed().as_secs_f64(),
+        calls: CALLS.load(Ordering::Relaxed) - calls,
+        bytes: BYTES.load(Ordering::Relaxed) - bytes,
+        peak: PEAK.load(Ordering::Relaxed),
+        live: LIVE.load(Ordering::Relaxed),
+    });
+    value
+}
+
+fn sd_config() -> SdConfig {
+    SdConfig {
+        mode: SdMode::Lan { port: 80 },
+        fleets: FleetFilter::default(),
+        include_offline: false,
+        metrics_path: "/metrics".into(),
+        file: None,
+        own_uuid: None,
+    }
+}
+
+/// One crawl's work after the bytes have arrived, as the crawler and the publisher do it.
+fn crawl(recorded: &Recorded, phases: &mut Vec<Phase>) -> (metrics_head::Head, String, String) {
+    let (snapshot, _) = phase(phases, "decode pages → snapshot", || {
+        let fleets: model::Envelope<model::Fleet> =
+            serde_json::from_slice(&recorded.fleet_list).expect("fleets");
+        let services: model::Envelope<model::Service> =
+            serde_json::from_slice(&recorded.service_list).expect("services");
+        let names = services
+            .d
+            .into_iter()
+            .map(|s| (s.id, s.service_name))
+            .collect();
+        let mut builder = snapshot::Builder::new(fleets.d, Some(names), true);
+        for page in &recorded.pages {
+            let page: model::Envelope<model::Device> =
+                serde_json::from_slice(page).expect("device page");
+            builder.add_devices(page.d);
+        }
+        builder.finish()
+    });
+    let head = phase(phases, "render + gzip /metrics", || {
+        metrics::render_head(Some(&snapshot), true)
+    });
+    let sd = phase(phases, "/sd JSON", || sd::render(&snapshot, &sd_config()));
+    let page = phase(phases, "status page", || {
+        status::render(Some(&snapshot), &CrawlReport::default())
+    });
+    phase(phases, "drop the snapshot", || drop(snapshot));
+    (head, sd, page)
+}
+
+/// The type `render_head` returns, named for `crawl`'s signature.
+mod metrics_head {
+    pub use balena_exporter::gzip::Head;
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::var("BENCH_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![10_000, 100_000]);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let mut table = String::from(
+        "| devices | phase | time | allocations | allocated | peak heap (crawl so far) | heap after |\n\
+         |---:|---|---:|---:|---:|---:|---:|\n",
+    );
+    for n in sizes {
+        let recorded = runtime.block_on(Recorded::sized(n, PAGE_SIZE));
+        // A first crawl whose results stay alive, as the exporter's previous publication does.
+        let mut warm = Vec::new();
+        let previous = crawl(&recorded, &mut warm);
+        let pages: usize = recorded.pages.iter().map(|p| p.len()).sum();
+        // Count from here: the previous results and the recorded pages are the baseline.
+        PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
+        let baseline = LIVE.load(Ordering::Relaxed);
+        let mut phases = Vec::new();
+        let current = crawl(&recorded, &mut phases);
+        black_box((&previous, &current));
+        let mb = |b: usize| support::size(b as u64);
+        for p in &phases {
+            table.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} |\n",
+                support::thousands(n as u64),
+                p.name,
+                support::duration(p.seconds),
+                support::thousands(p.calls as u64),
+                mb(p.bytes),
+                mb(p.peak - baseline),
+                mb(p.live.saturating_sub(baseline)),
+            ));
+        }
+        table.push_str(&format!(
+            "| {} | (held between crawls: previous results {}, API pages {}) | | | | | |\n",
+            support::thousands(n as u64),
+            mb(previous.0.bytes().len() + previous.1.len() + previous.2.len()),
+            mb(pages),
+        ));
+    }
+    println!("\n{table}");
+    let _ = std::fs::write(support::results_dir().join("profile.md"), table);
+}

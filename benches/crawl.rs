@@ -193,8 +193,30 @@ struct Replay {
     server: tokio::task::JoinHandle<()>,
 }
 
+/// A request's key in the replay: a keyset page by its resource and the id it reads after,
+/// whatever its `$select` and `$expand` say (so that the binary of an earlier commit, whose
+/// queries differ in detail, crawls the same answers: the "before" rows); anything else by
+/// its whole path and query.
+fn route_key(path_and_query: &str) -> String {
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    let query = query.replace("%20", " ");
+    match query.rsplit_once("id gt ") {
+        Some((_, rest)) => {
+            let after: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            format!("{path} after {after}")
+        }
+        None => path_and_query.to_owned(),
+    }
+}
+
 impl Replay {
     async fn start(routes: HashMap<String, Bytes>) -> Replay {
+        let routes: HashMap<String, Bytes> = routes
+            .into_iter()
+            .map(|(k, v)| (route_key(&k), v))
+            .collect();
         let routes = Arc::new(routes);
         let counters = Arc::new(Counters::default());
         let seen = counters.clone();
@@ -220,7 +242,7 @@ impl Replay {
                         .push(mark);
                 }
                 seen.requests.fetch_add(1, Ordering::Relaxed);
-                match routes.get(&key) {
+                match routes.get(&route_key(&key)) {
                     Some(body) => {
                         seen.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
                         Response::builder()

@@ -15,7 +15,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use balena_exporter::balena::model;
+use balena_exporter::balena;
 use balena_exporter::config::{FleetFilter, SdConfig, SdMode};
 use balena_exporter::snapshot;
 use balena_exporter::status::{self, CrawlReport};
@@ -103,20 +103,14 @@ fn sd_config() -> SdConfig {
 /// One crawl's work after the bytes have arrived, as the crawler and the publisher do it.
 fn crawl(recorded: &Recorded, phases: &mut Vec<Phase>) -> (metrics_head::Head, String, String) {
     let (snapshot, _) = phase(phases, "decode pages → snapshot", || {
-        let fleets: model::Envelope<model::Fleet> =
-            serde_json::from_slice(&recorded.fleet_list).expect("fleets");
-        let services: model::Envelope<model::Service> =
-            serde_json::from_slice(&recorded.service_list).expect("services");
-        let names = services
-            .d
-            .into_iter()
-            .map(|s| (s.id, s.service_name))
-            .collect();
-        let mut builder = snapshot::Builder::new(fleets.d, Some(names), true);
+        let mut builder = snapshot::Builder::new(true, true);
+        balena::page(&recorded.fleet_list, |page| {
+            builder.add_fleets(page, |_| true)
+        })
+        .expect("fleets");
+        balena::page(&recorded.service_list, |page| builder.add_services(page)).expect("services");
         for page in &recorded.pages {
-            let page: model::Envelope<model::Device> =
-                serde_json::from_slice(page).expect("device page");
-            builder.add_devices(page.d);
+            balena::page(page, |page| builder.add_devices(page)).expect("device page");
         }
         builder.finish()
     });

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use balena_exporter::balena::ApiStats;
 use balena_exporter::gzip;
 use balena_exporter::metrics::{self, Health};
-use balena_exporter::snapshot::{Device, Snapshot};
+use balena_exporter::snapshot::{Device, Service, Snapshot, Text};
 use criterion::{BatchSize, BenchmarkId, Criterion};
 use support::{Recorded, PAGE_SIZE, SIZES};
 
@@ -52,12 +52,30 @@ fn inputs() -> Vec<Input> {
         .collect()
 }
 
+/// Heap held by the snapshot: fleets' device vectors, and each distinct string once (they
+/// are shared `Arc<str>`s: a string the crawl saw many times is stored once).
 fn snapshot_heap(snapshot: &Snapshot) -> usize {
+    let mut seen = std::collections::HashSet::new();
     let mut heap = 0;
+    let mut text = |s: &Text, heap: &mut usize| {
+        if seen.insert(Arc::as_ptr(s) as *const u8) {
+            // Two reference counts ahead of the bytes.
+            *heap += 2 * std::mem::size_of::<usize>() + s.len();
+        }
+    };
     for f in &snapshot.fleets {
-        heap += std::mem::size_of_val(f) + f.devices.capacity() * std::mem::size_of::<Device>();
+        heap += f.devices.capacity() * std::mem::size_of::<Device>();
+        for s in [
+            &f.name,
+            &f.slug,
+            &f.organization,
+            &f.device_type,
+            &f.target_release,
+        ] {
+            text(s, &mut heap);
+        }
         for d in &f.devices {
-            let strings = [
+            for s in [
                 &d.uuid,
                 &d.name,
                 &d.device_type,
@@ -67,10 +85,24 @@ fn snapshot_heap(snapshot: &Snapshot) -> usize {
                 &d.os_variant,
                 &d.supervisor_version,
                 &d.release,
-            ];
-            heap += strings.iter().map(|s| s.capacity()).sum::<usize>();
-            heap += d.addresses.capacity() * std::mem::size_of::<String>();
-            heap += d.addresses.iter().map(String::capacity).sum::<usize>();
+                &d.update_status,
+            ] {
+                text(s, &mut heap);
+            }
+            heap += d.addresses.capacity() * std::mem::size_of::<Text>();
+            heap += d.services.capacity() * std::mem::size_of::<Service>();
+            heap += d.tags.capacity() * std::mem::size_of::<(Text, Text)>();
+            for s in d
+                .addresses
+                .iter()
+                .chain(d.services.iter().flat_map(|s| [&s.name, &s.status]))
+            {
+                text(s, &mut heap);
+            }
+            for (k, v) in &d.tags {
+                text(k, &mut heap);
+                text(v, &mut heap);
+            }
         }
     }
     heap

@@ -3,11 +3,10 @@
 //! requests whatever the number of fleets. A failed crawl is logged in one line and retried
 //! with backoff; the publisher keeps the last good data meanwhile.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::balena::{model, query, ApiError, ApiStats, Client, Resource};
+use crate::balena::{self, model, query, ApiError, ApiStats, Client, Resource};
 use crate::config::{CrawlConfig, TagFilter};
 use crate::publish::{Outcome, Publisher};
 use crate::snapshot::{Builder, Snapshot};
@@ -126,41 +125,36 @@ impl Crawler {
         let location = self.config.location && self.detect_location().await;
         let config = &self.config;
 
-        let mut fleets = Vec::new();
+        let tags = config.tags != TagFilter::None;
+        let mut builder = Builder::new(config.services, tags);
         let mut visible = 0;
         self.client
             .read_pages(
                 Resource::Application,
                 config.page_size,
                 |top, after| query::fleets(&config.tags, top, after),
-                |page: Vec<model::Fleet>| {
-                    visible += page.len();
-                    fleets.extend(
-                        page.into_iter()
-                            .filter(|f| config.fleets.matches(&f.slug, &f.app_name)),
-                    );
+                |body| {
+                    balena::page(body, |page: Vec<model::Fleet>| {
+                        visible += page.len();
+                        builder.add_fleets(page, |f| config.fleets.matches(&f.slug, &f.app_name));
+                    })
                 },
             )
             .await?;
-        if fleets.is_empty() && visible > 0 {
+        let ids = builder.fleet_ids();
+        if ids.is_empty() && visible > 0 {
             log::warn!("no fleet matches FLEETS visible_fleets={visible}");
         }
-        let mut names = HashMap::new();
-        if config.services && !fleets.is_empty() {
+        if config.services && !ids.is_empty() {
             self.client
                 .read_pages(
                     Resource::Service,
                     config.page_size,
                     query::services,
-                    |page: Vec<model::Service>| {
-                        names.extend(page.into_iter().map(|s| (s.id, s.service_name)));
-                    },
+                    |body| balena::page(body, |page| builder.add_services(page)),
                 )
                 .await?;
         }
-        let tags = config.tags != TagFilter::None;
-        let mut builder = Builder::new(fleets, config.services.then_some(names), tags);
-        let ids = builder.fleet_ids();
         if !ids.is_empty() {
             let only = (!config.fleets.is_all()).then_some(ids.as_slice());
             let reads = query::DeviceReads {
@@ -173,7 +167,7 @@ impl Crawler {
                     Resource::Device,
                     config.page_size,
                     |top, after| query::devices(only, &reads, top, after),
-                    |page| builder.add_devices(page),
+                    |body| balena::page(body, |page| builder.add_devices(page)),
                 )
                 .await?;
         }

@@ -10,7 +10,7 @@ use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry, Tex
 use crate::balena::{ApiStats, ERROR_KINDS};
 use crate::gzip;
 use crate::server::ConnStats;
-use crate::snapshot::{Device, Fleet, Snapshot};
+use crate::snapshot::{Device, Fleet, Snapshot, Text};
 use crate::tags;
 
 /// The `Content-Type` of the text exposition format 0.0.4.
@@ -723,7 +723,7 @@ fn with_tags<'a>(
 }
 
 /// `tag_<name>` for each tag's label name.
-fn tag_labels(tags: &[(String, String)]) -> Vec<(String, &str)> {
+fn tag_labels(tags: &[(Text, Text)]) -> Vec<(String, &str)> {
     tags::label_names(tags)
         .into_iter()
         .map(|(name, value)| (format!("tag_{name}"), value))
@@ -1041,8 +1041,8 @@ mod tests {
         // Several times `CHUNK` of text, so the compressor is fed many times.
         let devices = (0..3000)
             .map(|i| Device {
-                uuid: format!("{i:032x}"),
-                name: format!("device \"{i}\"\n"),
+                uuid: format!("{i:032x}").into(),
+                name: format!("device \"{i}\"\n").into(),
                 ..Device::default()
             })
             .collect();

@@ -26,7 +26,7 @@ pub fn render(snapshot: &Snapshot, config: &SdConfig) -> String {
         .filter(|f| config.fleets.matches(&f.slug, &f.name))
         .flat_map(|f| f.devices.iter().map(move |d| (f, d)))
         .filter(|(_, d)| d.online || config.include_offline)
-        .filter(|(_, d)| config.own_uuid.as_deref() != Some(d.uuid.as_str()))
+        .filter(|(_, d)| config.own_uuid.as_deref() != Some(&*d.uuid))
         .filter_map(|(f, d)| group(config, f, d))
         .collect();
     serde_json::to_string_pretty(&groups).unwrap_or_else(|_| "[]".into())
@@ -59,15 +59,15 @@ fn group<'a>(config: &'a SdConfig, f: &'a Fleet, d: &'a Device) -> Option<Group<
     let mut labels: BTreeMap<Cow<'static, str>, &str> = [
         ("__scheme__", scheme),
         ("__metrics_path__", config.metrics_path.as_str()),
-        ("uuid", d.uuid.as_str()),
-        ("device_name", d.name.as_str()),
-        ("fleet_name", f.name.as_str()),
-        ("fleet_slug", f.slug.as_str()),
-        ("device_type", d.device_type.as_str()),
-        ("os_version", d.os_version.as_str()),
-        ("os_variant", d.os_variant.as_str()),
-        ("supervisor_version", d.supervisor_version.as_str()),
-        ("release", d.release.as_str()),
+        ("uuid", &*d.uuid),
+        ("device_name", &*d.name),
+        ("fleet_name", &*f.name),
+        ("fleet_slug", &*f.slug),
+        ("device_type", &*d.device_type),
+        ("os_version", &*d.os_version),
+        ("os_variant", &*d.os_variant),
+        ("supervisor_version", &*d.supervisor_version),
+        ("release", &*d.release),
     ]
     .into_iter()
     .map(|(k, v)| (Cow::Borrowed(k), v))
@@ -97,7 +97,7 @@ pub fn public_url_note(snapshot: &Snapshot, config: &SdConfig) -> Option<String>
         .iter()
         .filter(|f| config.fleets.matches(&f.slug, &f.name))
         .flat_map(|f| &f.devices)
-        .filter(|d| config.own_uuid.as_deref() != Some(d.uuid.as_str()));
+        .filter(|d| config.own_uuid.as_deref() != Some(&*d.uuid));
     let first = devices.next()?;
     let none = !first.web_accessible && devices.all(|d| !d.web_accessible);
     none.then(|| {
@@ -157,12 +157,12 @@ mod tests {
     fn device(n: u64, online: bool, web: bool, addresses: &[&str]) -> Device {
         Device {
             id: n,
-            uuid: format!("uuid{n}"),
-            name: format!("dev-{n}"),
+            uuid: format!("uuid{n}").into(),
+            name: format!("dev-{n}").into(),
             device_type: "raspberrypi4-64".into(),
             online,
             web_accessible: web,
-            addresses: addresses.iter().map(|a| a.to_string()).collect(),
+            addresses: addresses.iter().map(|a| (*a).into()).collect(),
             os_version: "balenaOS 6.0.13".into(),
             release: "abc".into(),
             ..Device::default()

@@ -1,10 +1,15 @@
 //! Plain data about fleets and devices as of one crawl, in base units, built from the
 //! API's answers. No HTTP and no Prometheus types: renderers read it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use crate::balena::model;
+
+/// Text of the snapshot. Values that repeat across devices (statuses, versions, releases,
+/// device types, service names, tag keys and values) are interned: one allocation for all.
+pub type Text = Arc<str>;
 
 /// `overall_status` values of API v7; fleet counts list each of them, also at zero.
 /// Other values are counted under their own name.
@@ -48,23 +53,23 @@ pub struct Snapshot {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Fleet {
     pub id: u64,
-    pub name: String,
-    pub slug: String,
-    pub organization: String,
-    pub device_type: String,
+    pub name: Text,
+    pub slug: Text,
+    pub organization: Text,
+    pub device_type: Text,
     /// Commit of the fleet's target release; empty when there is none.
-    pub target_release: String,
+    pub target_release: Text,
     /// Fleet tags (key, value), sorted by key.
-    pub tags: Vec<(String, String)>,
+    pub tags: Vec<(Text, Text)>,
     pub devices: Vec<Device>,
 }
 
 /// The state of one service of a device, from its image installs.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Service {
-    pub name: String,
+    pub name: Text,
     /// As balena stores it: `Running`, `Downloading`, `exited`, ...
-    pub status: String,
+    pub status: Text,
     /// 0 to 1 while the target release's image downloads.
     pub download_progress: Option<f64>,
 }
@@ -72,17 +77,17 @@ pub struct Service {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Device {
     pub id: u64,
-    pub uuid: String,
-    pub name: String,
-    pub device_type: String,
+    pub uuid: Text,
+    pub name: Text,
+    pub device_type: Text,
     pub online: bool,
-    pub status: String,
-    pub heartbeat: String,
-    pub os_version: String,
-    pub os_variant: String,
-    pub supervisor_version: String,
+    pub status: Text,
+    pub heartbeat: Text,
+    pub os_version: Text,
+    pub os_variant: Text,
+    pub supervisor_version: Text,
     /// Commit of the running release; empty when unknown.
-    pub release: String,
+    pub release: Text,
     /// None when the device has no target release.
     pub on_target_release: Option<bool>,
     pub last_connectivity_seconds: Option<f64>,
@@ -96,9 +101,9 @@ pub struct Device {
     /// The public device URL is on.
     pub web_accessible: bool,
     /// Local IP addresses.
-    pub addresses: Vec<String>,
+    pub addresses: Vec<Text>,
     /// `update_status`; `none` when the device has none.
-    pub update_status: String,
+    pub update_status: Text,
     /// 0 to 1 while an update downloads (`overall_progress`).
     pub update_progress: Option<f64>,
     /// Unix time of the last change of `update_status`.
@@ -110,7 +115,7 @@ pub struct Device {
     /// One entry per service, sorted by name.
     pub services: Vec<Service>,
     /// Device tags (key, value), sorted by key.
-    pub tags: Vec<(String, String)>,
+    pub tags: Vec<(Text, Text)>,
 }
 
 impl Fleet {
@@ -127,25 +132,19 @@ impl Fleet {
 
     /// Devices per `overall_status`: every known status (zero included) and any other seen.
     pub fn by_status(&self) -> BTreeMap<&str, usize> {
-        count(
-            KNOWN_STATUSES,
-            self.devices.iter().map(|d| d.status.as_str()),
-        )
+        count(KNOWN_STATUSES, self.devices.iter().map(|d| &*d.status))
     }
 
     /// Devices per heartbeat state: every known state (zero included) and any other seen.
     pub fn by_heartbeat(&self) -> BTreeMap<&str, usize> {
-        count(
-            KNOWN_HEARTBEATS,
-            self.devices.iter().map(|d| d.heartbeat.as_str()),
-        )
+        count(KNOWN_HEARTBEATS, self.devices.iter().map(|d| &*d.heartbeat))
     }
 
     /// Devices per update status: every known one (zero included) and any other seen.
     pub fn by_update_status(&self) -> BTreeMap<&str, usize> {
         count(
             KNOWN_UPDATE_STATUSES,
-            self.devices.iter().map(|d| d.update_status.as_str()),
+            self.devices.iter().map(|d| &*d.update_status),
         )
     }
 
@@ -153,9 +152,7 @@ impl Fleet {
     pub fn service_instances(&self) -> BTreeMap<(&str, &str), usize> {
         let mut counts = BTreeMap::new();
         for s in self.devices.iter().flat_map(|d| &d.services) {
-            *counts
-                .entry((s.name.as_str(), s.status.as_str()))
-                .or_default() += 1;
+            *counts.entry((&*s.name, &*s.status)).or_default() += 1;
         }
         counts
     }
@@ -169,34 +166,62 @@ fn count<'a>(known: &[&'a str], values: impl Iterator<Item = &'a str>) -> BTreeM
     counts
 }
 
-static NO_NAMES: std::sync::LazyLock<HashMap<u64, String>> = std::sync::LazyLock::new(HashMap::new);
+/// One allocation per distinct text: statuses, versions, releases, device types, service
+/// names, tag keys and values repeat across thousands of devices.
+#[derive(Default)]
+struct Interner(HashSet<Text>);
 
-/// Builds a snapshot page by page: the fleets first, then each page of devices converted as
-/// it arrives, so no page's API records outlive it.
+impl Interner {
+    fn get(&mut self, text: &str) -> Text {
+        if let Some(known) = self.0.get(text) {
+            return known.clone();
+        }
+        let text: Text = Arc::from(text);
+        self.0.insert(text.clone());
+        text
+    }
+}
+
+/// Builds a snapshot page by page: fleets, then services, then devices, each page converted
+/// as it arrives (its text borrowed from the page, interned here), so no page outlives its
+/// conversion.
 pub struct Builder {
     fleets: Vec<Fleet>,
     index: HashMap<u64, usize>,
     /// Service names by id, to name the services of image installs; None: not read.
-    services: Option<HashMap<u64, String>>,
+    services: Option<HashMap<u64, Text>>,
     tags: bool,
     orphans: usize,
+    strings: Interner,
 }
 
 impl Builder {
-    /// `services`: the service names, when services are read; `tags`: whether tags are read.
-    pub fn new(
-        fleets: Vec<model::Fleet>,
-        services: Option<HashMap<u64, String>>,
-        tags: bool,
-    ) -> Builder {
-        let fleets: Vec<Fleet> = fleets.into_iter().map(Fleet::from_api).collect();
-        let index = fleets.iter().enumerate().map(|(i, f)| (f.id, i)).collect();
+    /// `services`: whether services are read (named by `add_services`); `tags`: whether tags are.
+    pub fn new(services: bool, tags: bool) -> Builder {
         Builder {
-            fleets,
-            index,
-            services,
+            fleets: Vec::new(),
+            index: HashMap::new(),
+            services: services.then(HashMap::new),
             tags,
             orphans: 0,
+            strings: Interner::default(),
+        }
+    }
+
+    /// Adds the fleets `keep` accepts.
+    pub fn add_fleets(&mut self, page: Vec<model::Fleet>, keep: impl Fn(&model::Fleet) -> bool) {
+        for fleet in page.into_iter().filter(|f| keep(f)) {
+            self.index.insert(fleet.id, self.fleets.len());
+            self.fleets.push(Fleet::from_api(fleet, &mut self.strings));
+        }
+    }
+
+    /// Adds service names.
+    pub fn add_services(&mut self, page: Vec<model::Service>) {
+        if let Some(names) = &mut self.services {
+            for service in page {
+                names.insert(service.id, self.strings.get(&service.service_name));
+            }
         }
     }
 
@@ -208,11 +233,13 @@ impl Builder {
     /// Adds devices to their fleets. Devices of fleets not given (filtered out, or created
     /// after the fleets were read) are left out and counted.
     pub fn add_devices(&mut self, page: Vec<model::Device>) {
+        let no_names = HashMap::new();
         for device in page {
             match device.fleet.as_ref().and_then(|r| self.index.get(&r.__id)) {
                 Some(&i) => {
-                    let names = self.services.as_ref().unwrap_or(&NO_NAMES);
-                    self.fleets[i].devices.push(Device::from_api(device, names))
+                    let names = self.services.as_ref().unwrap_or(&no_names);
+                    let device = Device::from_api(device, names, &mut self.strings);
+                    self.fleets[i].devices.push(device)
                 }
                 None => self.orphans += 1,
             }
@@ -241,7 +268,8 @@ impl Builder {
 impl Snapshot {
     /// Joins devices to their fleets in one go (see `Builder`); returns the devices left out.
     pub fn from_api(fleets: Vec<model::Fleet>, devices: Vec<model::Device>) -> (Snapshot, usize) {
-        let mut builder = Builder::new(fleets, None, false);
+        let mut builder = Builder::new(false, false);
+        builder.add_fleets(fleets, |_| true);
         builder.add_devices(devices);
         builder.finish()
     }
@@ -252,38 +280,44 @@ impl Snapshot {
 }
 
 impl Fleet {
-    fn from_api(f: model::Fleet) -> Fleet {
+    fn from_api(f: model::Fleet, strings: &mut Interner) -> Fleet {
         Fleet {
             id: f.id,
-            name: f.app_name,
-            slug: f.slug,
-            organization: f.organization.map(|o| o.handle).unwrap_or_default(),
-            device_type: f.device_type.map(|t| t.slug).unwrap_or_default(),
-            target_release: f.target_release.map(|r| r.commit).unwrap_or_default(),
-            tags: tags(f.tags),
+            name: strings.get(&f.app_name),
+            slug: strings.get(&f.slug),
+            organization: strings.get(f.organization.as_ref().map_or("", |o| &o.handle)),
+            device_type: strings.get(f.device_type.as_ref().map_or("", |t| &t.slug)),
+            target_release: strings.get(f.target_release.as_ref().map_or("", |r| &r.commit)),
+            tags: tags(f.tags, strings),
             devices: Vec::new(),
         }
     }
 }
 
 impl Device {
-    fn from_api(d: model::Device, names: &HashMap<u64, String>) -> Device {
+    fn from_api(d: model::Device, names: &HashMap<u64, Text>, strings: &mut Interner) -> Device {
         let running = d.running_release.as_ref().and_then(|r| r.id);
         let target = d.target_release.as_ref().map(|r| r.__id);
         let on_target_release = target.map(|target| running == Some(target));
-        let services = services(d.installs, running, target, names);
+        let mut text =
+            |t: Option<&model::Text>, default: &str| strings.get(t.map_or(default, |t| t));
+        let uuid: Text = Arc::from(&*d.uuid);
         Device {
             id: d.id,
-            name: d.device_name.unwrap_or_else(|| d.uuid.clone()),
-            uuid: d.uuid,
-            device_type: d.device_type.map(|t| t.slug).unwrap_or_default(),
+            name: d
+                .device_name
+                .as_deref()
+                .map_or_else(|| uuid.clone(), Arc::from),
+            device_type: text(d.device_type.as_ref().map(|t| &t.slug), ""),
             online: d.is_online.unwrap_or(false),
-            status: d.overall_status.unwrap_or_else(|| "unknown".into()),
-            heartbeat: d.api_heartbeat_state.unwrap_or_else(|| "unknown".into()),
-            os_version: d.os_version.unwrap_or_default(),
-            os_variant: d.os_variant.unwrap_or_default(),
-            supervisor_version: d.supervisor_version.unwrap_or_default(),
-            release: d.running_release.map(|r| r.commit).unwrap_or_default(),
+            status: text(d.overall_status.as_ref(), "unknown"),
+            heartbeat: text(d.api_heartbeat_state.as_ref(), "unknown"),
+            os_version: text(d.os_version.as_ref(), ""),
+            os_variant: text(d.os_variant.as_ref(), ""),
+            supervisor_version: text(d.supervisor_version.as_ref(), ""),
+            release: text(d.running_release.as_ref().map(|r| &r.commit), ""),
+            update_status: text(d.update_status.as_ref(), "none"),
+            uuid,
             on_target_release,
             last_connectivity_seconds: d.last_connectivity_event.as_deref().and_then(unix_seconds),
             cpu_ratio: d.cpu_usage.map(|p| p / 100.0),
@@ -299,9 +333,8 @@ impl Device {
                 .as_deref()
                 .unwrap_or("")
                 .split_whitespace()
-                .map(String::from)
+                .map(Arc::from)
                 .collect(),
-            update_status: d.update_status.unwrap_or_else(|| "none".into()),
             update_progress: d.overall_progress.map(|p| (p / 100.0).clamp(0.0, 1.0)),
             update_status_changed_seconds: d
                 .last_update_status_event
@@ -310,8 +343,8 @@ impl Device {
             heartbeat_changed_seconds: d.heartbeat_changed.as_deref().and_then(unix_seconds),
             latitude: d.latitude.filter(|l| (-90.0..=90.0).contains(l)),
             longitude: d.longitude.filter(|l| (-180.0..=180.0).contains(l)),
-            services,
-            tags: tags(d.tags),
+            services: services(d.installs, running, target, names, strings),
+            tags: tags(d.tags, strings),
         }
     }
 }
@@ -330,7 +363,8 @@ fn services(
     installs: Vec<model::Install>,
     running: Option<u64>,
     target: Option<u64>,
-    names: &HashMap<u64, String>,
+    names: &HashMap<u64, Text>,
+    strings: &mut Interner,
 ) -> Vec<Service> {
     let mut by_service: BTreeMap<u64, (Option<model::Install>, Option<model::Install>)> =
         BTreeMap::new();
@@ -354,9 +388,13 @@ fn services(
                 .flatten()
                 .find(|i| i.status.as_deref() == Some("Downloading"))
                 .map(|i| (i.download_progress.unwrap_or(0.0) / 100.0).clamp(0.0, 1.0));
-            let status = on_running.or(on_target)?.status?;
+            let status = strings.get(on_running.or(on_target)?.status.as_deref()?);
+            let name = match names.get(&id) {
+                Some(name) => name.clone(),
+                None => strings.get(&id.to_string()),
+            };
             Some(Service {
-                name: names.get(&id).cloned().unwrap_or_else(|| id.to_string()),
+                name,
                 status,
                 download_progress: downloading,
             })
@@ -367,10 +405,15 @@ fn services(
 }
 
 /// Tags as (key, value) sorted by key; a null value is empty.
-fn tags(tags: Vec<model::Tag>) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = tags
+fn tags(tags: Vec<model::Tag>, strings: &mut Interner) -> Vec<(Text, Text)> {
+    let mut out: Vec<(Text, Text)> = tags
         .into_iter()
-        .map(|t| (t.tag_key, t.value.unwrap_or_default()))
+        .map(|t| {
+            (
+                strings.get(&t.tag_key),
+                strings.get(t.value.as_deref().unwrap_or("")),
+            )
+        })
         .collect();
     out.sort();
     out
@@ -387,12 +430,16 @@ mod tests {
     use super::*;
 
     fn device(json: &str) -> Device {
-        Device::from_api(serde_json::from_str(json).unwrap(), &HashMap::new())
+        Device::from_api(
+            serde_json::from_str(json).unwrap(),
+            &HashMap::new(),
+            &mut Interner::default(),
+        )
     }
 
     #[test]
     fn services_prefer_the_running_release_and_ignore_lingering_ones() {
-        let names = HashMap::from([(1, "main".to_string()), (2, "sensor-reader".to_string())]);
+        let names = HashMap::from([(1, Text::from("main")), (2, Text::from("sensor-reader"))]);
         let install = |service: u64, release: u64, status: &str, progress: &str| {
             format!(
                 r#"{{"installs__image":[{{"is_a_build_of__service":{{"__id":{service}}}}}],"status":"{status}","download_progress":{progress},"is_provided_by__release":{{"__id":{release}}}}}"#
@@ -409,7 +456,11 @@ mod tests {
             install(2, 5, "Downloaded", "100"),
             install(2, 3, "exited", "null"), // an old release that lingers
         );
-        let d = Device::from_api(serde_json::from_str(&json).unwrap(), &names);
+        let d = Device::from_api(
+            serde_json::from_str(&json).unwrap(),
+            &names,
+            &mut Interner::default(),
+        );
         assert_eq!(
             d.services,
             [
@@ -425,20 +476,24 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(d.update_status, "downloading");
+        assert_eq!(&*d.update_status, "downloading");
         assert_eq!(d.update_progress, Some(0.8));
         // No release running yet (device 51): the target's install counts; unknown names are ids.
         let json = format!(
             r#"{{"id":51,"is_running__release":[],"should_be_running__release":{{"__id":8}},"image_install":[{}]}}"#,
             install(9, 8, "exited", "null")
         );
-        let d = Device::from_api(serde_json::from_str(&json).unwrap(), &names);
+        let d = Device::from_api(
+            serde_json::from_str(&json).unwrap(),
+            &names,
+            &mut Interner::default(),
+        );
         assert_eq!(d.services.len(), 1);
         assert_eq!(
-            (d.services[0].name.as_str(), d.services[0].status.as_str()),
+            (&*d.services[0].name, &*d.services[0].status),
             ("9", "exited")
         );
-        assert_eq!(d.update_status, "none");
+        assert_eq!(&*d.update_status, "none");
     }
 
     #[test]
@@ -462,7 +517,10 @@ mod tests {
         let d = device(
             r#"{"id":1,"ip_address":"192.168.1.10  10.114.101.2 ","is_web_accessible":true}"#,
         );
-        assert_eq!(d.addresses, ["192.168.1.10", "10.114.101.2"]);
+        assert_eq!(
+            d.addresses,
+            [Text::from("192.168.1.10"), Text::from("10.114.101.2")]
+        );
         assert!(d.web_accessible);
         let none = device(r#"{"id":2,"ip_address":null}"#);
         assert!(none.addresses.is_empty() && !none.web_accessible);
@@ -474,10 +532,10 @@ mod tests {
             r#"{"id":1,"uuid":"u1","device_name":null,"is_online":null,"overall_status":null,
             "api_heartbeat_state":null,"cpu_usage":null,"last_connectivity_event":"garbage"}"#,
         );
-        assert_eq!(d.name, "u1");
+        assert_eq!(&*d.name, "u1");
         assert!(!d.online);
-        assert_eq!(d.status, "unknown");
-        assert_eq!(d.heartbeat, "unknown");
+        assert_eq!(&*d.status, "unknown");
+        assert_eq!(&*d.heartbeat, "unknown");
         assert_eq!(d.cpu_ratio, None);
         assert_eq!(d.last_connectivity_seconds, None);
         assert_eq!(d.on_target_release, None);
@@ -497,7 +555,7 @@ mod tests {
             r#"{"id":4,"is_running__release":[{"id":6,"commit":"old"}],"should_be_running__release":null}"#,
         );
         assert_eq!(on.on_target_release, Some(true));
-        assert_eq!(on.release, "abc");
+        assert_eq!(&*on.release, "abc");
         assert_eq!(off.on_target_release, Some(false));
         assert_eq!(none.on_target_release, Some(false));
         assert_eq!(no_target.on_target_release, None);
@@ -519,7 +577,7 @@ mod tests {
         let (s, orphans) = Snapshot::from_api(fleets, devices);
         assert_eq!(orphans, 1);
         assert_eq!(
-            s.fleets.iter().map(|f| f.slug.as_str()).collect::<Vec<_>>(),
+            s.fleets.iter().map(|f| &*f.slug).collect::<Vec<_>>(),
             ["org/a", "org/b"]
         );
         let a = &s.fleets[0];

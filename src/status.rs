@@ -279,7 +279,7 @@ impl<'a> Survey<'a> {
                 if let Some(t) = d.temperature_celsius.filter(|t| *t > HOT_CELSIUS) {
                     survey.hot.push((Reverse((t * 1e3) as i64), seq), fleet, d);
                 }
-                if UPDATE_FAILED.contains(&d.update_status.as_str()) {
+                if UPDATE_FAILED.contains(&&*d.update_status) {
                     survey.update_failed.push(seq, fleet, d);
                 }
             }
@@ -298,13 +298,14 @@ impl<'a> Survey<'a> {
 /// Offline: the heartbeat says offline or timed out, or the device is not online. Deactivated
 /// devices (`inactive`) are not expected online and are left out.
 fn offline(d: &Device) -> bool {
-    d.status != "inactive" && (!d.online || d.heartbeat == "offline" || d.heartbeat == "timeout")
+    &*d.status != "inactive"
+        && (!d.online || &*d.heartbeat == "offline" || &*d.heartbeat == "timeout")
 }
 
 /// Since when: the heartbeat's last change when it is offline or timed out, else (or when the
 /// server does not say) the last change of `is_online`.
 fn offline_since(d: &Device) -> Option<f64> {
-    let heartbeat = if d.heartbeat == "offline" || d.heartbeat == "timeout" {
+    let heartbeat = if &*d.heartbeat == "offline" || &*d.heartbeat == "timeout" {
         d.heartbeat_changed_seconds
     } else {
         None
@@ -326,7 +327,7 @@ fn failing(s: &crate::snapshot::Service) -> bool {
 }
 
 fn updating(d: &Device) -> bool {
-    d.status == "updating" || UPDATING.contains(&d.update_status.as_str())
+    &*d.status == "updating" || UPDATING.contains(&&*d.update_status)
 }
 
 fn fleets(html: &mut String, snapshot: &Snapshot, survey: &Survey) {
@@ -417,7 +418,7 @@ fn attention(html: &mut String, survey: &Survey, now: f64) {
                         html.push_str("<br>");
                     }
                     html.push_str("<small>");
-                    html.push_str(match d.heartbeat.as_str() {
+                    html.push_str(match &*d.heartbeat {
                         "timeout" => "heartbeat timed out",
                         _ => "offline",
                     });
@@ -636,7 +637,7 @@ mod tests {
     fn device(id: u64, name: &str) -> Device {
         Device {
             id,
-            uuid: format!("{id:032x}"),
+            uuid: format!("{id:032x}").into(),
             name: name.into(),
             online: true,
             status: "operational".into(),
@@ -707,7 +708,7 @@ mod tests {
         let mut status_updating = device(4, "status-updating");
         status_updating.status = "updating".into();
         let mut no_target = fleet("o/gateways", vec![device(5, "gw")]);
-        no_target.target_release.clear();
+        no_target.target_release = "".into();
         let s = snapshot(vec![
             fleet("o/sensors", vec![on, behind, downloading, status_updating]),
             no_target,
@@ -890,7 +891,7 @@ mod tests {
         let mut d = device(2, &"d".repeat(10_000));
         d.online = false;
         let mut f = fleet("o/y", vec![d]);
-        f.name = "n".repeat(10_000);
+        f.name = "n".repeat(10_000).into();
         let mut report = super::tests::report();
         report.last_error = Some("e".repeat(100_000));
         let html = render(Some(&snapshot(vec![f])), &report);

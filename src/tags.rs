@@ -8,11 +8,14 @@
 
 /// `(name, value)` for each `(key, value)` in `tags`, in the same order: the names are unique
 /// and valid after any prefix that starts with a letter.
-pub fn label_names(tags: &[(String, String)]) -> Vec<(String, &str)> {
-    let bases: Vec<String> = tags.iter().map(|(key, _)| snake_case(key)).collect();
+pub fn label_names<K: AsRef<str>, V: AsRef<str>>(tags: &[(K, V)]) -> Vec<(String, &str)> {
+    let bases: Vec<String> = tags
+        .iter()
+        .map(|(key, _)| snake_case(key.as_ref()))
+        .collect();
     // Keys already in their final form are named first, so `env` stays `env` beside `Env`.
     let mut order: Vec<usize> = (0..tags.len()).collect();
-    order.sort_by_key(|&i| (tags[i].0 != bases[i], i));
+    order.sort_by_key(|&i| (tags[i].0.as_ref() != bases[i], i));
     let mut names: Vec<Option<String>> = vec![None; tags.len()];
     let mut taken: Vec<String> = Vec::with_capacity(tags.len());
     for i in order {
@@ -29,7 +32,7 @@ pub fn label_names(tags: &[(String, String)]) -> Vec<(String, &str)> {
     names
         .into_iter()
         .zip(tags)
-        .map(|(name, (_, value))| (name.unwrap_or_default(), value.as_str()))
+        .map(|(name, (_, value))| (name.unwrap_or_default(), value.as_ref()))
         .collect()
 }
 

@@ -107,7 +107,7 @@ fn snapshot() -> Snapshot {
                 slug: "acme/empty".into(),
                 organization: "acme".into(),
                 device_type: "raspberrypi3".into(),
-                target_release: String::new(),
+                target_release: "".into(),
                 tags: vec![],
                 devices: vec![],
             },
@@ -117,7 +117,7 @@ fn snapshot() -> Snapshot {
                 slug: "globex/kiosks".into(),
                 organization: "globex".into(),
                 device_type: "intel-nuc".into(),
-                target_release: String::new(),
+                target_release: "".into(),
                 tags: vec![
                     ("Region".into(), "ap".into()),
                     ("region".into(), "東京".into()),

@@ -835,7 +835,9 @@ fn any_body_decodes_or_fails_cleanly_and_what_decodes_renders() {
             }
             if let Ok(fleets) = serde_json::from_slice::<Envelope<Fleet>>(&body.0) {
                 count[1].fetch_add(1, Ordering::Relaxed);
-                let (snapshot, orphans) = Builder::new(fleets.d, None, false).finish();
+                let mut builder = Builder::new(false, false);
+                builder.add_fleets(fleets.d, |_| true);
+                let (snapshot, orphans) = builder.finish();
                 prop_assert_eq!(orphans, 0);
                 render_all(&snapshot)?;
             }
@@ -849,14 +851,18 @@ fn any_body_decodes_or_fails_cleanly_and_what_decodes_renders() {
                     .collect();
                 ids.sort_unstable();
                 ids.dedup();
-                let fleets = ids
+                let fleet_json: Vec<String> = ids
                     .iter()
                     .map(|id| {
-                        serde_json::from_value(serde_json::json!(
+                        serde_json::json!(
                             {"id": id, "app_name": format!("fleet {id}"), "slug": format!("o/{id}")}
-                        ))
-                        .expect("a fleet")
+                        )
+                        .to_string()
                     })
+                    .collect();
+                let fleets = fleet_json
+                    .iter()
+                    .map(|json| serde_json::from_str(json).expect("a fleet"))
                     .collect();
                 let without_fleet = devices.d.iter().filter(|d| d.fleet.is_none()).count();
                 let total = devices.d.len();
@@ -879,14 +885,14 @@ fn any_body_decodes_or_fails_cleanly_and_what_decodes_renders() {
 }
 
 /// (fleet reference, id, uuid) of every device that names a fleet in `fleet_ids`, sorted.
-fn joined(devices: &[Device], fleet_ids: &[u64]) -> Vec<(u64, u64, String)> {
+fn joined(devices: &[Device<'_>], fleet_ids: &[u64]) -> Vec<(u64, u64, String)> {
     let mut keys: Vec<_> = devices
         .iter()
         .filter_map(|d| {
             let fleet = d.fleet.as_ref()?.__id;
             fleet_ids
                 .contains(&fleet)
-                .then(|| (fleet, d.id, d.uuid.clone()))
+                .then(|| (fleet, d.id, d.uuid.to_string()))
         })
         .collect();
     keys.sort();
@@ -924,7 +930,11 @@ fn decoded_fleets_and_devices_join_into_a_snapshot() {
             let mut present: Vec<_> = snapshot
                 .fleets
                 .iter()
-                .flat_map(|f| f.devices.iter().map(move |d| (f.id, d.id, d.uuid.clone())))
+                .flat_map(|f| {
+                    f.devices
+                        .iter()
+                        .map(move |d| (f.id, d.id, d.uuid.to_string()))
+                })
                 .collect();
             present.sort();
             prop_assert_eq!(&present, &expected);
@@ -945,7 +955,8 @@ fn decoded_fleets_and_devices_join_into_a_snapshot() {
 
             // Page by page (as the crawl builds it), the same snapshot.
             let (fleets, mut devices) = decode().expect("decodes as before");
-            let mut builder = Builder::new(fleets, None, false);
+            let mut builder = Builder::new(false, false);
+            builder.add_fleets(fleets, |_| true);
             prop_assert_eq!(builder.fleet_ids(), fleet_ids);
             for size in pages {
                 let rest = devices.split_off(size.min(devices.len()));

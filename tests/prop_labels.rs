@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use balena_exporter::balena::model;
 use balena_exporter::metrics::{self, Def};
-use balena_exporter::snapshot::{Device, Fleet, Service, Snapshot};
+use balena_exporter::snapshot::{Device, Fleet, Service, Snapshot, Text};
 use balena_exporter::tags;
 use common::promtext::{self, Sample};
 use common::{prometheus, props, tools};
@@ -40,10 +40,10 @@ fn label_char() -> impl Strategy<Value = char> {
 }
 
 /// Any string, the empty one often.
-fn label() -> impl Strategy<Value = String> {
+fn label() -> impl Strategy<Value = Text> {
     prop_oneof![
-        1 => Just(String::new()),
-        6 => vec(label_char(), 1..16).prop_map(String::from_iter),
+        1 => Just(Text::from("")),
+        6 => vec(label_char(), 1..16).prop_map(|chars| String::from_iter(chars).into()),
     ]
 }
 
@@ -53,8 +53,8 @@ fn value() -> impl Strategy<Value = Option<f64>> {
 }
 
 /// Tags: keys as balena allows them (no whitespace), values any text.
-fn tag_list() -> impl Strategy<Value = Vec<(String, String)>> {
-    let key = "[^\\s]{1,12}";
+fn tag_list() -> impl Strategy<Value = Vec<(Text, Text)>> {
+    let key = "[^\\s]{1,12}".prop_map(Text::from);
     vec((key, label()), 0..4).prop_map(|mut tags| {
         tags.sort();
         tags.dedup_by(|a, b| a.0 == b.0);
@@ -77,12 +77,7 @@ fn services() -> impl Strategy<Value = Vec<Service>> {
 
 /// Update status; update progress and time, heartbeat change time, latitude, longitude;
 /// services; tags.
-type Extras = (
-    String,
-    [Option<f64>; 5],
-    Vec<Service>,
-    Vec<(String, String)>,
-);
+type Extras = (Text, [Option<f64>; 5], Vec<Service>, Vec<(Text, Text)>);
 
 /// What the services issue added to a device: update state, times, coordinates, services, tags.
 fn device_extras() -> impl Strategy<Value = Extras> {
@@ -207,7 +202,7 @@ fn expected(s: &Snapshot) -> BTreeMap<&'static str, Vec<Expected>> {
     };
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     for f in &s.fleets {
-        let id = || vec![("fleet_name", f.name.as_str()), ("fleet_slug", &f.slug)];
+        let id = || vec![("fleet_name", &*f.name), ("fleet_slug", &f.slug)];
         add(&metrics::DEVICES_ONLINE, id(), f.online() as f64);
         add(&metrics::FLEET_DEVICES, id(), f.devices.len() as f64);
         for (status, n) in f.by_status() {
@@ -221,21 +216,21 @@ fn expected(s: &Snapshot) -> BTreeMap<&'static str, Vec<Expected>> {
         let on_target = f.on_target_release() as f64;
         add(&metrics::FLEET_ON_TARGET, id(), on_target);
         let info = vec![
-            ("organization", f.organization.as_str()),
+            ("organization", &*f.organization),
             ("device_type", &f.device_type),
             ("target_release", &f.target_release),
         ];
         add(&metrics::FLEET_INFO, [id(), info].concat(), 1.0);
     }
     for f in &s.fleets {
-        let id = || vec![("fleet_name", f.name.as_str()), ("fleet_slug", &f.slug)];
+        let id = || vec![("fleet_name", &*f.name), ("fleet_slug", &f.slug)];
         for (status, n) in f.by_update_status() {
             let labels = [id(), vec![("status", status)]].concat();
             add(&metrics::FLEET_BY_UPDATE_STATUS, labels, n as f64);
         }
     }
     for f in &s.fleets {
-        let id = || vec![("fleet_name", f.name.as_str()), ("fleet_slug", &f.slug)];
+        let id = || vec![("fleet_name", &*f.name), ("fleet_slug", &f.slug)];
         for ((service, status), n) in f.service_instances() {
             let labels = [id(), vec![("service", service), ("status", status)]].concat();
             add(&metrics::FLEET_SERVICES, labels, n as f64);
@@ -246,7 +241,7 @@ fn expected(s: &Snapshot) -> BTreeMap<&'static str, Vec<Expected>> {
         let tagged: Vec<(&'static str, &str)> =
             names.iter().map(|(n, v)| (n.as_str(), *v)).collect();
         let labels = [
-            vec![("fleet_name", f.name.as_str()), ("fleet_slug", &f.slug)],
+            vec![("fleet_name", &*f.name), ("fleet_slug", &f.slug)],
             tagged,
         ]
         .concat();
@@ -254,11 +249,11 @@ fn expected(s: &Snapshot) -> BTreeMap<&'static str, Vec<Expected>> {
     }
     for f in &s.fleets {
         for d in &f.devices {
-            let id = || vec![("uuid", d.uuid.as_str()), ("fleet_slug", &f.slug)];
+            let id = || vec![("uuid", &*d.uuid), ("fleet_slug", &f.slug)];
             add(&metrics::DEVICE_ONLINE, id(), flag(d.online));
-            let status = [id(), vec![("status", d.status.as_str())]].concat();
+            let status = [id(), vec![("status", &*d.status)]].concat();
             add(&metrics::DEVICE_STATUS, status, 1.0);
-            let state = [id(), vec![("state", d.heartbeat.as_str())]].concat();
+            let state = [id(), vec![("state", &*d.heartbeat)]].concat();
             add(&metrics::DEVICE_HEARTBEAT, state, 1.0);
             let values = [
                 (
@@ -280,7 +275,7 @@ fn expected(s: &Snapshot) -> BTreeMap<&'static str, Vec<Expected>> {
                 }
             }
             let info = vec![
-                ("uuid", d.uuid.as_str()),
+                ("uuid", &*d.uuid),
                 ("fleet_slug", &f.slug),
                 ("fleet_name", &f.name),
                 ("device_name", &d.name),
@@ -295,8 +290,8 @@ fn expected(s: &Snapshot) -> BTreeMap<&'static str, Vec<Expected>> {
     }
     for f in &s.fleets {
         for d in &f.devices {
-            let id = || vec![("uuid", d.uuid.as_str()), ("fleet_slug", &f.slug)];
-            let status = [id(), vec![("status", d.update_status.as_str())]].concat();
+            let id = || vec![("uuid", &*d.uuid), ("fleet_slug", &f.slug)];
+            let status = [id(), vec![("status", &*d.update_status)]].concat();
             add(&metrics::DEVICE_UPDATE_STATUS, status, 1.0);
         }
     }
@@ -318,11 +313,7 @@ fn expected(s: &Snapshot) -> BTreeMap<&'static str, Vec<Expected>> {
         for f in &s.fleets {
             for d in &f.devices {
                 if let Some(v) = value(d) {
-                    add(
-                        def,
-                        vec![("uuid", d.uuid.as_str()), ("fleet_slug", &f.slug)],
-                        v,
-                    );
+                    add(def, vec![("uuid", &*d.uuid), ("fleet_slug", &f.slug)], v);
                 }
             }
         }
@@ -332,11 +323,7 @@ fn expected(s: &Snapshot) -> BTreeMap<&'static str, Vec<Expected>> {
             let names = tag_labels(&d.tags);
             let tagged: Vec<(&'static str, &str)> =
                 names.iter().map(|(n, v)| (n.as_str(), *v)).collect();
-            let labels = [
-                vec![("uuid", d.uuid.as_str()), ("fleet_slug", &f.slug)],
-                tagged,
-            ]
-            .concat();
+            let labels = [vec![("uuid", &*d.uuid), ("fleet_slug", &f.slug)], tagged].concat();
             add(&metrics::DEVICE_TAGS, labels, 1.0);
         }
     }
@@ -344,7 +331,7 @@ fn expected(s: &Snapshot) -> BTreeMap<&'static str, Vec<Expected>> {
         for d in &f.devices {
             for service in &d.services {
                 let labels = vec![
-                    ("uuid", d.uuid.as_str()),
+                    ("uuid", &*d.uuid),
                     ("fleet_slug", &f.slug),
                     ("service", &service.name),
                     ("status", &service.status),
@@ -358,7 +345,7 @@ fn expected(s: &Snapshot) -> BTreeMap<&'static str, Vec<Expected>> {
             for service in &d.services {
                 if let Some(p) = service.download_progress {
                     let labels = vec![
-                        ("uuid", d.uuid.as_str()),
+                        ("uuid", &*d.uuid),
                         ("fleet_slug", &f.slug),
                         ("service", &service.name),
                     ];
@@ -371,7 +358,7 @@ fn expected(s: &Snapshot) -> BTreeMap<&'static str, Vec<Expected>> {
 }
 
 /// The `tag_<name>` labels of tags, leaked to `'static` names (a test's few hundred strings).
-fn tag_labels(tags: &[(String, String)]) -> Vec<(&'static String, &str)> {
+fn tag_labels(tags: &[(Text, Text)]) -> Vec<(&'static String, &str)> {
     tags::label_names(tags)
         .into_iter()
         .map(|(name, value)| (&*Box::leak(Box::new(format!("tag_{name}"))), value))
@@ -392,7 +379,7 @@ fn round_trip(s: &Snapshot) -> Result<(), String> {
     })?;
     let mut got: BTreeMap<&str, Vec<&Sample>> = BTreeMap::new();
     for sample in &samples {
-        got.entry(sample.name.as_str()).or_default().push(sample);
+        got.entry(&*sample.name).or_default().push(sample);
     }
     let expected = expected(s);
     let names = |m: Vec<&str>| m.join(", ");
@@ -462,16 +449,22 @@ fn names_in_api_bodies_are_the_label_values() {
         CASES,
         || vec(label(), 7),
         |v| {
-            let fleets: Vec<model::Fleet> = serde_json::from_value(serde_json::json!([
+            let v: Vec<&str> = v.iter().map(|s| &**s).collect();
+            // Bodies as the server sends them (escaped), decoded as the crawl decodes them.
+            let fleet_body = serde_json::json!([
                 {"id": 1, "app_name": v[0], "slug": v[1],
                  "organization": [{"handle": v[2]}], "is_for__device_type": [{"slug": v[3]}]}
-            ]))
-            .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            let devices: Vec<model::Device> = serde_json::from_value(serde_json::json!([
+            ])
+            .to_string();
+            let device_body = serde_json::json!([
                 {"id": 1, "uuid": v[4], "device_name": v[5], "os_version": v[6],
                  "belongs_to__application": {"__id": 1}}
-            ]))
-            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            ])
+            .to_string();
+            let fleets: Vec<model::Fleet> = serde_json::from_str(&fleet_body)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let devices: Vec<model::Device> = serde_json::from_str(&device_body)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
             let (snapshot, orphans) = Snapshot::from_api(fleets, devices);
             prop_assert_eq!(orphans, 0);
             let samples = promtext::parse(&metrics::render_snapshot(&snapshot, true));
@@ -483,7 +476,7 @@ fn names_in_api_bodies_are_the_label_values() {
                 ("organization", &v[2]),
                 ("device_type", &v[3]),
             ] {
-                prop_assert_eq!(fleet[0].label(label), want.as_str(), "{}", label);
+                prop_assert_eq!(fleet[0].label(label), *want, "{}", label);
             }
             let device = promtext::family(&samples, "balena_device_info");
             prop_assert_eq!(device.len(), 1);
@@ -494,7 +487,7 @@ fn names_in_api_bodies_are_the_label_values() {
                 ("device_name", &v[5]),
                 ("os_version", &v[6]),
             ] {
-                prop_assert_eq!(device[0].label(label), want.as_str(), "{}", label);
+                prop_assert_eq!(device[0].label(label), *want, "{}", label);
             }
             Ok(())
         },
@@ -504,7 +497,7 @@ fn names_in_api_bodies_are_the_label_values() {
 /// Every special character in every label at once, ahead of the generated fleets.
 fn hostile_fleet() -> Fleet {
     let all: String = SPECIAL.iter().collect();
-    let hostile = |what: &str| format!("{what} {all} \\n \\\" \\\\ \"\" \\");
+    let hostile = |what: &str| Text::from(format!("{what} {all} \\n \\\" \\\\ \"\" \\"));
     Fleet {
         id: 1,
         name: hostile("name"),
@@ -513,7 +506,7 @@ fn hostile_fleet() -> Fleet {
         device_type: hostile("device type"),
         target_release: hostile("release"),
         tags: vec![(
-            format!("k.{all}").replace(char::is_whitespace, ""),
+            format!("k.{all}").replace(char::is_whitespace, "").into(),
             hostile("tag"),
         )],
         devices: vec![Device {

@@ -19,7 +19,7 @@ pub mod generate;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use balena_exporter::balena::{model, query};
+use balena_exporter::balena::{self, model, query};
 use balena_exporter::config::TagFilter;
 use balena_exporter::snapshot::{self, Snapshot};
 use bytes::Bytes;
@@ -211,20 +211,13 @@ impl Recorded {
     /// The snapshot a crawl of this account builds (the exporter's own decoding and join,
     /// page by page).
     pub fn snapshot(&self) -> Snapshot {
-        let fleets: model::Envelope<model::Fleet> =
-            serde_json::from_slice(&self.fleet_list).expect("fleet list parses");
-        let services: model::Envelope<model::Service> =
-            serde_json::from_slice(&self.service_list).expect("service list parses");
-        let names = services
-            .d
-            .into_iter()
-            .map(|s| (s.id, s.service_name))
-            .collect();
-        let mut builder = snapshot::Builder::new(fleets.d, Some(names), true);
+        let mut builder = snapshot::Builder::new(true, true);
+        balena::page(&self.fleet_list, |page| builder.add_fleets(page, |_| true))
+            .expect("fleet list parses");
+        balena::page(&self.service_list, |page| builder.add_services(page))
+            .expect("service list parses");
         for page in &self.pages {
-            let envelope: model::Envelope<model::Device> =
-                serde_json::from_slice(page).expect("device page parses");
-            builder.add_devices(envelope.d);
+            balena::page(page, |page| builder.add_devices(page)).expect("device page parses");
         }
         builder.finish().0
     }

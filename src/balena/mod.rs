@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
@@ -175,6 +176,18 @@ pub trait Keyed {
     fn id(&self) -> u64;
 }
 
+/// Decodes one page of `T`, borrowing text from `body`, hands the rows to `each`, and returns
+/// their ids in order (for `Client::read_pages`).
+pub fn page<'a, T>(body: &'a [u8], each: impl FnOnce(Vec<T>)) -> Result<Vec<u64>, serde_json::Error>
+where
+    T: serde::Deserialize<'a> + Keyed,
+{
+    let rows = serde_json::from_slice::<model::Envelope<T>>(body)?.d;
+    let ids = rows.iter().map(Keyed::id).collect();
+    each(rows);
+    Ok(ids)
+}
+
 /// An authenticated client for one balena API root.
 pub struct Client {
     http: reqwest::Client,
@@ -252,24 +265,29 @@ impl Client {
     /// retries: it is asked only until it has an answer.
     pub async fn has_location(&self) -> Result<bool, ApiError> {
         match self
-            .get_once::<model::Envelope<serde::de::IgnoredAny>>(
-                Resource::Device,
-                query::LOCATION_PROBE,
-            )
+            .get_once(Resource::Device, query::LOCATION_PROBE)
             .await
-        {
+            .and_then(|body| {
+                serde_json::from_slice::<model::Envelope<serde::de::IgnoredAny>>(&body).map_err(
+                    |e| ApiError::Decode {
+                        resource: "device",
+                        message: e.to_string(),
+                    },
+                )
+            }) {
             Ok(_) => Ok(true),
             Err(ApiError::Server { status: 500, .. }) => Ok(false),
             Err(e) => Err(e),
         }
     }
 
-    /// Reads every row of `resource` in pages of `page_size`, in id order, handing each page to
-    /// `each` as it arrives. `query(top, after)` writes the request of the page after id
-    /// `after`. Paging is by key, not by offset, and ends only on an empty page: a server
-    /// that caps `$top` (a short page is not the last) or rows deleted between two pages
-    /// (which shift an offset) cannot make rows vanish.
-    pub async fn read_pages<T, Q, F>(
+    /// Reads every row of `resource` in pages of `page_size`, in id order, handing each page's
+    /// body to `each` as it arrives; `each` decodes it (borrowing from it: see `page`) and
+    /// returns the ids of its rows in order. `query(top, after)` writes the request of the
+    /// page after id `after`. Paging is by key, not by offset, and ends only on an empty page:
+    /// a server that caps `$top` (a short page is not the last) or rows deleted between two
+    /// pages (which shift an offset) cannot make rows vanish.
+    pub async fn read_pages<Q, F>(
         &self,
         resource: Resource,
         page_size: u32,
@@ -277,37 +295,56 @@ impl Client {
         mut each: F,
     ) -> Result<(), ApiError>
     where
-        T: DeserializeOwned + Keyed,
         Q: Fn(u32, u64) -> String,
-        F: FnMut(Vec<T>),
+        F: FnMut(&[u8]) -> Result<Vec<u64>, serde_json::Error>,
     {
         let mut after = 0;
         loop {
-            let page: model::Envelope<T> = self.get(resource, &query(page_size, after)).await?;
-            if page.d.is_empty() {
+            let body = self.get_bytes(resource, &query(page_size, after)).await?;
+            let ids = each(&body).map_err(|e| {
+                let error = ApiError::Decode {
+                    resource: resource.name(),
+                    message: e.to_string(),
+                };
+                self.stats.error(error.kind());
+                error
+            })?;
+            if ids.is_empty() {
                 return Ok(());
             }
-            for row in &page.d {
-                if row.id() <= after {
+            for id in ids {
+                if id <= after {
                     return Err(ApiError::Paging {
                         resource: resource.name(),
                         after,
-                        id: row.id(),
+                        id,
                     });
                 }
-                after = row.id();
+                after = id;
             }
-            each(page.d);
         }
     }
 
-    /// GET with retries: transport errors, timeouts and 5xx back off exponentially; a 429
-    /// waits for its `Retry-After` unless that is longer than a crawl interval.
+    /// GET with retries, decoded.
     async fn get<T: DeserializeOwned>(
         &self,
         resource: Resource,
         path: &str,
     ) -> Result<T, ApiError> {
+        let body = self.get_bytes(resource, path).await?;
+        serde_json::from_slice(&body).map_err(|e| {
+            let error = ApiError::Decode {
+                resource: resource.name(),
+                message: e.to_string(),
+            };
+            self.stats.error(error.kind());
+            error
+        })
+    }
+
+    /// GET with retries: transport errors, timeouts and 5xx back off exponentially; a 429
+    /// waits for its `Retry-After` unless that is longer than a crawl interval.
+    async fn get_bytes(&self, resource: Resource, path: &str) -> Result<Bytes, ApiError> {
         let mut attempt = 0;
         loop {
             let error = match self.get_once(resource, path).await {
@@ -339,11 +376,7 @@ impl Client {
         }
     }
 
-    async fn get_once<T: DeserializeOwned>(
-        &self,
-        resource: Resource,
-        path: &str,
-    ) -> Result<T, ApiError> {
+    async fn get_once(&self, resource: Resource, path: &str) -> Result<Bytes, ApiError> {
         self.stats.request(resource);
         let resource = resource.name();
         let transport = |e: reqwest::Error| {
@@ -397,11 +430,7 @@ impl Client {
                 body: one_line(&body, 200),
             });
         }
-        let body = response.bytes().await.map_err(transport)?;
-        serde_json::from_slice(&body).map_err(|e| ApiError::Decode {
-            resource,
-            message: e.to_string(),
-        })
+        response.bytes().await.map_err(transport)
     }
 }
 

@@ -3,8 +3,61 @@
 //! the API is: unknown keys are ignored, and missing or null values, nulls for lists and
 //! coordinates as text all parse. A value of the wrong type (`"is_online":"true"`) fails the
 //! page, and so the crawl, which then keeps the last good data (tests/prop_decode.rs).
+//! Fleets, devices and services borrow their text from the page they were read from.
 
+use std::borrow::Cow;
+
+use std::fmt;
+
+use serde::de::{self, IgnoredAny, Visitor};
 use serde::{Deserialize, Deserializer};
+
+/// Text borrowed from the page's bytes where it has no escapes, owned where it has: a page
+/// decodes with few allocations, and the snapshot interns what repeats. (serde's own `Cow`
+/// always copies inside an `Option`; this type borrows wherever it is.)
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Text<'a>(pub Cow<'a, str>);
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for Text<'_> {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for Text<'_> {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(Visit)
+    }
+}
 
 /// Every read answers `{"d":[...]}`.
 #[derive(Debug, Deserialize)]
@@ -22,52 +75,70 @@ pub struct Actor {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct Fleet {
+pub struct Fleet<'a> {
     pub id: u64,
-    pub app_name: String,
-    pub slug: String,
-    #[serde(default, deserialize_with = "expanded")]
-    pub organization: Option<Handle>,
-    #[serde(rename = "is_for__device_type", default, deserialize_with = "expanded")]
-    pub device_type: Option<Slug>,
+    #[serde(borrow)]
+    pub app_name: Text<'a>,
+    #[serde(borrow)]
+    pub slug: Text<'a>,
+    #[serde(borrow, default, deserialize_with = "expanded")]
+    pub organization: Option<Handle<'a>>,
     #[serde(
-        rename = "should_be_running__release",
+        rename = "is_for__device_type",
+        borrow,
         default,
         deserialize_with = "expanded"
     )]
-    pub target_release: Option<Release>,
+    pub device_type: Option<Slug<'a>>,
+    #[serde(
+        rename = "should_be_running__release",
+        borrow,
+        default,
+        deserialize_with = "expanded"
+    )]
+    pub target_release: Option<Release<'a>>,
     /// `application_tag`, when expanded.
-    #[serde(rename = "application_tag", default, deserialize_with = "list")]
-    pub tags: Vec<Tag>,
+    #[serde(rename = "application_tag", borrow, default, deserialize_with = "list")]
+    pub tags: Vec<Tag<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct Device {
+pub struct Device<'a> {
     pub id: u64,
-    #[serde(default)]
-    pub uuid: String,
-    #[serde(default)]
-    pub device_name: Option<String>,
+    #[serde(borrow, default)]
+    pub uuid: Text<'a>,
+    #[serde(borrow, default)]
+    pub device_name: Option<Text<'a>>,
     #[serde(rename = "belongs_to__application", default)]
     pub fleet: Option<Reference>,
-    #[serde(rename = "is_of__device_type", default, deserialize_with = "expanded")]
-    pub device_type: Option<Slug>,
+    #[serde(
+        rename = "is_of__device_type",
+        borrow,
+        default,
+        deserialize_with = "expanded"
+    )]
+    pub device_type: Option<Slug<'a>>,
     #[serde(default)]
     pub is_online: Option<bool>,
-    #[serde(default)]
-    pub last_connectivity_event: Option<String>,
-    #[serde(default)]
-    pub api_heartbeat_state: Option<String>,
-    #[serde(default)]
-    pub overall_status: Option<String>,
-    #[serde(default)]
-    pub os_version: Option<String>,
-    #[serde(default)]
-    pub os_variant: Option<String>,
-    #[serde(default)]
-    pub supervisor_version: Option<String>,
-    #[serde(rename = "is_running__release", default, deserialize_with = "expanded")]
-    pub running_release: Option<Release>,
+    #[serde(borrow, default)]
+    pub last_connectivity_event: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    pub api_heartbeat_state: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    pub overall_status: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    pub os_version: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    pub os_variant: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    pub supervisor_version: Option<Text<'a>>,
+    #[serde(
+        rename = "is_running__release",
+        borrow,
+        default,
+        deserialize_with = "expanded"
+    )]
+    pub running_release: Option<Release<'a>>,
     #[serde(rename = "should_be_running__release", default)]
     pub target_release: Option<Reference>,
     /// Percent, integer on the wire.
@@ -91,82 +162,85 @@ pub struct Device {
     #[serde(default)]
     pub is_web_accessible: Option<bool>,
     /// Local addresses, separated by spaces.
-    #[serde(default)]
-    pub ip_address: Option<String>,
+    #[serde(borrow, default)]
+    pub ip_address: Option<Text<'a>>,
     /// `rejected`, `downloading`, `downloaded`, `applying changes`, `aborted`, `done`, or null.
-    #[serde(default)]
-    pub update_status: Option<String>,
-    #[serde(default)]
-    pub last_update_status_event: Option<String>,
+    #[serde(borrow, default)]
+    pub update_status: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    pub last_update_status_event: Option<Text<'a>>,
     /// Percent, while an install downloads.
     #[serde(default)]
     pub overall_progress: Option<f64>,
     /// v7: when the heartbeat state last changed.
-    #[serde(rename = "changed_api_heartbeat_state_on__date", default)]
-    pub heartbeat_changed: Option<String>,
+    #[serde(rename = "changed_api_heartbeat_state_on__date", borrow, default)]
+    pub heartbeat_changed: Option<Text<'a>>,
     /// balenaCloud only; a string there (Short Text), a number accepted too.
     #[serde(default, deserialize_with = "number")]
     pub latitude: Option<f64>,
     #[serde(default, deserialize_with = "number")]
     pub longitude: Option<f64>,
     /// `image_install` rows that are not deleted, when expanded.
-    #[serde(rename = "image_install", default, deserialize_with = "list")]
-    pub installs: Vec<Install>,
+    #[serde(rename = "image_install", borrow, default, deserialize_with = "list")]
+    pub installs: Vec<Install<'a>>,
     /// `device_tag`, when expanded.
-    #[serde(rename = "device_tag", default, deserialize_with = "list")]
-    pub tags: Vec<Tag>,
+    #[serde(rename = "device_tag", borrow, default, deserialize_with = "list")]
+    pub tags: Vec<Tag<'a>>,
 }
 
 /// One `image_install` row: a service's image of one release on the device.
 #[derive(Debug, Deserialize)]
-pub struct Install {
-    #[serde(default)]
-    pub status: Option<String>,
+pub struct Install<'a> {
+    #[serde(borrow, default)]
+    pub status: Option<Text<'a>>,
     /// Percent, while downloading.
     #[serde(default)]
     pub download_progress: Option<f64>,
     #[serde(rename = "is_provided_by__release", default)]
     pub release: Option<Reference>,
     #[serde(rename = "installs__image", default, deserialize_with = "expanded")]
-    pub image: Option<Image>,
+    pub image: Option<Image<'a>>,
 }
 
 /// The expanded image of an install: which service it builds.
 #[derive(Debug, Deserialize)]
-pub struct Image {
+pub struct Image<'a> {
     #[serde(rename = "is_a_build_of__service", default)]
     pub service: Option<Reference>,
+    #[serde(skip)]
+    _text: std::marker::PhantomData<&'a str>,
 }
 
 /// A `device_tag` or `application_tag` row.
 #[derive(Debug, Deserialize)]
-pub struct Tag {
-    pub tag_key: String,
-    #[serde(default)]
-    pub value: Option<String>,
+pub struct Tag<'a> {
+    #[serde(borrow)]
+    pub tag_key: Text<'a>,
+    #[serde(borrow, default)]
+    pub value: Option<Text<'a>>,
 }
 
 /// A `service` row.
 #[derive(Debug, Deserialize)]
-pub struct Service {
+pub struct Service<'a> {
     pub id: u64,
-    #[serde(default)]
-    pub service_name: String,
+    #[serde(borrow, default)]
+    pub service_name: Text<'a>,
 }
 
-impl super::Keyed for Fleet {
+impl super::Keyed for Fleet<'_> {
     fn id(&self) -> u64 {
         self.id
     }
 }
 
-impl super::Keyed for Service {
+impl super::Keyed for Service<'_> {
     fn id(&self) -> u64 {
         self.id
     }
 }
 
-impl super::Keyed for Device {
+impl super::Keyed for Device<'_> {
     fn id(&self) -> u64 {
         self.id
     }
@@ -179,43 +253,80 @@ pub struct Reference {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct Handle {
-    pub handle: String,
+pub struct Handle<'a> {
+    #[serde(borrow)]
+    pub handle: Text<'a>,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct Slug {
-    pub slug: String,
+pub struct Slug<'a> {
+    #[serde(borrow)]
+    pub slug: Text<'a>,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct Release {
+pub struct Release<'a> {
     #[serde(default)]
     pub id: Option<u64>,
-    pub commit: String,
+    #[serde(borrow)]
+    pub commit: Text<'a>,
 }
 
-/// An expanded navigation is always an array, also for to-one links (`[]` when null).
-/// A bare object or `null` is accepted too, and an unexpanded `{"__id":N}` reads as None.
+/// An expanded navigation is always an array, also for to-one links (`[]` when null): its
+/// first element, read in place. A bare object or `null` is accepted too, and an unexpanded
+/// `{"__id":N}` reads as None.
 fn expanded<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
 {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany<T> {
-        Many(Vec<T>),
-        One(T),
-        /// An unexpanded reference such as `{"__id":1}`.
-        Other(serde::de::IgnoredAny),
+    struct Visit<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Visit<T> {
+        type Value = Option<T>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an expanded navigation (an array), an object or null")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Option<T>, A::Error> {
+            let first = seq.next_element()?;
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(first)
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Option<T>, A::Error> {
+            // Rare (the API expands into arrays): buffered, to tell a reference from a row.
+            let value = serde_json::Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
+            let reference = value.as_object().is_some_and(|o| o.contains_key("__id"));
+            if reference {
+                return Ok(None);
+            }
+            Ok(T::deserialize(value).ok())
+        }
+        // Anything else is not an expansion.
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Option<T>, E> {
+            Ok(None)
+        }
     }
-    Ok(match Option::<OneOrMany<T>>::deserialize(deserializer)? {
-        None => None,
-        Some(OneOrMany::One(t)) => Some(t),
-        Some(OneOrMany::Many(v)) => v.into_iter().next(),
-        Some(OneOrMany::Other(_)) => None,
-    })
+    deserializer.deserialize_option(Visit(std::marker::PhantomData))
 }
 
 /// A to-many expansion: an array, or null (treated as none).
@@ -233,26 +344,53 @@ fn number<'de, D>(deserializer: D) -> Result<Option<f64>, D::Error>
 where
     D: Deserializer<'de>,
 {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Loose {
-        Number(f64),
-        Text(String),
-        Other(serde::de::IgnoredAny),
+    struct Visit;
+    impl<'de> Visitor<'de> for Visit {
+        type Value = Option<f64>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a number, a string or null")
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Option<f64>, E> {
+            Ok(Some(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Option<f64>, E> {
+            Ok(Some(v as f64))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Option<f64>, E> {
+            Ok(Some(v as f64))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<f64>, E> {
+            Ok(v.trim().parse().ok())
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Option<f64>, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Option<f64>, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Option<f64>, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<f64>, D::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Option<f64>, A::Error> {
+            IgnoredAny.visit_seq(seq).map(|_| None)
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Option<f64>, A::Error> {
+            IgnoredAny.visit_map(map).map(|_| None)
+        }
     }
-    Ok(match Option::<Loose>::deserialize(deserializer)? {
-        Some(Loose::Number(n)) => Some(n),
-        Some(Loose::Text(t)) => t.trim().parse::<f64>().ok(),
-        _ => None,
-    }
-    .filter(|n| n.is_finite()))
+    Ok(deserializer
+        .deserialize_any(Visit)?
+        .filter(|n| n.is_finite()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse<T: for<'de> Deserialize<'de>>(body: &str) -> Vec<T> {
+    fn parse<'a, T: Deserialize<'a>>(body: &'a str) -> Vec<T> {
         serde_json::from_str::<Envelope<T>>(body).unwrap().d
     }
 
@@ -322,6 +460,36 @@ mod tests {
         assert_eq!((d[0].latitude, d[0].longitude), (Some(52.5), Some(13.4)));
         let odd: Vec<Device> = parse(r#"{"d":[{"id":2,"latitude":"north","longitude":true}]}"#);
         assert_eq!((odd[0].latitude, odd[0].longitude), (None, None));
+    }
+
+    #[test]
+    fn text_borrows_from_the_page_and_unescapes_when_it_must() {
+        let body = r#"{"d":[{"id":1,"uuid":"u1","device_name":"pi \"one\"","os_version":"balenaOS 6",
+            "is_of__device_type":[{"slug":"raspberrypi4-64"}],"device_tag":[{"tag_key":"site","value":"K\u00f6ln"}],
+            "is_running__release":[{"id":3,"commit":"abc"},{"id":4,"commit":"ignored"}]}]}"#;
+        let d: Vec<Device> = parse(body);
+        let borrowed = |t: &Text| matches!(t.0, Cow::Borrowed(_));
+        assert!(borrowed(&d[0].uuid));
+        assert!(borrowed(d[0].os_version.as_ref().unwrap()));
+        assert!(borrowed(&d[0].device_type.as_ref().unwrap().slug));
+        assert!(borrowed(&d[0].tags[0].tag_key));
+        assert_eq!(d[0].device_name.as_deref(), Some("pi \"one\""));
+        assert!(!borrowed(d[0].device_name.as_ref().unwrap()));
+        assert_eq!(d[0].tags[0].value.as_deref(), Some("Köln"));
+        assert_eq!(d[0].running_release.as_ref().unwrap().commit, "abc");
+        // A bare object, a reference, and things that are no expansion at all.
+        for (json, slug) in [
+            (r#"{"slug":"x"}"#, Some("x")),
+            (r#"{"__id":2}"#, None),
+            ("null", None),
+            ("[]", None),
+            ("7", None),
+            (r#""x""#, None),
+        ] {
+            let body = format!(r#"{{"d":[{{"id":1,"is_of__device_type":{json}}}]}}"#);
+            let d: Vec<Device> = parse(&body);
+            assert_eq!(d[0].device_type.as_ref().map(|s| &*s.slug), slug, "{json}");
+        }
     }
 
     #[test]

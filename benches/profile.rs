@@ -1,9 +1,12 @@
 //! Where a crawl's CPU and memory go, phase by phase, in process, with a counting allocator:
-//! for each phase of one crawl of a generated account (decoding the API's pages into the
-//! snapshot, rendering and gzipping the metrics, the `/sd` JSON, the status page), its wall
-//! time, the allocations it made, the bytes it allocated, and the most heap that was live at
-//! once (counted from the start of the crawl, with the previous crawl's results still held,
-//! as the exporter holds them). Sizes: `BENCH_SIZES` (default 10,000 and 100,000).
+//! for each phase of one crawl of a generated account, done as the crawler does it (fleets
+//! and service names; each device page decoded, converted and rendered into the metrics, the
+//! `/sd` JSON and the status page's lists; the end: fleet families, joining, the status page,
+//! plain copies of small bodies), its wall time, the allocations it made, the bytes it
+//! allocated, and the most heap that was live at once (counted from the start of the crawl,
+//! with the previous crawl's results still held, as the exporter holds them). Two more rows
+//! split the device pages' time: decoding alone, and decoding and converting. Sizes:
+//! `BENCH_SIZES` (default 10,000 and 100,000).
 //!
 //! `cargo bench --bench profile`; `scripts/bench` runs it and keeps the table in
 //! `target/bench/profile.md`. Prints figures only: nothing here passes or fails on time.
@@ -13,13 +16,14 @@ mod support;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
-use balena_exporter::balena;
+use balena_exporter::balena::{self, model};
 use balena_exporter::config::{FleetFilter, SdConfig, SdMode};
+use balena_exporter::render::{self, Rendering};
 use balena_exporter::snapshot;
-use balena_exporter::status::{self, CrawlReport};
-use balena_exporter::{metrics, sd};
+use balena_exporter::state::Body;
 use support::{Recorded, PAGE_SIZE};
 
 /// The system allocator, counting: calls, bytes, live bytes and the peak of live bytes.
@@ -89,45 +93,71 @@ fn phase<T>(phases: &mut Vec<Phase>, name: &'static str, work: impl FnOnce() -> 
     value
 }
 
-fn sd_config() -> SdConfig {
-    SdConfig {
-        mode: SdMode::Lan { port: 80 },
-        fleets: FleetFilter::default(),
-        include_offline: false,
-        metrics_path: "/metrics".into(),
-        file: None,
-        own_uuid: None,
+fn settings() -> render::Settings {
+    render::Settings {
+        device_metrics: true,
+        sd: Arc::new(SdConfig {
+            mode: SdMode::Lan { port: 80 },
+            fleets: FleetFilter::default(),
+            include_offline: false,
+            metrics_path: "/metrics".into(),
+            file: None,
+            own_uuid: None,
+        }),
     }
 }
 
-/// One crawl's work after the bytes have arrived, as the crawler and the publisher do it.
-fn crawl(recorded: &Recorded, phases: &mut Vec<Phase>) -> (metrics_head::Head, String, String) {
-    let (snapshot, _) = phase(phases, "decode pages → snapshot", || {
-        let mut builder = snapshot::Builder::new(true, true);
-        balena::page(&recorded.fleet_list, |page| {
-            builder.add_fleets(page, |_| true)
+/// One crawl's work after the bytes have arrived, as the crawler does it.
+fn crawl(recorded: &Recorded, phases: &mut Vec<Phase>) -> render::Rendered {
+    let mut rendering = phase(phases, "fleets and service names", || {
+        let mut converter = snapshot::Converter::new(true, true);
+        let mut fleets = Vec::new();
+        balena::page(&recorded.fleet_list, |page: Vec<model::Fleet>| {
+            fleets.extend(page.into_iter().map(|f| converter.fleet(f)))
         })
         .expect("fleets");
-        balena::page(&recorded.service_list, |page| builder.add_services(page)).expect("services");
+        balena::page(&recorded.service_list, |page| converter.add_services(page))
+            .expect("services");
+        Rendering::new(&settings(), converter, fleets)
+    });
+    phase(phases, "device pages: decode, convert, render", || {
         for page in &recorded.pages {
-            balena::page(page, |page| builder.add_devices(page)).expect("device page");
+            balena::page(page, |page| rendering.add_devices(page)).expect("device page");
         }
-        builder.finish()
     });
-    let head = phase(phases, "render + gzip /metrics", || {
-        metrics::render_head(Some(&snapshot), true)
-    });
-    let sd = phase(phases, "/sd JSON", || sd::render(&snapshot, &sd_config()));
-    let page = phase(phases, "status page", || {
-        status::render(Some(&snapshot), &CrawlReport::default())
-    });
-    phase(phases, "drop the snapshot", || drop(snapshot));
-    (head, sd, page)
+    phase(phases, "finish: fleet families, join, status page", || {
+        rendering.finish(SystemTime::now())
+    })
 }
 
-/// The type `render_head` returns, named for `crawl`'s signature.
-mod metrics_head {
-    pub use balena_exporter::gzip::Head;
+/// The device pages' time split: decoding alone, then decoding and converting.
+fn split(recorded: &Recorded, phases: &mut Vec<Phase>) {
+    phase(phases, "(device pages: decode only)", || {
+        for page in &recorded.pages {
+            balena::page(page, |page: Vec<model::Device>| drop(black_box(page)))
+                .expect("device page");
+        }
+    });
+    phase(phases, "(device pages: decode and convert only)", || {
+        let mut converter = snapshot::Converter::new(true, true);
+        balena::page(&recorded.service_list, |page| converter.add_services(page))
+            .expect("services");
+        for page in &recorded.pages {
+            balena::page(page, |page: Vec<model::Device>| {
+                for d in page {
+                    black_box(converter.device(d));
+                }
+            })
+            .expect("device page");
+        }
+    });
+}
+
+/// Heap a crawl's results hold between crawls (bodies and the status page's part).
+fn held(r: &render::Rendered) -> usize {
+    let body =
+        |b: &Body| b.gzip().map_or(0, |g| g.compressed_len()) + b.plain().map_or(0, |p| p.len());
+    body(&r.metrics) + body(&r.sd) + r.fleets_html.len()
 }
 
 fn main() {
@@ -152,6 +182,8 @@ fn main() {
         let mut phases = Vec::new();
         let current = crawl(&recorded, &mut phases);
         black_box((&previous, &current));
+        drop(current);
+        split(&recorded, &mut phases);
         let mb = |b: usize| support::size(b as u64);
         for p in &phases {
             table.push_str(&format!(
@@ -168,7 +200,7 @@ fn main() {
         table.push_str(&format!(
             "| {} | (held between crawls: previous results {}, API pages {}) | | | | | |\n",
             support::thousands(n as u64),
-            mb(previous.0.bytes().len() + previous.1.len() + previous.2.len()),
+            mb(held(&previous)),
             mb(pages),
         ));
     }

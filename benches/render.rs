@@ -41,7 +41,7 @@ fn inputs() -> Vec<Input> {
             assert_eq!(snapshot.device_count(), n, "every generated device decodes");
             let text = metrics::render(Some(&snapshot), true, &health());
             let text_bytes = text.len();
-            let gzip_bytes = publish(text).bytes().len();
+            let gzip_bytes = publish(text).compressed_len();
             Input {
                 recorded,
                 text_bytes,
@@ -109,7 +109,7 @@ fn snapshot_heap(snapshot: &Snapshot) -> usize {
 }
 
 fn publish(text: String) -> gzip::Head {
-    let mut writer = gzip::Writer::new(text.len() / 4);
+    let mut writer = gzip::Writer::new();
     for chunk in text.as_bytes().chunks(64 * 1024) {
         writer.write(chunk);
     }

@@ -1,7 +1,8 @@
-//! The crawl loop: confirm the token, read the fleets and the devices in keyset pages, build a
-//! `Snapshot`, and hand the outcome to the publisher. A crawl costs the same number of
-//! requests whatever the number of fleets. A failed crawl is logged in one line and retried
-//! with backoff; the publisher keeps the last good data meanwhile.
+//! The crawl loop: confirm the token, read the fleets, the service names and the devices in
+//! keyset pages, render each device page as it arrives (on the blocking pool: decoding and
+//! rendering are the crawl's CPU), and hand the outcome to the publisher. A crawl costs the
+//! same number of requests whatever the number of fleets. A failed crawl is logged in one line
+//! and retried with backoff; the publisher keeps the last good data meanwhile.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -9,7 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::balena::{self, model, query, ApiError, ApiStats, Client, Resource};
 use crate::config::{CrawlConfig, TagFilter};
 use crate::publish::{Outcome, Publisher};
-use crate::snapshot::{Builder, Snapshot};
+use crate::render::{self, Rendered, Rendering};
+use crate::snapshot::Converter;
 
 /// The longest wait after a 429, in crawl intervals: a `Retry-After` longer than this (a bad
 /// header, say) would stop crawling for that long, so it is cut to this and the cut logged.
@@ -45,7 +47,8 @@ impl Crawler {
         loop {
             let started = Instant::now();
             let sent_before = self.stats.total_requests();
-            let result = self.crawl().await;
+            let settings = publisher.render_settings().clone();
+            let result = self.crawl(&settings).await;
             let outcome = Outcome {
                 duration: started.elapsed(),
                 finished: SystemTime::now(),
@@ -62,7 +65,7 @@ impl Crawler {
     fn after(&mut self, outcome: &Outcome) -> Duration {
         let (requests, duration) = (outcome.requests, outcome.duration);
         match &outcome.result {
-            Ok(snapshot) => {
+            Ok(rendered) => {
                 let level = if self.failures > 0 || !self.succeeded_once {
                     log::Level::Info
                 } else {
@@ -71,8 +74,8 @@ impl Crawler {
                 log::log!(
                     level,
                     "crawl ok fleets={} devices={} requests={requests} duration_ms={}",
-                    snapshot.fleets.len(),
-                    snapshot.device_count(),
+                    rendered.fleets,
+                    rendered.devices,
                     duration.as_millis(),
                 );
                 self.failures = 0;
@@ -111,7 +114,7 @@ impl Crawler {
     /// whoami, then fleet pages, service pages and device pages, each ending on an empty
     /// page: a constant number of requests in the number of fleets. The first crawl also asks
     /// once whether the server has device coordinates.
-    async fn crawl(&mut self) -> Result<Snapshot, ApiError> {
+    async fn crawl(&mut self, settings: &render::Settings) -> Result<Rendered, ApiError> {
         let actor = self.client.whoami().await?;
         let who = format!(
             "actor_type={} username={}",
@@ -125,8 +128,8 @@ impl Crawler {
         let location = self.config.location && self.detect_location().await;
         let config = &self.config;
 
-        let tags = config.tags != TagFilter::None;
-        let mut builder = Builder::new(config.services, tags);
+        let mut converter = Converter::new(config.services, config.tags != TagFilter::None);
+        let mut fleets = Vec::new();
         let mut visible = 0;
         self.client
             .read_pages(
@@ -136,12 +139,16 @@ impl Crawler {
                 |body| {
                     balena::page(body, |page: Vec<model::Fleet>| {
                         visible += page.len();
-                        builder.add_fleets(page, |f| config.fleets.matches(&f.slug, &f.app_name));
+                        for fleet in page {
+                            if config.fleets.matches(&fleet.slug, &fleet.app_name) {
+                                fleets.push(converter.fleet(fleet));
+                            }
+                        }
                     })
                 },
             )
             .await?;
-        let ids = builder.fleet_ids();
+        let ids: Vec<u64> = fleets.iter().map(|f| f.id).collect();
         if ids.is_empty() && visible > 0 {
             log::warn!("no fleet matches FLEETS visible_fleets={visible}");
         }
@@ -151,10 +158,11 @@ impl Crawler {
                     Resource::Service,
                     config.page_size,
                     query::services,
-                    |body| balena::page(body, |page| builder.add_services(page)),
+                    |body| balena::page(body, |page| converter.add_services(page)),
                 )
                 .await?;
         }
+        let mut rendering = Rendering::new(settings, converter, fleets);
         if !ids.is_empty() {
             let only = (!config.fleets.is_all()).then_some(ids.as_slice());
             let reads = query::DeviceReads {
@@ -162,22 +170,29 @@ impl Crawler {
                 tags: &config.tags,
                 location,
             };
-            self.client
-                .read_pages(
-                    Resource::Device,
-                    config.page_size,
-                    |top, after| query::devices(only, &reads, top, after),
-                    |body| balena::page(body, |page| builder.add_devices(page)),
-                )
-                .await?;
+            let mut pages = self
+                .client
+                .pages(Resource::Device, config.page_size, |top, after| {
+                    query::devices(only, &reads, top, after)
+                });
+            while let Some(body) = pages.next().await? {
+                let (back, ids) = on_blocking(move || {
+                    let ids = balena::page(&body, |page| rendering.add_devices(page));
+                    (rendering, ids)
+                })
+                .await;
+                rendering = back;
+                pages.advance(ids)?;
+            }
         }
-        let (snapshot, orphans) = builder.finish();
-        if orphans > 0 {
+        let rendered = on_blocking(move || rendering.finish(SystemTime::now())).await;
+        if rendered.orphans > 0 {
             log::info!(
-                "devices of fleets not watched or created during the crawl skipped_devices={orphans}"
+                "devices of fleets not watched or created during the crawl skipped_devices={}",
+                rendered.orphans
             );
         }
-        Ok(snapshot)
+        Ok(rendered)
     }
 
     /// Whether to read coordinates: asked of the server once (never failing a crawl); until
@@ -203,6 +218,17 @@ impl Crawler {
                 false
             }
         }
+    }
+}
+
+/// Runs CPU work on the blocking pool, off the async workers that serve scrapes. A panic
+/// there is a bug: it goes on as if the work had run here.
+async fn on_blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Cancelled: the runtime is shutting down, and this task with it.
+        Err(_) => std::future::pending().await,
     }
 }
 

@@ -45,12 +45,14 @@ const CLOSED: &str = "Forbidden: fleet data on this port needs credentials. Set 
 (bearer) or METRICS_USERNAME and METRICS_PASSWORD (basic auth) on the exporter, or \
 PUBLIC_METRICS=true to open it to anyone.\n";
 
-/// Plain `/metrics` bodies alive at once. Each is the whole text (about 15 MiB at 10,000
+const SD_CONTENT_TYPE: &str = "application/json";
+
+/// Inflated bodies alive at once. Each is a whole text (about 27 MiB of `/metrics` at 10,000
 /// devices), inflated from the gzip body for a client that does not accept gzip; more
 /// requests wait for a body to be sent.
 static PLAIN_BODIES: Semaphore = Semaphore::const_new(2);
 
-/// An inflated `/metrics` body, which holds its place in `PLAIN_BODIES` until it is dropped.
+/// An inflated body, which holds its place in `PLAIN_BODIES` until it is dropped.
 struct Plain {
     text: Vec<u8>,
     _permit: SemaphorePermit<'static>,
@@ -122,57 +124,42 @@ pub fn routes(
         .and(state.clone())
         .then(|encoding: Option<String>, shared: Arc<Shared>| async move {
             if accepts_gzip(encoding.as_deref()) {
-                let [head, tail] = shared.metrics_gzip();
-                let length = head.len() + tail.len();
-                let parts = futures_util::stream::iter([Ok::<_, Infallible>(head), Ok(tail)]);
-                let mut response = warp::reply::stream(parts).into_response();
-                let headers = response.headers_mut();
-                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
-                headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-                headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-                return response;
-            }
-            // Only the gzip body is kept: inflate it, off the async workers (milliseconds
-            // of CPU on a large account), and only a few at a time, since each plain body is
-            // the whole text until it has been sent.
-            let Ok(permit) = PLAIN_BODIES.acquire().await else {
-                return text(StatusCode::SERVICE_UNAVAILABLE, "Unavailable.\n").into_response();
-            };
-            let inflated = tokio::task::spawn_blocking(move || shared.metrics_plain())
-                .await
-                .map_err(std::io::Error::other)
-                .and_then(|r| r);
-            match inflated {
-                Ok(text) => Response::builder()
-                    .header(header::CONTENT_TYPE, CONTENT_TYPE)
-                    .header(header::VARY, "Accept-Encoding")
-                    .body(Bytes::from_owner(Plain {
-                        text,
-                        _permit: permit,
-                    }))
-                    .into_response(),
-                Err(e) => {
-                    log::error!("inflating the metrics body failed error=\"{e}\"");
-                    text(StatusCode::INTERNAL_SERVER_ERROR, "Internal error.\n").into_response()
+                if let Some(gzip) = shared.metrics_gzip() {
+                    return parts(gzip, CONTENT_TYPE, true);
                 }
             }
+            if let Some(plain) = shared.metrics_kept_plain() {
+                return parts(plain.to_vec(), CONTENT_TYPE, false);
+            }
+            inflated(move || shared.metrics_plain(), CONTENT_TYPE).await
         });
 
     let sd = warp::path!("sd")
         .and(get_or_head())
         .and(guarded.clone())
+        .and(warp::header::optional::<String>("accept-encoding"))
         .and(state.clone())
-        .map(|shared: Arc<Shared>| match &shared.load().sd_json {
-            Some(json) => Response::builder()
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(json.clone())
-                .unwrap_or_default(),
-            // Prometheus keeps its last target list on an error answer.
-            None => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "No successful crawl of the balena API yet.\n",
-            ),
+        .then(|encoding: Option<String>, shared: Arc<Shared>| async move {
+            let published = shared.load();
+            let Some(sd) = &published.sd else {
+                // Prometheus keeps its last target list on an error answer.
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "No successful crawl of the balena API yet.\n",
+                )
+                .into_response();
+            };
+            if let Some(gzip) = sd.gzip().filter(|_| accepts_gzip(encoding.as_deref())) {
+                let mut chunks = gzip.chunks().to_vec();
+                chunks.push(gzip.tail(b""));
+                return parts(chunks, SD_CONTENT_TYPE, true);
+            }
+            // Prometheus' HTTP service discovery does not ask for gzip.
+            if let Some(plain) = sd.plain() {
+                return parts(vec![plain.clone()], SD_CONTENT_TYPE, false);
+            }
+            let sd = sd.clone();
+            inflated(move || sd.text(), SD_CONTENT_TYPE).await
         });
 
     let healthy = warp::path!("-" / "healthy")
@@ -234,6 +221,51 @@ pub fn routes(
         .or(grafana)
         .or(alertmanager)
         .recover(rejected)
+}
+
+/// A body sent in `chunks` (shared, not copied), gzipped or not.
+fn parts(chunks: Vec<Bytes>, content_type: &'static str, gzip: bool) -> warp::reply::Response {
+    let length: usize = chunks.iter().map(Bytes::len).sum();
+    let stream = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, Infallible>));
+    let mut response = warp::reply::stream(stream).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    if gzip {
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    response
+}
+
+/// A body that is kept only gzipped, for a client that does not accept gzip: inflated off the
+/// async workers (milliseconds of CPU on a large account), and only a few at a time, since
+/// each is the whole text until it has been sent.
+async fn inflated<F>(inflate: F, content_type: &'static str) -> warp::reply::Response
+where
+    F: FnOnce() -> std::io::Result<Vec<u8>> + Send + 'static,
+{
+    let Ok(permit) = PLAIN_BODIES.acquire().await else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "Unavailable.\n").into_response();
+    };
+    let inflated = tokio::task::spawn_blocking(inflate)
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+    match inflated {
+        Ok(text) => Response::builder()
+            .header(header::CONTENT_TYPE, content_type)
+            .header(header::VARY, "Accept-Encoding")
+            .body(Bytes::from_owner(Plain {
+                text,
+                _permit: permit,
+            }))
+            .into_response(),
+        Err(e) => {
+            log::error!("inflating a body failed error=\"{e}\"");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "Internal error.\n").into_response()
+        }
+    }
 }
 
 /// The forwarding route to `upstream` behind `guard`; 404 without an upstream.

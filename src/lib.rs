@@ -1,20 +1,25 @@
 //! balena-exporter: Prometheus metrics about balenaCloud / openBalena fleets and devices.
 //!
-//! Data flows one way: config → crawl → snapshot → publication → HTTP. Module map:
+//! Data flows one way: config → crawl → snapshot rows → renderings → publication → HTTP.
+//! Module map:
 //! - [`config`]: the table of environment variables → one validated `Config`; errors name the variable.
 //! - [`balena`]: the API client (literal OData queries, keyset paging, retry, typed errors,
 //!   request counts) and its serde models.
-//! - [`crawl`]: the crawl loop: API → `Snapshot`, one log line per outcome, backoff.
-//! - [`snapshot`]: plain data about fleets and devices as of one crawl, built page by page.
-//! - [`publish`]: `Snapshot` → metrics head, status page, `/sd` JSON and `SD_FILE`, on the
-//!   blocking pool; records each crawl in the health metrics.
-//! - [`metrics`]: every metric family (`FAMILIES`); renders a snapshot, and the exporter's own
-//!   health at scrape time.
-//! - [`gzip`]: a gzip body compressed once per crawl and completed per request.
+//! - [`crawl`]: the crawl loop: API pages → `Rendering`, one log line per outcome, backoff.
+//! - [`snapshot`]: plain data about fleets and devices, converted from the API's rows, and
+//!   per-fleet counts.
+//! - [`render`]: one crawl's renderings, built device page by device page, keeping no device.
+//! - [`publish`]: a crawl's renderings → what the handlers serve, and `SD_FILE`; records each
+//!   crawl in the health metrics.
+//! - [`metrics`]: every metric family (`FAMILIES`); writes the fleet and device families as
+//!   devices arrive, and the exporter's own health at scrape time.
+//! - [`gzip`]: a gzip body compressed once per crawl (in segments, family by family) and
+//!   completed per request.
 //! - [`sd`]: Prometheus HTTP service discovery of fleet devices, and its file_sd copy.
 //! - [`tags`]: balena tag keys as valid, unique Prometheus label names.
 //! - [`status`]: the HTML status page.
-//! - [`state`]: what the handlers serve: the last publication (swapped atomically) and health.
+//! - [`state`]: what the handlers serve: the last publication (swapped atomically, its bodies
+//!   gzipped, small ones plain too) and health.
 //! - [`http`]: the warp routes, for the public and the internal listener.
 //! - [`server`]: the listeners: connection cap, head and write deadlines, bounded heads.
 //! - [`auth`]: optional bearer or basic credentials on `/metrics`, compared in constant time.
@@ -31,6 +36,7 @@ pub mod http;
 pub mod metrics;
 pub mod proxy;
 pub mod publish;
+pub mod render;
 pub mod sd;
 pub mod server;
 pub mod snapshot;
@@ -65,14 +71,15 @@ where
     let health = Arc::new(metrics::Health::new(client.stats(), counted));
     let publisher = publish::Publisher::start(
         publish::Settings {
-            device_metrics: config.device_metrics,
-            sd: config.sd,
+            render: render::Settings {
+                device_metrics: config.device_metrics,
+                sd: Arc::new(config.sd),
+            },
             api_url: config.api.url.clone(),
             stale_after,
         },
         health,
-    )
-    .await;
+    );
     let shared = publisher.shared();
     let upstream = |url: Option<String>, prefix| {
         url.as_deref()

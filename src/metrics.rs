@@ -5,12 +5,14 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 
 use crate::balena::{ApiStats, ERROR_KINDS};
 use crate::gzip;
 use crate::server::ConnStats;
-use crate::snapshot::{Device, Fleet, Snapshot, Text};
+use crate::snapshot::{Device, Fleet, Snapshot, Tally, Text};
 use crate::tags;
 
 /// The `Content-Type` of the text exposition format 0.0.4.
@@ -446,9 +448,9 @@ impl Health {
 
     /// The exporter's own families as they are now (a few KiB of text).
     pub fn render(&self) -> String {
-        let mut out = Out::text(HEALTH_SIZE);
+        let mut out = Vec::with_capacity(HEALTH_SIZE);
         // Every name is valid, so encoding cannot fail.
-        if let Err(e) = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out.text) {
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             log::error!("metrics encoding failed error=\"{e}\"");
         }
         let mut requests = Family::new(&mut out, &API_REQUESTS, API_REQUESTS.help.to_string());
@@ -459,7 +461,7 @@ impl Health {
         for (kind, n) in self.api.errors() {
             errors.add(&[("kind", kind)], n as f64);
         }
-        let per_listener = |out: &mut Out, def: &'static Def, value: fn(&ConnStats) -> u64| {
+        let per_listener = |out: &mut Vec<u8>, def: &'static Def, value: fn(&ConnStats) -> u64| {
             let mut family = Family::new(out, def, def.help.to_string());
             for (name, stats) in &self.listeners {
                 family.add(&[("listener", name)], value(stats) as f64);
@@ -474,8 +476,16 @@ impl Health {
                 closed.add(&[("listener", name), ("reason", reason)], n as f64);
             }
         }
-        out.text
+        text(out)
     }
+}
+
+/// Room for the health families (about 3 KiB of text).
+const HEALTH_SIZE: usize = 8 * 1024;
+
+/// Text written as bytes (only ever from `str`s, so valid UTF-8).
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into())
 }
 
 /// The whole `/metrics` text: fleet and device families from the snapshot (none before the
@@ -486,132 +496,325 @@ pub fn render(snapshot: Option<&Snapshot>, device_metrics: bool, health: &Health
     text
 }
 
-/// The fleet and device families, gzipped at level 1 while they are written: the text goes
-/// through a small buffer into the compressor, so no plain copy of the whole body is ever
-/// held (at 10,000 devices the text is about 15 MiB, the gzip about 3 MiB). The head is
-/// completed per request with the health families (`gzip::Head::tail`).
+/// A whole snapshot's fleet and device families, gzipped (see `Families`).
 pub fn render_head(snapshot: Option<&Snapshot>, device_metrics: bool) -> gzip::Head {
     let Some(snapshot) = snapshot else {
         return gzip::Head::empty();
     };
-    // Room for a 4:1 ratio, so the body seldom grows (growing copies it).
-    let mut out = Out {
-        text: String::with_capacity(CHUNK + 4096),
-        gzip: Some(gzip::Writer::new(
-            estimated_size(snapshot, device_metrics) / 4,
-        )),
-    };
-    write_snapshot(&mut out, snapshot, device_metrics);
-    let mut writer = out.gzip.take().unwrap_or_else(|| gzip::Writer::new(0));
-    writer.write(out.text.as_bytes());
-    writer.finish()
+    let (families, fleets) = feed(snapshot, Families::new(device_metrics, snapshot, true));
+    let (streams, mut deflater) = families.finish(&fleets);
+    gzip::Head::join(streams, &mut deflater)
 }
 
-/// Text handed to the compressor at a time: large enough that the compressor's per-call cost
-/// does not count, small enough to stay in cache.
-const CHUNK: usize = 64 * 1024;
-
-/// Where the text is written: a `String` that is either the whole body (`render_snapshot`,
-/// `Health::render`) or a buffer fed to the compressor whenever it holds `CHUNK` bytes.
-struct Out {
-    text: String,
-    gzip: Option<gzip::Writer>,
-}
-
-impl Out {
-    fn text(capacity: usize) -> Out {
-        Out {
-            text: String::with_capacity(capacity),
-            gzip: None,
-        }
-    }
-
-    /// Hands the buffered text to the compressor once there is `CHUNK` of it (after a whole
-    /// sample, so the text splits between lines; any split would do).
-    fn spill(&mut self) {
-        if let Some(writer) = &mut self.gzip {
-            if self.text.len() >= CHUNK {
-                writer.write(self.text.as_bytes());
-                self.text.clear();
-            }
-        }
-    }
-}
-
-/// Only the fleet and device families, as text (the golden-file seam).
+/// Only a whole snapshot's fleet and device families, as text (the golden-file seam): the
+/// same writer as `render_head`, with its text never deflated.
 pub fn render_snapshot(snapshot: &Snapshot, device_metrics: bool) -> String {
-    let mut out = Out::text(estimated_size(snapshot, device_metrics));
-    write_snapshot(&mut out, snapshot, device_metrics);
-    out.text
+    let (families, fleets) = feed(snapshot, Families::new(device_metrics, snapshot, false));
+    families.finish_text(&fleets)
 }
 
-/// Room for the health families (about 3 KiB of text).
-const HEALTH_SIZE: usize = 8 * 1024;
-
-/// About the size of the snapshot's text, so that the body is allocated once: at 100,000
-/// devices it is over 150 MB, and growing it by doubling would hold two copies at once.
-fn estimated_size(snapshot: &Snapshot, device_metrics: bool) -> usize {
-    // Per sample: the family name, label names, punctuation and the value (all but the
-    // uuid and slug values, counted apart), a little over their average at 10,000 devices.
-    const SAMPLE: usize = 80;
-    let mut size = 32 * 1024;
+fn feed(snapshot: &Snapshot, mut families: Families) -> (Families, Vec<(&Fleet, Tally)>) {
     for f in &snapshot.fleets {
-        size += 20 * (SAMPLE + 2 * (f.name.len() + f.slug.len()))
-            + f.organization.len()
-            + f.device_type.len()
-            + f.target_release.len();
-        if device_metrics {
-            for d in &f.devices {
-                size += 13 * (SAMPLE + d.uuid.len() + f.slug.len())
-                    + f.name.len()
-                    + d.status.len()
-                    + d.heartbeat.len()
-                    + d.name.len()
-                    + d.device_type.len()
-                    + d.os_version.len()
-                    + d.os_variant.len()
-                    + d.supervisor_version.len()
-                    + d.release.len()
-                    + 100;
-            }
+        for d in &f.devices {
+            families.add_device(f, d);
         }
     }
-    size
+    let fleets = snapshot.fleets.iter().map(|f| (f, f.tally())).collect();
+    (families, fleets)
 }
 
-/// Writes the text format (0.0.4) straight into the body, without building the prometheus
-/// crate's metric model first: at 10,000 devices that model is 130,000 metrics with their
-/// own label strings, which cost more time and memory than the text itself. The output is
-/// byte for byte what `TextEncoder` writes for the same families (tests/golden.rs).
-fn write_snapshot(out: &mut Out, snapshot: &Snapshot, device_metrics: bool) {
-    let reads = Reads {
-        services: snapshot.services,
-        tags: snapshot.tags,
-    };
-    write_fleet_families(out, &snapshot.fleets, reads);
-    if device_metrics {
-        write_device_families(out, &snapshot.fleets, reads);
+/// The fleet and device families of one crawl, written as the devices arrive. The text format
+/// groups each family's samples, so each device family has a stream of its own that the
+/// device's samples are appended to (deflated a segment at a time: `gzip::Stream`); the fleet
+/// families, counted as the devices pass, are written at the end; the streams are joined in
+/// `FAMILIES` order. Nothing holds the whole text, and no device is kept.
+///
+/// The text is written straight, without building the prometheus crate's metric model first:
+/// at 10,000 devices that model is 130,000 metrics with their own label strings, which cost
+/// more time and memory than the text itself. The output is byte for byte what `TextEncoder`
+/// writes for the same families (tests/golden.rs).
+pub struct Families {
+    device_metrics: bool,
+    reads: Reads,
+    out: Streams,
+    tag_names: tags::Names,
+}
+
+/// The device families' streams.
+struct Streams {
+    /// One per `DEVICE_FAMILIES` entry.
+    streams: Vec<gzip::Stream>,
+    /// The help texts of `DEVICE_FAMILIES`, with the note that values are cached.
+    helps: Vec<String>,
+    /// None: the text is kept as it is (`render_snapshot`).
+    deflater: Option<gzip::Deflater>,
+}
+
+impl Streams {
+    /// One sample of a device family.
+    fn add(&mut self, slot: Slot, labels: &[(&str, &str)], value: f64) {
+        let (def, help) = (DEVICE_FAMILIES[slot as usize], &self.helps[slot as usize]);
+        let stream = &mut self.streams[slot as usize];
+        let started = stream.text_len() > 0;
+        write_sample(stream.text(), def, help, started, labels, value);
+        if let Some(deflater) = &mut self.deflater {
+            stream.spill(deflater);
+        }
     }
 }
 
-/// Which optional families the snapshot has data for (what the crawl read).
+/// Device families, in `FAMILIES` order; `Slot` names the positions.
+const DEVICE_FAMILIES: [&Def; 22] = [
+    &DEVICE_ONLINE,
+    &DEVICE_STATUS,
+    &DEVICE_HEARTBEAT,
+    &DEVICE_LAST_CONNECTIVITY,
+    &DEVICE_CPU,
+    &DEVICE_TEMPERATURE,
+    &DEVICE_MEMORY_USED,
+    &DEVICE_MEMORY_TOTAL,
+    &DEVICE_STORAGE_USED,
+    &DEVICE_STORAGE_TOTAL,
+    &DEVICE_UNDERVOLTED,
+    &DEVICE_ON_TARGET,
+    &DEVICE_INFO,
+    &DEVICE_UPDATE_STATUS,
+    &DEVICE_UPDATE_PROGRESS,
+    &DEVICE_UPDATE_STATUS_TIME,
+    &DEVICE_HEARTBEAT_CHANGED,
+    &DEVICE_LATITUDE,
+    &DEVICE_LONGITUDE,
+    &DEVICE_TAGS,
+    &SERVICE_STATUS,
+    &SERVICE_DOWNLOAD,
+];
+
+#[derive(Clone, Copy)]
+enum Slot {
+    Online,
+    Status,
+    Heartbeat,
+    LastConnectivity,
+    Cpu,
+    Temperature,
+    MemoryUsed,
+    MemoryTotal,
+    StorageUsed,
+    StorageTotal,
+    Undervolted,
+    OnTarget,
+    Info,
+    UpdateStatus,
+    UpdateProgress,
+    UpdateStatusTime,
+    HeartbeatChanged,
+    Latitude,
+    Longitude,
+    Tags,
+    ServiceStatus,
+    ServiceDownload,
+}
+
+/// Which optional families the crawl read data for.
 #[derive(Clone, Copy)]
 struct Reads {
     services: bool,
     tags: bool,
 }
 
-/// One family being written. The `# HELP`/`# TYPE` header goes out with the first sample,
-/// so a family without samples leaves nothing (as the encoder drops empty families).
+impl Families {
+    /// `reads`: a snapshot (or a crawl's converter) that says whether services and tags were
+    /// read; `gzip`: whether to deflate the text as it is written.
+    pub fn new(device_metrics: bool, reads: &impl ReadsOf, gzip: bool) -> Families {
+        let (services, tags) = reads.reads();
+        Families {
+            device_metrics,
+            reads: Reads { services, tags },
+            out: Streams {
+                streams: DEVICE_FAMILIES
+                    .iter()
+                    .map(|_| gzip::Stream::new())
+                    .collect(),
+                helps: DEVICE_FAMILIES.iter().map(|def| cached(def)).collect(),
+                deflater: gzip.then(gzip::Deflater::new),
+            },
+            tag_names: tags::Names::new("tag_"),
+        }
+    }
+
+    /// A device's samples, in every device family.
+    pub fn add_device(&mut self, f: &Fleet, d: &Device) {
+        if !self.device_metrics {
+            return;
+        }
+        let out = &mut self.out;
+        let (uuid, slug) = (("uuid", &*d.uuid), ("fleet_slug", &*f.slug));
+        let id = [uuid, slug];
+        out.add(Slot::Online, &id, flag(d.online));
+        out.add(Slot::Status, &[uuid, slug, ("status", &d.status)], 1.0);
+        out.add(Slot::Heartbeat, &[uuid, slug, ("state", &d.heartbeat)], 1.0);
+        let values = [
+            (Slot::LastConnectivity, d.last_connectivity_seconds),
+            (Slot::Cpu, d.cpu_ratio),
+            (Slot::Temperature, d.temperature_celsius),
+            (Slot::MemoryUsed, d.memory_used_bytes),
+            (Slot::MemoryTotal, d.memory_total_bytes),
+            (Slot::StorageUsed, d.storage_used_bytes),
+            (Slot::StorageTotal, d.storage_total_bytes),
+            (Slot::Undervolted, d.undervolted.map(flag)),
+            (Slot::OnTarget, d.on_target_release.map(flag)),
+        ];
+        for (slot, value) in values {
+            if let Some(v) = value {
+                out.add(slot, &id, v);
+            }
+        }
+        out.add(Slot::Info, &device_info_labels(f, d), 1.0);
+        let status = [uuid, slug, ("status", &*d.update_status)];
+        out.add(Slot::UpdateStatus, &status, 1.0);
+        let values = [
+            (Slot::UpdateProgress, d.update_progress),
+            (Slot::UpdateStatusTime, d.update_status_changed_seconds),
+            (Slot::HeartbeatChanged, d.heartbeat_changed_seconds),
+            (Slot::Latitude, d.latitude),
+            (Slot::Longitude, d.longitude),
+        ];
+        for (slot, value) in values {
+            if let Some(v) = value {
+                out.add(slot, &id, v);
+            }
+        }
+        if self.reads.tags {
+            let names = self.tag_names.of(&d.tags);
+            let mut labels = id.to_vec();
+            labels.extend(
+                names
+                    .iter()
+                    .map(String::as_str)
+                    .zip(d.tags.iter().map(|t| &*t.1)),
+            );
+            out.add(Slot::Tags, &labels, 1.0);
+        }
+        if self.reads.services {
+            for s in &d.services {
+                let labels = [uuid, slug, ("service", &s.name), ("status", &s.status)];
+                out.add(Slot::ServiceStatus, &labels, 1.0);
+            }
+            for s in &d.services {
+                if let Some(p) = s.download_progress {
+                    out.add(
+                        Slot::ServiceDownload,
+                        &[uuid, slug, ("service", &s.name)],
+                        p,
+                    );
+                }
+            }
+        }
+    }
+
+    /// The fleet families (from the fleets' tallies, in the order given) and then the device
+    /// families, as streams to join, and the compressor they share.
+    pub fn finish(self, fleets: &[(&Fleet, Tally)]) -> (Vec<gzip::Stream>, gzip::Deflater) {
+        let mut head = gzip::Stream::new();
+        write_fleet_families(head.text(), fleets, self.reads);
+        let mut streams = vec![head];
+        streams.extend(self.out.streams);
+        (streams, self.out.deflater.unwrap_or_default())
+    }
+
+    /// As `finish`, as text; for families made with `gzip` false.
+    fn finish_text(self, fleets: &[(&Fleet, Tally)]) -> String {
+        let mut text_bytes = Vec::new();
+        write_fleet_families(&mut text_bytes, fleets, self.reads);
+        for mut stream in self.out.streams {
+            text_bytes.append(stream.text());
+        }
+        text(text_bytes)
+    }
+}
+
+/// Says which optional data a crawl read.
+pub trait ReadsOf {
+    /// (services, tags)
+    fn reads(&self) -> (bool, bool);
+}
+
+impl ReadsOf for Snapshot {
+    fn reads(&self) -> (bool, bool) {
+        (self.services, self.tags)
+    }
+}
+
+impl ReadsOf for crate::snapshot::Converter {
+    fn reads(&self) -> (bool, bool) {
+        crate::snapshot::Converter::reads(self)
+    }
+}
+
+/// The help of a family written once per crawl: it says the values are cached.
+fn cached(def: &Def) -> String {
+    format!("{}, {CACHED}.", def.help)
+}
+
+/// One sample; the family's `# HELP`/`# TYPE` header first when it has not `started`, so a
+/// family without samples leaves nothing (as the encoder drops empty families).
+fn write_sample(
+    out: &mut Vec<u8>,
+    def: &Def,
+    help: &str,
+    started: bool,
+    labels: &[(&str, &str)],
+    value: f64,
+) {
+    debug_assert!(
+        def.labels.last() == Some(&"tag_<key>")
+            || labels
+                .iter()
+                .map(|(n, _)| *n)
+                .eq(def.labels.iter().copied()),
+        "labels of {}",
+        def.name
+    );
+    let name = def.name.as_bytes();
+    if !started {
+        out.extend_from_slice(b"# HELP ");
+        out.extend_from_slice(name);
+        out.push(b' ');
+        push_escaped(out, help, false);
+        out.extend_from_slice(b"\n# TYPE ");
+        out.extend_from_slice(name);
+        out.push(b' ');
+        out.extend_from_slice(def.kind.name().as_bytes());
+        out.push(b'\n');
+    }
+    out.extend_from_slice(name);
+    let mut separator = b'{';
+    for (label, value) in labels {
+        out.push(separator);
+        out.extend_from_slice(label.as_bytes());
+        out.extend_from_slice(b"=\"");
+        push_escaped(out, value, true);
+        out.push(b'"');
+        separator = b',';
+    }
+    if !labels.is_empty() {
+        out.push(b'}');
+    }
+    out.push(b' ');
+    push_value(out, value);
+    out.push(b'\n');
+}
+
+/// One family written in one go into a buffer.
 struct Family<'o> {
-    out: &'o mut Out,
+    out: &'o mut Vec<u8>,
     def: &'static Def,
     help: String,
     started: bool,
 }
 
 impl<'o> Family<'o> {
-    fn new(out: &'o mut Out, def: &'static Def, help: String) -> Family<'o> {
+    fn new(out: &'o mut Vec<u8>, def: &'static Def, help: String) -> Family<'o> {
         Family {
             out,
             def,
@@ -620,82 +823,44 @@ impl<'o> Family<'o> {
         }
     }
 
-    /// A snapshot family: its help says the values are cached between crawls.
-    fn cached(out: &'o mut Out, def: &'static Def) -> Family<'o> {
-        Family::new(out, def, format!("{}, {CACHED}.", def.help))
+    /// A family written once per crawl (see `cached`).
+    fn cached(out: &'o mut Vec<u8>, def: &'static Def) -> Family<'o> {
+        Family::new(out, def, cached(def))
     }
 
     fn add(&mut self, labels: &[(&str, &str)], value: f64) {
-        debug_assert!(
-            self.def.labels.last() == Some(&"tag_<key>")
-                || labels
-                    .iter()
-                    .map(|(n, _)| *n)
-                    .eq(self.def.labels.iter().copied()),
-            "labels of {}",
-            self.def.name
-        );
-        let out = &mut *self.out;
-        let name = self.def.name;
-        if !self.started {
-            self.started = true;
-            out.text.push_str("# HELP ");
-            out.text.push_str(name);
-            out.text.push(' ');
-            push_escaped(&mut out.text, &self.help, false);
-            out.text.push_str("\n# TYPE ");
-            out.text.push_str(name);
-            out.text.push(' ');
-            out.text.push_str(self.def.kind.name());
-            out.text.push('\n');
-        }
-        out.text.push_str(name);
-        let mut separator = '{';
-        for (label, value) in labels {
-            out.text.push(separator);
-            out.text.push_str(label);
-            out.text.push_str("=\"");
-            push_escaped(&mut out.text, value, true);
-            out.text.push('"');
-            separator = ',';
-        }
-        if !labels.is_empty() {
-            out.text.push('}');
-        }
-        out.text.push(' ');
-        push_value(&mut out.text, value);
-        out.text.push('\n');
-        out.spill();
+        write_sample(self.out, self.def, &self.help, self.started, labels, value);
+        self.started = true;
     }
 }
 
 /// A sample value as the encoder writes it (`f64`'s `Display`: `1`, `0.4`, `1795292830.768`).
-fn push_value(out: &mut String, value: f64) {
-    use std::fmt::Write;
+fn push_value(out: &mut Vec<u8>, value: f64) {
+    use std::io::Write;
     if value == 1.0 {
-        out.push('1');
+        out.push(b'1');
     } else if value == 0.0 && value.is_sign_positive() {
-        out.push('0');
+        out.push(b'0');
     } else if value.is_infinite() {
-        out.push_str(if value > 0.0 { "+Inf" } else { "-Inf" });
+        out.extend_from_slice(if value > 0.0 { b"+Inf" } else { b"-Inf" });
     } else {
         let _ = write!(out, "{value}");
     }
 }
 
 /// Escapes `\` and newline (and `"` in label values), as the exposition format requires.
-fn push_escaped(out: &mut String, text: &str, quote: bool) {
+fn push_escaped(out: &mut Vec<u8>, text: &str, quote: bool) {
     let special = |b: u8| b == b'\\' || b == b'\n' || (quote && b == b'"');
     if !text.bytes().any(special) {
-        out.push_str(text);
+        out.extend_from_slice(text.as_bytes());
         return;
     }
-    for c in text.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '"' if quote => out.push_str("\\\""),
-            c => out.push(c),
+    for b in text.bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'"' if quote => out.extend_from_slice(b"\\\""),
+            b => out.push(b),
         }
     }
 }
@@ -730,32 +895,35 @@ fn tag_labels(tags: &[(Text, Text)]) -> Vec<(String, &str)> {
         .collect()
 }
 
-fn write_fleet_families(out: &mut Out, fleets: &[Fleet], reads: Reads) {
-    let per_fleet = |out: &mut Out, def: &'static Def, value: fn(&Fleet) -> usize| {
+fn write_fleet_families(out: &mut Vec<u8>, fleets: &[(&Fleet, Tally)], reads: Reads) {
+    let mut per_fleet = |def: &'static Def, value: fn(&Tally) -> usize| {
         let mut family = Family::cached(out, def);
-        for f in fleets {
-            family.add(&id(f), value(f) as f64);
+        for (f, t) in fleets {
+            family.add(&id(f), value(t) as f64);
         }
     };
-    per_fleet(out, &DEVICES_ONLINE, Fleet::online);
-    per_fleet(out, &FLEET_DEVICES, |f| f.devices.len());
+    per_fleet(&DEVICES_ONLINE, |t| t.online);
+    per_fleet(&FLEET_DEVICES, |t| t.devices);
     let mut by_status = Family::cached(out, &FLEET_BY_STATUS);
-    for f in fleets {
+    for (f, t) in fleets {
         let [name, slug] = id(f);
-        for (status, n) in f.by_status() {
+        for (status, n) in t.by_status() {
             by_status.add(&[name, slug, ("status", status)], n as f64);
         }
     }
     let mut by_heartbeat = Family::cached(out, &FLEET_BY_HEARTBEAT);
-    for f in fleets {
+    for (f, t) in fleets {
         let [name, slug] = id(f);
-        for (state, n) in f.by_heartbeat() {
+        for (state, n) in t.by_heartbeat() {
             by_heartbeat.add(&[name, slug, ("state", state)], n as f64);
         }
     }
-    per_fleet(out, &FLEET_ON_TARGET, Fleet::on_target_release);
+    let mut on_target = Family::cached(out, &FLEET_ON_TARGET);
+    for (f, t) in fleets {
+        on_target.add(&id(f), t.on_target_release as f64);
+    }
     let mut info = Family::cached(out, &FLEET_INFO);
-    for f in fleets {
+    for (f, _) in fleets {
         let [name, slug] = id(f);
         info.add(
             &[
@@ -769,17 +937,17 @@ fn write_fleet_families(out: &mut Out, fleets: &[Fleet], reads: Reads) {
         );
     }
     let mut by_update = Family::cached(out, &FLEET_BY_UPDATE_STATUS);
-    for f in fleets {
+    for (f, t) in fleets {
         let [name, slug] = id(f);
-        for (status, n) in f.by_update_status() {
+        for (status, n) in t.by_update_status() {
             by_update.add(&[name, slug, ("status", status)], n as f64);
         }
     }
     if reads.services {
         let mut instances = Family::cached(out, &FLEET_SERVICES);
-        for f in fleets {
+        for (f, t) in fleets {
             let [name, slug] = id(f);
-            for ((service, status), n) in f.service_instances() {
+            for ((service, status), n) in t.service_instances() {
                 instances.add(
                     &[name, slug, ("service", service), ("status", status)],
                     n as f64,
@@ -789,108 +957,9 @@ fn write_fleet_families(out: &mut Out, fleets: &[Fleet], reads: Reads) {
     }
     if reads.tags {
         let mut tagged = Family::cached(out, &FLEET_TAGS);
-        for f in fleets {
+        for (f, _) in fleets {
             let names = tag_labels(&f.tags);
             tagged.add(&with_tags(&id(f), &names), 1.0);
-        }
-    }
-}
-
-/// Device families, each written in one pass over every device (fleets by slug, devices by id).
-fn write_device_families(out: &mut Out, fleets: &[Fleet], reads: Reads) {
-    let devices = || {
-        fleets
-            .iter()
-            .flat_map(|f| f.devices.iter().map(move |d| (f, d)))
-    };
-    let per_device = |out: &mut Out, def: &'static Def, value: fn(&Device) -> Option<f64>| {
-        let mut family = Family::cached(out, def);
-        for (f, d) in devices() {
-            if let Some(v) = value(d) {
-                family.add(&[("uuid", &d.uuid), ("fleet_slug", &f.slug)], v);
-            }
-        }
-    };
-    let labelled = |out: &mut Out, def: &'static Def, label, value: fn(&Device) -> &str| {
-        let mut family = Family::cached(out, def);
-        for (f, d) in devices() {
-            family.add(
-                &[
-                    ("uuid", &d.uuid),
-                    ("fleet_slug", &f.slug),
-                    (label, value(d)),
-                ],
-                1.0,
-            );
-        }
-    };
-    per_device(out, &DEVICE_ONLINE, |d| Some(flag(d.online)));
-    labelled(out, &DEVICE_STATUS, "status", |d| &d.status);
-    labelled(out, &DEVICE_HEARTBEAT, "state", |d| &d.heartbeat);
-    per_device(out, &DEVICE_LAST_CONNECTIVITY, |d| {
-        d.last_connectivity_seconds
-    });
-    per_device(out, &DEVICE_CPU, |d| d.cpu_ratio);
-    per_device(out, &DEVICE_TEMPERATURE, |d| d.temperature_celsius);
-    per_device(out, &DEVICE_MEMORY_USED, |d| d.memory_used_bytes);
-    per_device(out, &DEVICE_MEMORY_TOTAL, |d| d.memory_total_bytes);
-    per_device(out, &DEVICE_STORAGE_USED, |d| d.storage_used_bytes);
-    per_device(out, &DEVICE_STORAGE_TOTAL, |d| d.storage_total_bytes);
-    per_device(out, &DEVICE_UNDERVOLTED, |d| d.undervolted.map(flag));
-    per_device(out, &DEVICE_ON_TARGET, |d| d.on_target_release.map(flag));
-    let mut info = Family::cached(out, &DEVICE_INFO);
-    for (f, d) in devices() {
-        info.add(&device_info_labels(f, d), 1.0);
-    }
-    labelled(out, &DEVICE_UPDATE_STATUS, "status", |d| &d.update_status);
-    per_device(out, &DEVICE_UPDATE_PROGRESS, |d| d.update_progress);
-    per_device(out, &DEVICE_UPDATE_STATUS_TIME, |d| {
-        d.update_status_changed_seconds
-    });
-    per_device(out, &DEVICE_HEARTBEAT_CHANGED, |d| {
-        d.heartbeat_changed_seconds
-    });
-    per_device(out, &DEVICE_LATITUDE, |d| d.latitude);
-    per_device(out, &DEVICE_LONGITUDE, |d| d.longitude);
-    if reads.tags {
-        let mut tagged = Family::cached(out, &DEVICE_TAGS);
-        for (f, d) in devices() {
-            let names = tag_labels(&d.tags);
-            tagged.add(
-                &with_tags(&[("uuid", &d.uuid), ("fleet_slug", &f.slug)], &names),
-                1.0,
-            );
-        }
-    }
-    if reads.services {
-        let mut status = Family::cached(out, &SERVICE_STATUS);
-        for (f, d) in devices() {
-            for s in &d.services {
-                status.add(
-                    &[
-                        ("uuid", &d.uuid),
-                        ("fleet_slug", &f.slug),
-                        ("service", &s.name),
-                        ("status", &s.status),
-                    ],
-                    1.0,
-                );
-            }
-        }
-        let mut progress = Family::cached(out, &SERVICE_DOWNLOAD);
-        for (f, d) in devices() {
-            for s in &d.services {
-                if let Some(p) = s.download_progress {
-                    progress.add(
-                        &[
-                            ("uuid", &d.uuid),
-                            ("fleet_slug", &f.slug),
-                            ("service", &s.name),
-                        ],
-                        p,
-                    );
-                }
-            }
         }
     }
 }
@@ -1038,7 +1107,7 @@ mod tests {
 
     #[test]
     fn the_gzip_head_inflates_to_the_text() {
-        // Several times `CHUNK` of text, so the compressor is fed many times.
+        // Several segments of text, so the compressor is fed many times.
         let devices = (0..3000)
             .map(|i| Device {
                 uuid: format!("{i:032x}").into(),
@@ -1057,7 +1126,7 @@ mod tests {
             ..Snapshot::default()
         };
         let text = render_snapshot(&s, true);
-        assert!(text.len() > 4 * CHUNK);
+        assert!(text.len() > 4 * gzip::SEGMENT);
         assert_eq!(
             render_head(Some(&s), true).inflate().unwrap(),
             text.as_bytes()

@@ -1,124 +1,213 @@
-//! Prometheus HTTP service discovery of fleet devices: one target group per device, built
-//! from the same snapshot as `/metrics`, and the file_sd copy written atomically.
+//! Prometheus HTTP service discovery of fleet devices: one target group per device, written
+//! device by device as a crawl converts them (so no list of devices is kept), gzipped as it
+//! goes, and the file_sd copy written atomically.
 
-use std::borrow::Cow;
-use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
-
-use serde::Serialize;
+use std::sync::Arc;
 
 use crate::config::{SdConfig, SdMode};
+use crate::gzip;
 use crate::snapshot::{Device, Fleet, Snapshot};
 use crate::tags;
 
-#[derive(Serialize)]
-struct Group<'a> {
-    targets: Vec<String>,
-    labels: BTreeMap<Cow<'static, str>, &'a str>,
+/// The target groups of one crawl as a JSON array, one group per line.
+pub struct Writer {
+    config: Arc<SdConfig>,
+    stream: gzip::Stream,
+    /// None: the text is kept as it is (`render`).
+    deflater: Option<gzip::Deflater>,
+    groups: usize,
+    /// Watched devices seen, and whether any had its public device URL on (for the note).
+    watched: usize,
+    public_url: bool,
+    target: String,
+    /// The port of `lan` targets, as text.
+    port: String,
+    device_tags: tags::Names,
+    fleet_tags: tags::Names,
 }
 
-/// The target groups as JSON: `[]` when no device is selected.
-pub fn render(snapshot: &Snapshot, config: &SdConfig) -> String {
-    let groups: Vec<Group> = snapshot
-        .fleets
-        .iter()
-        .filter(|f| config.fleets.matches(&f.slug, &f.name))
-        .flat_map(|f| f.devices.iter().map(move |d| (f, d)))
-        .filter(|(_, d)| d.online || config.include_offline)
-        .filter(|(_, d)| config.own_uuid.as_deref() != Some(&*d.uuid))
-        .filter_map(|(f, d)| group(config, f, d))
-        .collect();
-    serde_json::to_string_pretty(&groups).unwrap_or_else(|_| "[]".into())
-}
-
-fn group<'a>(config: &'a SdConfig, f: &'a Fleet, d: &'a Device) -> Option<Group<'a>> {
-    let (scheme, targets) = match &config.mode {
-        SdMode::Public { domain } if d.web_accessible => {
-            ("https", vec![format!("{}.{domain}:443", d.uuid)])
-        }
-        SdMode::Public { .. } => return None,
-        SdMode::Lan { port } => {
-            let targets: Vec<String> = d
-                .addresses
-                .iter()
-                .map(|a| {
-                    if a.contains(':') {
-                        format!("[{a}]:{port}")
-                    } else {
-                        format!("{a}:{port}")
-                    }
-                })
-                .collect();
-            if targets.is_empty() {
-                return None;
-            }
-            ("http", targets)
-        }
-    };
-    let mut labels: BTreeMap<Cow<'static, str>, &str> = [
-        ("__scheme__", scheme),
-        ("__metrics_path__", config.metrics_path.as_str()),
-        ("uuid", &*d.uuid),
-        ("device_name", &*d.name),
-        ("fleet_name", &*f.name),
-        ("fleet_slug", &*f.slug),
-        ("device_type", &*d.device_type),
-        ("os_version", &*d.os_version),
-        ("os_variant", &*d.os_variant),
-        ("supervisor_version", &*d.supervisor_version),
-        ("release", &*d.release),
-    ]
-    .into_iter()
-    .map(|(k, v)| (Cow::Borrowed(k), v))
-    .collect();
-    // Tags as Prometheus' own discoveries offer them (`__meta_ec2_tag_<key>`): for relabelling,
-    // dropped after it unless a rule keeps them.
-    for (prefix, tags) in [
-        ("__meta_balena_device_tag_", &d.tags),
-        ("__meta_balena_fleet_tag_", &f.tags),
-    ] {
-        for (name, value) in tags::label_names(tags) {
-            labels.insert(Cow::Owned(format!("{prefix}{name}")), value);
+impl Writer {
+    pub fn new(config: Arc<SdConfig>, gzip: bool) -> Writer {
+        let mut stream = gzip::Stream::new();
+        stream.text().push(b'[');
+        Writer {
+            stream,
+            deflater: gzip.then(gzip::Deflater::new),
+            groups: 0,
+            watched: 0,
+            public_url: false,
+            target: String::new(),
+            port: match &config.mode {
+                SdMode::Lan { port } => port.to_string(),
+                SdMode::Public { .. } => String::new(),
+            },
+            device_tags: tags::Names::new("__meta_balena_device_tag_"),
+            fleet_tags: tags::Names::new("__meta_balena_fleet_tag_"),
+            config,
         }
     }
-    Some(Group { targets, labels })
+
+    /// The device's target group, if it is selected and has a target.
+    pub fn add(&mut self, f: &Fleet, d: &Device) {
+        let config = &*self.config;
+        if !config.fleets.matches(&f.slug, &f.name) || config.own_uuid.as_deref() == Some(&*d.uuid)
+        {
+            return;
+        }
+        self.watched += 1;
+        self.public_url |= d.web_accessible;
+        if !(d.online || config.include_offline) {
+            return;
+        }
+        let scheme = match &config.mode {
+            SdMode::Public { .. } if !d.web_accessible => return,
+            SdMode::Lan { .. } if d.addresses.is_empty() => return,
+            SdMode::Public { .. } => "https",
+            SdMode::Lan { .. } => "http",
+        };
+        let out = self.stream.text();
+        out.extend_from_slice(if self.groups == 0 { b"\n" } else { b",\n" });
+        self.groups += 1;
+        out.extend_from_slice(b"{\"targets\":[");
+        match &config.mode {
+            SdMode::Public { domain } => {
+                self.target.clear();
+                self.target.push_str(&d.uuid);
+                self.target.push('.');
+                self.target.push_str(domain);
+                self.target.push_str(":443");
+                json(out, &self.target);
+            }
+            SdMode::Lan { .. } => {
+                for (i, a) in d.addresses.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    self.target.clear();
+                    if a.contains(':') {
+                        self.target.push('[');
+                        self.target.push_str(a);
+                        self.target.push(']');
+                    } else {
+                        self.target.push_str(a);
+                    }
+                    self.target.push(':');
+                    self.target.push_str(&self.port);
+                    json(out, &self.target);
+                }
+            }
+        }
+        out.extend_from_slice(b"],\"labels\":{");
+        // Tags as Prometheus' own discoveries offer them (`__meta_ec2_tag_<key>`): for
+        // relabelling, dropped after it unless a rule keeps them.
+        for (names, tags) in [
+            (&mut self.device_tags, &d.tags),
+            (&mut self.fleet_tags, &f.tags),
+        ] {
+            for (name, (_, value)) in names.of(tags).iter().zip(tags) {
+                json(out, name);
+                out.push(b':');
+                json(out, value);
+                out.push(b',');
+            }
+        }
+        let labels = [
+            ("__metrics_path__", config.metrics_path.as_str()),
+            ("__scheme__", scheme),
+            ("device_name", &d.name),
+            ("device_type", &d.device_type),
+            ("fleet_name", &f.name),
+            ("fleet_slug", &f.slug),
+            ("os_variant", &d.os_variant),
+            ("os_version", &d.os_version),
+            ("release", &d.release),
+            ("supervisor_version", &d.supervisor_version),
+            ("uuid", &d.uuid),
+        ];
+        for (i, (name, value)) in labels.into_iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            json(out, name);
+            out.push(b':');
+            json(out, value);
+        }
+        out.extend_from_slice(b"}}");
+        if let Some(deflater) = &mut self.deflater {
+            self.stream.spill(deflater);
+        }
+    }
+
+    /// In `public` mode, when devices are watched but none has its public device URL on,
+    /// `/sd` is empty: the line to log once, saying what to do. openBalena has no public
+    /// device URLs at all (`is_web_accessible` is read-only and false there), so `lan` is its
+    /// only mode.
+    pub fn note(&self) -> Option<String> {
+        let SdMode::Public { domain } = &self.config.mode else {
+            return None;
+        };
+        (self.watched > 0 && !self.public_url).then(|| {
+            format!(
+                "sd lists no targets: no device has its public device URL enabled (SD_MODE=public, \
+                 domain {domain}); enable it on the devices, or set SD_MODE=lan to scrape their \
+                 local addresses (openBalena has no public device URLs: use SD_MODE=lan there)"
+            )
+        })
+    }
+
+    /// The JSON as a stream, and its compressor.
+    pub fn finish(mut self) -> (gzip::Stream, gzip::Deflater) {
+        self.close();
+        (self.stream, self.deflater.unwrap_or_default())
+    }
+
+    fn close(&mut self) {
+        let end: &[u8] = if self.groups == 0 { b"]\n" } else { b"\n]\n" };
+        self.stream.text().extend_from_slice(end);
+    }
 }
 
-/// In `public` mode, when devices are watched but none has its public device URL on, `/sd` is
-/// empty: the line to log once, saying what to do. openBalena has no public device URLs at
-/// all (`is_web_accessible` is read-only and false there), so `lan` is its only mode.
+/// `text` as a JSON string.
+fn json(out: &mut Vec<u8>, text: &str) {
+    // Writing to memory cannot fail.
+    let _ = serde_json::to_writer(out, text);
+}
+
+/// A whole snapshot's target groups as JSON: `[]` when no device is selected.
+pub fn render(snapshot: &Snapshot, config: &SdConfig) -> String {
+    let mut writer = fed(snapshot, config);
+    writer.close();
+    String::from_utf8_lossy(writer.stream.text()).into_owned()
+}
+
+/// The note of `Writer::note` for a whole snapshot.
 pub fn public_url_note(snapshot: &Snapshot, config: &SdConfig) -> Option<String> {
-    let SdMode::Public { domain } = &config.mode else {
-        return None;
-    };
-    let mut devices = snapshot
-        .fleets
-        .iter()
-        .filter(|f| config.fleets.matches(&f.slug, &f.name))
-        .flat_map(|f| &f.devices)
-        .filter(|d| config.own_uuid.as_deref() != Some(&*d.uuid));
-    let first = devices.next()?;
-    let none = !first.web_accessible && devices.all(|d| !d.web_accessible);
-    none.then(|| {
-        format!(
-            "sd lists no targets: no device has its public device URL enabled (SD_MODE=public, \
-             domain {domain}); enable it on the devices, or set SD_MODE=lan to scrape their \
-             local addresses (openBalena has no public device URLs: use SD_MODE=lan there)"
-        )
-    })
+    fed(snapshot, config).note()
 }
 
-/// Writes `json` to `path` through a temporary file in the same directory and a rename, so
-/// Prometheus never reads a partial or empty file.
-pub fn write_file(path: &Path, json: &str) -> std::io::Result<()> {
+fn fed(snapshot: &Snapshot, config: &SdConfig) -> Writer {
+    let mut writer = Writer::new(Arc::new(config.clone()), false);
+    for f in &snapshot.fleets {
+        for d in &f.devices {
+            writer.add(f, d);
+        }
+    }
+    writer
+}
+
+/// Writes what `json` reads to `path` through a temporary file in the same directory and a
+/// rename, so Prometheus never reads a partial or empty file.
+pub fn write_file(path: &Path, json: &mut impl Read) -> std::io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| std::io::Error::other("SD_FILE names a directory"))?;
     let mut temporary = path.to_path_buf();
     temporary.set_file_name(format!(".{}.tmp", name.to_string_lossy()));
     let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(json.as_bytes())?;
+    std::io::copy(json, &mut file)?;
+    file.flush()?;
     file.sync_all()?;
     std::fs::rename(&temporary, path)
 }
@@ -263,7 +352,7 @@ mod tests {
                 vec!["192.168.2.5:9100"]
             ]
         );
-        assert!(json.contains("\"__scheme__\": \"http\""));
+        assert!(json.contains("\"__scheme__\":\"http\""), "{json}");
     }
 
     #[test]
@@ -310,21 +399,21 @@ mod tests {
             ]
         );
         c.fleets = FleetFilter::new(vec!["nobody/nothing".into()]);
-        assert_eq!(render(&snapshot(), &c), "[]");
+        assert_eq!(render(&snapshot(), &c), "[]\n");
     }
 
     #[test]
     fn file_is_replaced_whole() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("targets.json");
-        write_file(&path, "[1]").unwrap();
-        write_file(&path, "[2]").unwrap();
+        write_file(&path, &mut &b"[1]"[..]).unwrap();
+        write_file(&path, &mut &b"[2]"[..]).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "[2]");
         let left: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(left, ["targets.json"]);
-        assert!(write_file(&dir.path().join("missing/targets.json"), "[]").is_err());
+        assert!(write_file(&dir.path().join("missing/targets.json"), &mut &b"[]"[..]).is_err());
     }
 }

@@ -1,5 +1,7 @@
-//! Plain data about fleets and devices as of one crawl, in base units, built from the
-//! API's answers. No HTTP and no Prometheus types: renderers read it.
+//! Plain data about fleets and devices as of one crawl, in base units, converted from the
+//! API's answers row by row (`Converter`), and the per-fleet counts (`Tally`). No HTTP and no
+//! Prometheus types: renderers read it. The crawl hands each device on as it is converted;
+//! a whole `Snapshot` is built only where all devices are wanted at once (tests, benches).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -118,52 +120,92 @@ pub struct Device {
     pub tags: Vec<(Text, Text)>,
 }
 
-impl Fleet {
-    pub fn online(&self) -> usize {
-        self.devices.iter().filter(|d| d.online).count()
-    }
+/// Counts of one fleet's devices, added to device by device.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tally {
+    pub devices: usize,
+    pub online: usize,
+    pub on_target_release: usize,
+    by_status: BTreeMap<Text, usize>,
+    by_heartbeat: BTreeMap<Text, usize>,
+    by_update_status: BTreeMap<Text, usize>,
+    service_instances: BTreeMap<(Text, Text), usize>,
+}
 
-    pub fn on_target_release(&self) -> usize {
-        self.devices
-            .iter()
-            .filter(|d| d.on_target_release == Some(true))
-            .count()
+impl Tally {
+    pub fn add(&mut self, d: &Device) {
+        self.devices += 1;
+        self.online += usize::from(d.online);
+        self.on_target_release += usize::from(d.on_target_release == Some(true));
+        for (counts, key) in [
+            (&mut self.by_status, &d.status),
+            (&mut self.by_heartbeat, &d.heartbeat),
+            (&mut self.by_update_status, &d.update_status),
+        ] {
+            match counts.get_mut(key) {
+                Some(n) => *n += 1,
+                None => {
+                    counts.insert(key.clone(), 1);
+                }
+            }
+        }
+        for s in &d.services {
+            *self
+                .service_instances
+                .entry((s.name.clone(), s.status.clone()))
+                .or_default() += 1;
+        }
     }
 
     /// Devices per `overall_status`: every known status (zero included) and any other seen.
     pub fn by_status(&self) -> BTreeMap<&str, usize> {
-        count(KNOWN_STATUSES, self.devices.iter().map(|d| &*d.status))
+        with_known(KNOWN_STATUSES, &self.by_status)
     }
 
     /// Devices per heartbeat state: every known state (zero included) and any other seen.
     pub fn by_heartbeat(&self) -> BTreeMap<&str, usize> {
-        count(KNOWN_HEARTBEATS, self.devices.iter().map(|d| &*d.heartbeat))
+        with_known(KNOWN_HEARTBEATS, &self.by_heartbeat)
     }
 
     /// Devices per update status: every known one (zero included) and any other seen.
     pub fn by_update_status(&self) -> BTreeMap<&str, usize> {
-        count(
-            KNOWN_UPDATE_STATUSES,
-            self.devices.iter().map(|d| &*d.update_status),
-        )
+        with_known(KNOWN_UPDATE_STATUSES, &self.by_update_status)
     }
 
     /// Service instances per (service, status), as seen on the fleet's devices.
     pub fn service_instances(&self) -> BTreeMap<(&str, &str), usize> {
-        let mut counts = BTreeMap::new();
-        for s in self.devices.iter().flat_map(|d| &d.services) {
-            *counts.entry((&*s.name, &*s.status)).or_default() += 1;
-        }
-        counts
+        self.service_instances
+            .iter()
+            .map(|((service, status), n)| ((&**service, &**status), *n))
+            .collect()
     }
 }
 
-fn count<'a>(known: &[&'a str], values: impl Iterator<Item = &'a str>) -> BTreeMap<&'a str, usize> {
+fn with_known<'a>(known: &[&'a str], seen: &'a BTreeMap<Text, usize>) -> BTreeMap<&'a str, usize> {
     let mut counts: BTreeMap<&str, usize> = known.iter().map(|k| (*k, 0)).collect();
-    for v in values {
-        *counts.entry(v).or_default() += 1;
+    for (value, n) in seen {
+        *counts.entry(value).or_default() += n;
     }
     counts
+}
+
+impl Fleet {
+    /// The counts of the fleet's devices.
+    pub fn tally(&self) -> Tally {
+        let mut tally = Tally::default();
+        for d in &self.devices {
+            tally.add(d);
+        }
+        tally
+    }
+
+    pub fn online(&self) -> usize {
+        self.tally().online
+    }
+
+    pub fn on_target_release(&self) -> usize {
+        self.tally().on_target_release
+    }
 }
 
 /// One allocation per distinct text: statuses, versions, releases, device types, service
@@ -182,38 +224,33 @@ impl Interner {
     }
 }
 
-/// Builds a snapshot page by page: fleets, then services, then devices, each page converted
-/// as it arrives (its text borrowed from the page, interned here), so no page outlives its
-/// conversion.
-pub struct Builder {
-    fleets: Vec<Fleet>,
-    index: HashMap<u64, usize>,
-    /// Service names by id, to name the services of image installs; None: not read.
+/// Converts the API's rows into snapshot rows: text borrowed from the page is interned here,
+/// and services are named from the service rows read before the devices.
+pub struct Converter {
+    strings: Interner,
+    /// Service names by id; None: services are not read.
     services: Option<HashMap<u64, Text>>,
     tags: bool,
-    orphans: usize,
-    strings: Interner,
 }
 
-impl Builder {
+impl Converter {
     /// `services`: whether services are read (named by `add_services`); `tags`: whether tags are.
-    pub fn new(services: bool, tags: bool) -> Builder {
-        Builder {
-            fleets: Vec::new(),
-            index: HashMap::new(),
+    pub fn new(services: bool, tags: bool) -> Converter {
+        Converter {
+            strings: Interner::default(),
             services: services.then(HashMap::new),
             tags,
-            orphans: 0,
-            strings: Interner::default(),
         }
     }
 
-    /// Adds the fleets `keep` accepts.
-    pub fn add_fleets(&mut self, page: Vec<model::Fleet>, keep: impl Fn(&model::Fleet) -> bool) {
-        for fleet in page.into_iter().filter(|f| keep(f)) {
-            self.index.insert(fleet.id, self.fleets.len());
-            self.fleets.push(Fleet::from_api(fleet, &mut self.strings));
-        }
+    /// Whether services were read, and tags: when not, their families are left out rather
+    /// than shown empty.
+    pub fn reads(&self) -> (bool, bool) {
+        (self.services.is_some(), self.tags)
+    }
+
+    pub fn fleet(&mut self, fleet: model::Fleet) -> Fleet {
+        Fleet::from_api(fleet, &mut self.strings)
     }
 
     /// Adds service names.
@@ -225,6 +262,48 @@ impl Builder {
         }
     }
 
+    pub fn device(&mut self, device: model::Device) -> Device {
+        static NO_NAMES: std::sync::OnceLock<HashMap<u64, Text>> = std::sync::OnceLock::new();
+        let names = match &self.services {
+            Some(names) => names,
+            None => NO_NAMES.get_or_init(HashMap::new),
+        };
+        Device::from_api(device, names, &mut self.strings)
+    }
+}
+
+/// Builds a whole snapshot page by page: fleets, then services, then devices.
+pub struct Builder {
+    fleets: Vec<Fleet>,
+    index: HashMap<u64, usize>,
+    orphans: usize,
+    converter: Converter,
+}
+
+impl Builder {
+    /// `services`: whether services are read (named by `add_services`); `tags`: whether tags are.
+    pub fn new(services: bool, tags: bool) -> Builder {
+        Builder {
+            fleets: Vec::new(),
+            index: HashMap::new(),
+            orphans: 0,
+            converter: Converter::new(services, tags),
+        }
+    }
+
+    /// Adds the fleets `keep` accepts.
+    pub fn add_fleets(&mut self, page: Vec<model::Fleet>, keep: impl Fn(&model::Fleet) -> bool) {
+        for fleet in page.into_iter().filter(|f| keep(f)) {
+            self.index.insert(fleet.id, self.fleets.len());
+            self.fleets.push(self.converter.fleet(fleet));
+        }
+    }
+
+    /// Adds service names.
+    pub fn add_services(&mut self, page: Vec<model::Service>) {
+        self.converter.add_services(page);
+    }
+
     /// Ids of the fleets, in the order they were given.
     pub fn fleet_ids(&self) -> Vec<u64> {
         self.fleets.iter().map(|f| f.id).collect()
@@ -233,12 +312,10 @@ impl Builder {
     /// Adds devices to their fleets. Devices of fleets not given (filtered out, or created
     /// after the fleets were read) are left out and counted.
     pub fn add_devices(&mut self, page: Vec<model::Device>) {
-        let no_names = HashMap::new();
         for device in page {
             match device.fleet.as_ref().and_then(|r| self.index.get(&r.__id)) {
                 Some(&i) => {
-                    let names = self.services.as_ref().unwrap_or(&no_names);
-                    let device = Device::from_api(device, names, &mut self.strings);
+                    let device = self.converter.device(device);
                     self.fleets[i].devices.push(device)
                 }
                 None => self.orphans += 1,
@@ -248,21 +325,26 @@ impl Builder {
 
     /// The snapshot (fleets by slug, devices by id) and the number of devices left out.
     pub fn finish(mut self) -> (Snapshot, usize) {
-        self.fleets
-            .sort_by(|a, b| a.slug.cmp(&b.slug).then(a.id.cmp(&b.id)));
+        self.fleets.sort_by(by_slug);
         for fleet in &mut self.fleets {
             fleet.devices.sort_by_key(|d| d.id);
             fleet.devices.shrink_to_fit();
         }
+        let (services, tags) = self.converter.reads();
         (
             Snapshot {
                 fleets: self.fleets,
-                services: self.services.is_some(),
-                tags: self.tags,
+                services,
+                tags,
             },
             self.orphans,
         )
     }
+}
+
+/// The order fleets are shown in: by slug, then id.
+pub fn by_slug(a: &Fleet, b: &Fleet) -> std::cmp::Ordering {
+    a.slug.cmp(&b.slug).then(a.id.cmp(&b.id))
 }
 
 impl Snapshot {
@@ -583,12 +665,13 @@ mod tests {
         let a = &s.fleets[0];
         assert_eq!(a.devices.iter().map(|d| d.id).collect::<Vec<_>>(), [3, 5]);
         assert_eq!(a.online(), 1);
-        let statuses = a.by_status();
+        let tally = a.tally();
+        let statuses = tally.by_status();
         assert_eq!(statuses["operational"], 1);
         assert_eq!(statuses["brand-new-status"], 1);
         assert_eq!(statuses["updating"], 0);
         assert_eq!(statuses.len(), KNOWN_STATUSES.len() + 1);
-        assert_eq!(s.fleets[1].by_heartbeat()["online"], 1);
+        assert_eq!(s.fleets[1].tally().by_heartbeat()["online"], 1);
         assert_eq!(s.device_count(), 3);
     }
 }

@@ -1,6 +1,7 @@
 //! What the HTTP handlers serve: the last publication (rendered once per crawl, swapped in
 //! whole, so a request costs a pointer copy and never waits for the crawler) and the
-//! exporter's health, rendered per request so that its families are current.
+//! exporter's health, rendered per request so that its families are current. Large bodies are
+//! kept only gzipped; small ones plain too, so a client without gzip costs no inflating.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -12,13 +13,95 @@ use bytes::Bytes;
 use crate::gzip;
 use crate::metrics::Health;
 
+/// Text up to this size is kept plain beside its gzip (at about 200 devices, `/metrics` is
+/// this large): for `curl`, browsers and Prometheus' service discovery, which do not ask for
+/// gzip. Larger bodies are inflated per such request.
+pub const PLAIN_MAX: u64 = 1024 * 1024;
+
+/// A body rendered once per crawl: gzipped, plain, or both. A small body is kept plain, and
+/// gzipped only if it was (a few of its families filled a segment): a client that asks for
+/// gzip may get it plain, as HTTP allows.
+#[derive(Clone)]
+pub struct Body {
+    gzip: Option<gzip::Head>,
+    plain: Option<Bytes>,
+}
+
+impl Body {
+    /// A gzipped body, kept plain too when it is small.
+    pub fn new(gzip: gzip::Head) -> Body {
+        let plain = (gzip.text_len() <= PLAIN_MAX)
+            .then(|| gzip.inflate())
+            .and_then(|inflated| match inflated {
+                Ok(text) => Some(Bytes::from(text)),
+                // A head this process deflated inflates; if not, requests inflate (and log).
+                Err(_) => None,
+            });
+        Body {
+            gzip: Some(gzip),
+            plain,
+        }
+    }
+
+    /// The streams' text one after the other: plain only when it is small and none of it was
+    /// deflated yet (so a small account never allocates a compressor); else as `new`.
+    pub fn from_streams(streams: Vec<gzip::Stream>, deflater: &mut gzip::Deflater) -> Body {
+        let size: u64 = streams.iter().map(gzip::Stream::text_len).sum();
+        if size > PLAIN_MAX || streams.iter().any(gzip::Stream::deflated) {
+            return Body::new(gzip::Head::join(streams, deflater));
+        }
+        let mut text = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        for stream in streams {
+            text.extend_from_slice(&stream.into_text());
+        }
+        Body {
+            gzip: None,
+            plain: Some(Bytes::from(text)),
+        }
+    }
+
+    pub fn empty() -> Body {
+        Body {
+            gzip: None,
+            plain: Some(Bytes::new()),
+        }
+    }
+
+    pub fn gzip(&self) -> Option<&gzip::Head> {
+        self.gzip.as_ref()
+    }
+
+    /// The text, when it is kept plain.
+    pub fn plain(&self) -> Option<&Bytes> {
+        self.plain.as_ref()
+    }
+
+    /// The text: the kept copy, or inflated now (milliseconds of CPU on a large account).
+    pub fn text(&self) -> std::io::Result<Vec<u8>> {
+        match (&self.plain, &self.gzip) {
+            (Some(plain), _) => Ok(plain.to_vec()),
+            (None, Some(gzip)) => gzip.inflate(),
+            (None, None) => Ok(Vec::new()),
+        }
+    }
+
+    /// The text as it is read: the kept copy, or inflated as it goes.
+    pub fn reader(&self) -> Box<dyn std::io::Read + Send> {
+        match (&self.plain, &self.gzip) {
+            (Some(plain), _) => Box::new(std::io::Cursor::new(plain.clone())),
+            (None, Some(gzip)) => Box::new(gzip.reader()),
+            (None, None) => Box::new(std::io::empty()),
+        }
+    }
+}
+
 /// One crawl's rendering.
 pub struct Published {
-    /// The fleet and device families, gzipped; completed per request with the health families.
-    pub metrics: gzip::Head,
+    /// The fleet and device families; completed per request with the health families.
+    pub metrics: Body,
     pub status_html: Bytes,
     /// HTTP service discovery JSON; None before the first successful crawl.
-    pub sd_json: Option<Bytes>,
+    pub sd: Option<Body>,
     /// When the last successful crawl finished; None before the first.
     pub last_success: Option<Instant>,
     /// Past this age the data is stale and `/-/ready` answers 503.
@@ -65,18 +148,27 @@ impl Shared {
         &self.health
     }
 
-    /// The `/metrics` body as gzip, in two parts sent one after the other: the published head
-    /// (shared, not copied) and a tail with the health families as they are now.
-    pub fn metrics_gzip(&self) -> [Bytes; 2] {
+    /// The `/metrics` body as gzip, in parts sent one after the other: the published head
+    /// (shared, not copied) and a tail with the health families as they are now. None when
+    /// the body is kept plain only.
+    pub fn metrics_gzip(&self) -> Option<Vec<Bytes>> {
         let published = self.load();
-        let tail = published.metrics.tail(self.health.render().as_bytes());
-        [published.metrics.bytes().clone(), tail]
+        let head = published.metrics.gzip()?;
+        let mut parts = head.chunks().to_vec();
+        parts.push(head.tail(self.health.render().as_bytes()));
+        Some(parts)
+    }
+
+    /// The `/metrics` body as text when it is kept plain: the text and the health families.
+    pub fn metrics_kept_plain(&self) -> Option<[Bytes; 2]> {
+        let plain = self.load().metrics.plain()?.clone();
+        Some([plain, Bytes::from(self.health.render())])
     }
 
     /// The `/metrics` body as text, for a client that does not accept gzip: the head inflated
-    /// (about 23 ms of CPU at 10,000 devices: see BENCHMARKS.md), then the health families.
+    /// (about 40 ms of CPU at 10,000 devices: see BENCHMARKS.md), then the health families.
     pub fn metrics_plain(&self) -> std::io::Result<Vec<u8>> {
-        let mut text = self.load().metrics.inflate()?;
+        let mut text = self.load().metrics.text()?;
         text.write_all(self.health.render().as_bytes())?;
         Ok(text)
     }
@@ -88,9 +180,9 @@ mod tests {
 
     fn published(last_success: Option<Instant>) -> Published {
         Published {
-            metrics: gzip::Head::empty(),
+            metrics: Body::empty(),
             status_html: Bytes::new(),
-            sd_json: None,
+            sd: None,
             last_success,
             stale_after: Duration::from_secs(10),
         }
@@ -112,6 +204,23 @@ mod tests {
     }
 
     #[test]
+    fn small_bodies_are_kept_plain_too() {
+        let body = |text: &[u8]| {
+            let mut writer = gzip::Writer::new();
+            writer.write(text);
+            Body::new(writer.finish())
+        };
+        let small = b"balena_fleet_devices 1\n".repeat(1000);
+        let kept = body(&small);
+        assert_eq!(kept.plain().map(|b| &b[..]), Some(&small[..]));
+        assert_eq!(kept.text().unwrap(), small);
+        let large = b"balena_fleet_devices 1\n".repeat(PLAIN_MAX as usize / 10);
+        let inflated = body(&large);
+        assert!(inflated.plain().is_none());
+        assert_eq!(inflated.text().unwrap(), large);
+    }
+
+    #[test]
     fn both_bodies_end_with_current_health() {
         use std::io::Read;
         let stats = Arc::new(crate::balena::ApiStats::default());
@@ -121,11 +230,49 @@ mod tests {
             .crawl_failed("timeout", Duration::from_secs(1), 3);
         let plain = String::from_utf8(shared.metrics_plain().unwrap()).unwrap();
         assert!(plain.contains("\nbalena_crawl_api_requests 3\n"), "{plain}");
-        let [head, tail] = shared.metrics_gzip();
+        assert!(
+            shared.metrics_gzip().is_none(),
+            "an empty body is kept plain only"
+        );
+        let mut writer = gzip::Writer::new();
+        writer.write(b"balena_fleet_devices 1\n");
+        shared.store(Published {
+            metrics: Body::new(writer.finish()),
+            ..published(None)
+        });
+        let parts = shared.metrics_gzip().expect("a gzip body");
         let mut inflated = String::new();
-        flate2::read::GzDecoder::new(&[&head[..], &tail[..]].concat()[..])
+        flate2::read::GzDecoder::new(&parts.concat()[..])
             .read_to_string(&mut inflated)
             .unwrap();
+        assert!(inflated.starts_with("balena_fleet_devices 1\n"));
         assert!(inflated.contains("\nbalena_crawl_api_requests 3\n"));
+    }
+
+    #[test]
+    fn small_streams_are_never_deflated() {
+        let mut deflater = gzip::Deflater::new();
+        let stream = |text: &[u8], deflater: &mut gzip::Deflater| {
+            let mut stream = gzip::Stream::new();
+            stream.write(text, deflater);
+            stream
+        };
+        let small = vec![
+            stream(b"a 1\n", &mut deflater),
+            stream(b"b 2\n", &mut deflater),
+        ];
+        let body = Body::from_streams(small, &mut deflater);
+        assert!(body.gzip().is_none());
+        assert_eq!(body.plain().map(|b| &b[..]), Some(&b"a 1\nb 2\n"[..]));
+        // One stream filled a segment: gzipped, and kept plain too since it is small.
+        let segment = b"c 3\n".repeat(gzip::SEGMENT / 4);
+        let mixed = vec![
+            stream(b"a 1\n", &mut deflater),
+            stream(&segment, &mut deflater),
+        ];
+        let body = Body::from_streams(mixed, &mut deflater);
+        assert!(body.gzip().is_some());
+        assert_eq!(body.text().unwrap(), [&b"a 1\n"[..], &segment].concat());
+        assert!(body.plain().is_some());
     }
 }

@@ -14,7 +14,7 @@ use std::cmp::Reverse;
 use std::fmt::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::snapshot::{Device, Fleet, Snapshot};
+use crate::snapshot::{by_slug, Device, Fleet, Snapshot};
 
 /// Fleets shown at most (the largest ones, in slug order); a total row counts them all.
 pub const FLEETS: usize = 100;
@@ -89,7 +89,37 @@ pub struct CrawlReport {
 /// The page, from the last good snapshot (None before the first successful crawl). Offline
 /// durations are as of the last successful crawl.
 pub fn render(snapshot: Option<&Snapshot>, report: &CrawlReport) -> String {
+    let now = report.last_success.unwrap_or_else(SystemTime::now);
+    let part = snapshot.map(|s| {
+        let mut survey = Survey::new(&s.fleets);
+        for (i, f) in s.fleets.iter().enumerate() {
+            for d in &f.devices {
+                survey.add(i, d);
+            }
+        }
+        fleets_part(&s.fleets, survey, now)
+    });
+    page(report, part.as_deref())
+}
+
+/// The part of the page that comes from a crawl (the fleets and the devices that need
+/// attention), as of `now`: rendered once per successful crawl and kept, so that no device
+/// need be. `fleets` are those the survey was made with, in the same order.
+pub fn fleets_part(fleets: &[Fleet], mut survey: Survey, now: SystemTime) -> String {
     let mut html = String::with_capacity(16 * 1024);
+    let now = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    survey.finish();
+    fleets_table(&mut html, fleets, &survey);
+    attention(&mut html, fleets, &survey, now);
+    html
+}
+
+/// The whole page around `fleets` (from `fleets_part`; None before the first successful
+/// crawl): cheap enough to render after every crawl, failed ones too.
+pub fn page(report: &CrawlReport, fleets: Option<&str>) -> String {
+    let mut html = String::with_capacity(4 * 1024 + fleets.map_or(0, str::len));
     html.push_str(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
@@ -102,19 +132,11 @@ pub fn render(snapshot: Option<&Snapshot>, report: &CrawlReport) -> String {
     html.push_str(" · API <code>");
     push_text(&mut html, &report.api_url, ERROR_CHARS);
     html.push_str("</code></p>\n");
-    crawl(&mut html, report, snapshot.is_some());
+    crawl(&mut html, report, fleets.is_some());
     links(&mut html);
-    match snapshot {
+    match fleets {
         None => html.push_str("<p>Waiting for the first successful crawl.</p>\n"),
-        Some(s) => {
-            let now = report.last_success.unwrap_or_else(SystemTime::now);
-            let now = now
-                .duration_since(UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64());
-            let survey = Survey::of(s);
-            fleets(&mut html, s, &survey);
-            attention(&mut html, &survey, now);
-        }
+        Some(part) => html.push_str(part),
     }
     html.push_str("</body></html>\n");
     html
@@ -185,24 +207,31 @@ impl std::ops::AddAssign for Counts {
 }
 
 /// Devices listed by one key, keeping only the `limit` first by key; `total` counts all.
-struct Top<'a, K> {
+/// A kept device is a copy (with the index of its fleet): the crawl keeps no device.
+struct Top<K> {
     limit: usize,
     total: usize,
-    items: Vec<(K, &'a Fleet, &'a Device)>,
+    items: Vec<(K, usize, Device)>,
+    /// Once `limit` devices are kept: the largest key kept, which a new key must be under.
+    bar: Option<K>,
 }
 
-impl<'a, K: Ord> Top<'a, K> {
+impl<K: Ord + Clone> Top<K> {
     fn new(limit: usize) -> Self {
         Top {
             limit,
             total: 0,
             items: Vec::new(),
+            bar: None,
         }
     }
 
-    fn push(&mut self, key: K, fleet: &'a Fleet, device: &'a Device) {
+    fn push(&mut self, key: K, fleet: usize, device: &Device) {
         self.total += 1;
-        self.items.push((key, fleet, device));
+        if self.bar.as_ref().is_some_and(|bar| key >= *bar) {
+            return;
+        }
+        self.items.push((key, fleet, device.clone()));
         // Amortized O(1): shrink back to `limit` every `limit` pushes.
         if self.items.len() >= 2 * self.limit.max(1) {
             self.shrink();
@@ -215,6 +244,9 @@ impl<'a, K: Ord> Top<'a, K> {
                 .select_nth_unstable_by(self.limit, |a, b| a.0.cmp(&b.0));
             self.items.truncate(self.limit);
         }
+        if self.items.len() >= self.limit {
+            self.bar = self.items.iter().map(|i| i.0.clone()).max();
+        }
     }
 
     /// The kept devices, in key order.
@@ -224,74 +256,83 @@ impl<'a, K: Ord> Top<'a, K> {
     }
 }
 
-/// Everything the page lists, from one pass over the devices. Keys end with the device's
-/// position in the snapshot (fleets by slug, devices by id), so ties keep that order.
-struct Survey<'a> {
+/// Everything the page lists, device by device. Keys end with the device's position in the
+/// crawl, so ties keep that order.
+pub struct Survey {
     counts: Vec<Counts>,
+    seq: usize,
     /// Offline: with a known time first, the longest offline first.
-    offline: Top<'a, (bool, i64, usize)>,
-    failing: Top<'a, usize>,
-    undervolted: Top<'a, usize>,
+    offline: Top<(bool, i64, usize)>,
+    failing: Top<usize>,
+    undervolted: Top<usize>,
     /// Hottest first, in millidegrees.
-    hot: Top<'a, (Reverse<i64>, usize)>,
-    update_failed: Top<'a, usize>,
-    updating: Top<'a, usize>,
+    hot: Top<(Reverse<i64>, usize)>,
+    update_failed: Top<usize>,
+    updating: Top<usize>,
 }
 
-impl<'a> Survey<'a> {
-    fn of(snapshot: &'a Snapshot) -> Survey<'a> {
-        let mut survey = Survey {
-            counts: Vec::with_capacity(snapshot.fleets.len()),
+impl Survey {
+    /// A survey of devices of `fleets`.
+    pub fn new(fleets: &[Fleet]) -> Survey {
+        Survey {
+            counts: fleets
+                .iter()
+                .map(|f| Counts {
+                    has_target: !f.target_release.is_empty(),
+                    ..Counts::default()
+                })
+                .collect(),
+            seq: 0,
             offline: Top::new(DEVICES),
             failing: Top::new(DEVICES),
             undervolted: Top::new(DEVICES),
             hot: Top::new(DEVICES),
             update_failed: Top::new(DEVICES),
             updating: Top::new(DEVICES),
-        };
-        let mut seq = 0;
-        for fleet in &snapshot.fleets {
-            let mut c = Counts {
-                devices: fleet.devices.len(),
-                has_target: !fleet.target_release.is_empty(),
-                ..Counts::default()
-            };
-            for d in &fleet.devices {
-                seq += 1;
-                c.online += usize::from(d.online);
-                c.on_target += usize::from(d.on_target_release == Some(true));
-                c.has_target |= d.on_target_release.is_some();
-                if updating(d) {
-                    c.updating += 1;
-                    survey.updating.push(seq, fleet, d);
-                }
-                if offline(d) {
-                    let since = offline_since(d);
-                    let key = (since.is_none(), since.map_or(0, |s| (s * 1e3) as i64), seq);
-                    survey.offline.push(key, fleet, d);
-                }
-                if d.services.iter().any(failing) {
-                    survey.failing.push(seq, fleet, d);
-                }
-                if d.undervolted == Some(true) {
-                    survey.undervolted.push(seq, fleet, d);
-                }
-                if let Some(t) = d.temperature_celsius.filter(|t| *t > HOT_CELSIUS) {
-                    survey.hot.push((Reverse((t * 1e3) as i64), seq), fleet, d);
-                }
-                if UPDATE_FAILED.contains(&&*d.update_status) {
-                    survey.update_failed.push(seq, fleet, d);
-                }
-            }
-            survey.counts.push(c);
         }
-        survey.offline.finish();
-        survey.failing.finish();
-        survey.undervolted.finish();
-        survey.hot.finish();
-        survey.update_failed.finish();
-        survey.updating.finish();
-        survey
+    }
+
+    /// A device of the fleet at index `fleet`.
+    pub fn add(&mut self, fleet: usize, d: &Device) {
+        let Some(c) = self.counts.get_mut(fleet) else {
+            return;
+        };
+        self.seq += 1;
+        let seq = self.seq;
+        c.devices += 1;
+        c.online += usize::from(d.online);
+        c.on_target += usize::from(d.on_target_release == Some(true));
+        c.has_target |= d.on_target_release.is_some();
+        if updating(d) {
+            c.updating += 1;
+            self.updating.push(seq, fleet, d);
+        }
+        if offline(d) {
+            let since = offline_since(d);
+            let key = (since.is_none(), since.map_or(0, |s| (s * 1e3) as i64), seq);
+            self.offline.push(key, fleet, d);
+        }
+        if d.services.iter().any(failing) {
+            self.failing.push(seq, fleet, d);
+        }
+        if d.undervolted == Some(true) {
+            self.undervolted.push(seq, fleet, d);
+        }
+        if let Some(t) = d.temperature_celsius.filter(|t| *t > HOT_CELSIUS) {
+            self.hot.push((Reverse((t * 1e3) as i64), seq), fleet, d);
+        }
+        if UPDATE_FAILED.contains(&&*d.update_status) {
+            self.update_failed.push(seq, fleet, d);
+        }
+    }
+
+    fn finish(&mut self) {
+        self.offline.finish();
+        self.failing.finish();
+        self.undervolted.finish();
+        self.hot.finish();
+        self.update_failed.finish();
+        self.updating.finish();
     }
 }
 
@@ -330,22 +371,30 @@ fn updating(d: &Device) -> bool {
     &*d.status == "updating" || UPDATING.contains(&&*d.update_status)
 }
 
-fn fleets(html: &mut String, snapshot: &Snapshot, survey: &Survey) {
+fn fleets_table(html: &mut String, fleets: &[Fleet], survey: &Survey) {
     html.push_str("<h2 id=\"fleets\">Fleets</h2>\n");
-    if snapshot.fleets.is_empty() {
+    if fleets.is_empty() {
         html.push_str(
             "<p>No fleets: the token sees none, or <code>FLEETS</code> selects none.</p>\n",
         );
         return;
     }
-    // The largest fleets when there are too many, shown in slug order.
-    let mut shown: Vec<usize> = (0..snapshot.fleets.len()).collect();
+    // In slug order; the largest fleets when there are too many.
+    let mut shown: Vec<usize> = (0..fleets.len()).collect();
+    shown.sort_by(|&a, &b| by_slug(&fleets[a], &fleets[b]));
+    let position: Vec<usize> = {
+        let mut position = vec![0; fleets.len()];
+        for (p, &i) in shown.iter().enumerate() {
+            position[i] = p;
+        }
+        position
+    };
     if shown.len() > FLEETS {
         shown.select_nth_unstable_by_key(FLEETS, |&i| {
-            (Reverse(snapshot.fleets[i].devices.len()), i)
+            (Reverse(survey.counts[i].devices), position[i])
         });
         shown.truncate(FLEETS);
-        shown.sort_unstable();
+        shown.sort_unstable_by_key(|&i| position[i]);
     }
     html.push_str(
         "<div class=\"scroll\"><table class=\"fleets\"><thead><tr><th>Fleet</th><th>Slug</th>\
@@ -356,7 +405,7 @@ fn fleets(html: &mut String, snapshot: &Snapshot, survey: &Survey) {
         total += *c;
     }
     for &i in &shown {
-        let (f, c) = (&snapshot.fleets[i], survey.counts[i]);
+        let (f, c) = (&fleets[i], survey.counts[i]);
         html.push_str("<tr><td>");
         push_text(html, &f.name, NAME_CHARS);
         html.push_str("</td><td>");
@@ -364,21 +413,17 @@ fn fleets(html: &mut String, snapshot: &Snapshot, survey: &Survey) {
         counts(html, c);
     }
     html.push_str("</tbody>");
-    if snapshot.fleets.len() > 1 {
-        let _ = write!(
-            html,
-            "<tfoot><tr><th>All {} fleets</th><td>",
-            snapshot.fleets.len()
-        );
+    if fleets.len() > 1 {
+        let _ = write!(html, "<tfoot><tr><th>All {} fleets</th><td>", fleets.len());
         counts(html, total);
         html.push_str("</tfoot>");
     }
     html.push_str("</table></div>\n");
-    if shown.len() < snapshot.fleets.len() {
+    if shown.len() < fleets.len() {
         let _ = writeln!(
             html,
             "<p class=\"muted\">And {} more fleets: the {} largest are shown.</p>",
-            snapshot.fleets.len() - shown.len(),
+            fleets.len() - shown.len(),
             shown.len()
         );
     }
@@ -399,11 +444,12 @@ fn counts(html: &mut String, c: Counts) {
     let _ = writeln!(html, "</td><td>{}</td></tr>", c.updating);
 }
 
-fn attention(html: &mut String, survey: &Survey, now: f64) {
+fn attention(html: &mut String, fleets: &[Fleet], survey: &Survey, now: f64) {
     html.push_str("<h2 id=\"attention\">Devices that need attention</h2>\n");
     let mut any = false;
     any |= list(
         html,
+        fleets,
         "offline",
         "Offline",
         "Heartbeat offline or timed out, or not online; the longest first. Deactivated devices \
@@ -436,6 +482,7 @@ fn attention(html: &mut String, survey: &Survey, now: f64) {
     );
     any |= list(
         html,
+        fleets,
         "failing",
         "Failing services",
         "A service exited, is dead or restarting.",
@@ -461,6 +508,7 @@ fn attention(html: &mut String, survey: &Survey, now: f64) {
     );
     any |= list(
         html,
+        fleets,
         "undervolted",
         "Undervolted",
         "The supervisor reports under-voltage: a weak power supply, which risks SD card \
@@ -473,6 +521,7 @@ fn attention(html: &mut String, survey: &Survey, now: f64) {
     );
     any |= list(
         html,
+        fleets,
         "hot",
         "Hot",
         &about_hot,
@@ -483,6 +532,7 @@ fn attention(html: &mut String, survey: &Survey, now: f64) {
     );
     any |= list(
         html,
+        fleets,
         "update-failed",
         "Update rejected or aborted",
         "The device's last update did not happen.",
@@ -504,6 +554,7 @@ fn attention(html: &mut String, survey: &Survey, now: f64) {
     }
     list(
         html,
+        fleets,
         "updating",
         "Updating",
         "Devices downloading or applying an update.",
@@ -521,6 +572,7 @@ fn attention(html: &mut String, survey: &Survey, now: f64) {
 /// it had devices.
 fn list<K>(
     html: &mut String,
+    fleets: &[Fleet],
     id: &str,
     title: &str,
     about: &str,
@@ -538,6 +590,9 @@ fn list<K>(
         top.total
     );
     for (_, fleet, device) in &top.items {
+        let Some(fleet) = fleets.get(*fleet) else {
+            continue;
+        };
         html.push_str("<tr><td><a href=\"grafana/d/balena-device?var-device=");
         push_query(html, &device.uuid);
         html.push_str("\">");
@@ -959,16 +1014,16 @@ mod tests {
 
     #[test]
     fn top_keeps_the_first_by_key() {
-        let (f, d) = (Fleet::default(), Device::default());
+        let d = Device::default();
         let mut top = Top::new(3);
         for k in [9, 4, 7, 1, 8, 2, 6, 3, 5, 0] {
-            top.push(k, &f, &d);
+            top.push(k, 0, &d);
         }
         top.finish();
         assert_eq!(top.total, 10);
         assert_eq!(top.items.iter().map(|i| i.0).collect::<Vec<_>>(), [0, 1, 2]);
         let mut none = Top::new(0);
-        none.push(1, &f, &d);
+        none.push(1, 0, &d);
         none.finish();
         assert_eq!((none.total, none.items.len()), (1, 0));
     }

@@ -36,6 +36,43 @@ pub fn label_names<K: AsRef<str>, V: AsRef<str>>(tags: &[(K, V)]) -> Vec<(String
         .collect()
 }
 
+/// `label_names` with a prefix, remembered for the last list of keys: the devices of a fleet
+/// mostly have the same tag keys, so a crawl works the names out once per change of keys
+/// rather than once per device.
+pub struct Names {
+    prefix: &'static str,
+    keys: Vec<String>,
+    names: Vec<String>,
+}
+
+impl Names {
+    pub fn new(prefix: &'static str) -> Names {
+        Names {
+            prefix,
+            keys: Vec::new(),
+            names: Vec::new(),
+        }
+    }
+
+    /// The prefixed label name of each tag of `tags`, in order.
+    pub fn of<K: AsRef<str>, V: AsRef<str>>(&mut self, tags: &[(K, V)]) -> &[String] {
+        let same = self.keys.len() == tags.len()
+            && self
+                .keys
+                .iter()
+                .zip(tags)
+                .all(|(a, (b, _))| a == b.as_ref());
+        if !same {
+            self.keys = tags.iter().map(|(k, _)| k.as_ref().to_string()).collect();
+            self.names = label_names(tags)
+                .into_iter()
+                .map(|(name, _)| format!("{}{name}", self.prefix))
+                .collect();
+        }
+        &self.names
+    }
+}
+
 fn snake_case(key: &str) -> String {
     let mut out = String::with_capacity(key.len() + 4);
     let mut previous: Option<char> = None;
@@ -63,6 +100,19 @@ mod tests {
             .collect();
         tags.sort();
         label_names(&tags).into_iter().map(|(n, _)| n).collect()
+    }
+
+    #[test]
+    fn remembered_names_follow_the_keys() {
+        let mut names = Names::new("tag_");
+        let tags = |keys: &[&str]| -> Vec<(String, String)> {
+            keys.iter().map(|k| (k.to_string(), "v".into())).collect()
+        };
+        assert_eq!(names.of(&tags(&["Env", "env"])), ["tag_env_2", "tag_env"]);
+        assert_eq!(names.of(&tags(&["Env", "env"])), ["tag_env_2", "tag_env"]);
+        assert_eq!(names.of(&tags(&["env"])), ["tag_env"]);
+        assert!(names.of(&tags(&[])).is_empty());
+        assert_eq!(names.of(&tags(&["a.b"])), ["tag_a_b"]);
     }
 
     #[test]

@@ -949,8 +949,14 @@ fn decoded_fleets_and_devices_join_into_a_snapshot() {
                 prop_assert!(f.devices.windows(2).all(|w| w[0].id <= w[1].id));
                 prop_assert!(f.online() <= f.devices.len());
                 prop_assert!(f.on_target_release() <= f.devices.len());
-                prop_assert_eq!(f.by_status().values().sum::<usize>(), f.devices.len());
-                prop_assert_eq!(f.by_heartbeat().values().sum::<usize>(), f.devices.len());
+                prop_assert_eq!(
+                    f.tally().by_status().values().sum::<usize>(),
+                    f.devices.len()
+                );
+                prop_assert_eq!(
+                    f.tally().by_heartbeat().values().sum::<usize>(),
+                    f.devices.len()
+                );
             }
 
             // Page by page (as the crawl builds it), the same snapshot.

@@ -20,7 +20,7 @@ use balena_exporter::gzip;
 use balena_exporter::http::{self, Options};
 use balena_exporter::metrics::Health;
 use balena_exporter::proxy::Upstream;
-use balena_exporter::state::{Published, Shared};
+use balena_exporter::state::{Body, Published, Shared};
 use common::props;
 
 const CASES: u32 = 512;
@@ -121,11 +121,17 @@ fn access(which: usize) -> Access {
     }
 }
 
+fn sd_json(json: &[u8]) -> gzip::Head {
+    let mut writer = gzip::Writer::new();
+    writer.write(json);
+    writer.finish()
+}
+
 fn shared() -> Arc<Shared> {
     let published = Published {
-        metrics: gzip::Head::empty(),
+        metrics: Body::empty(),
         status_html: Bytes::from_static(b"<p>fleets</p>"),
-        sd_json: Some(Bytes::from_static(b"[]")),
+        sd: Some(Body::new(sd_json(b"[]"))),
         last_success: None,
         stale_after: Duration::from_secs(60),
     };

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 
 use balena_exporter::balena::model;
 use balena_exporter::metrics::{self, Def};
-use balena_exporter::snapshot::{Device, Fleet, Service, Snapshot, Text};
+use balena_exporter::snapshot::{
+    Device, Fleet, Service, Snapshot, Text, KNOWN_HEARTBEATS, KNOWN_STATUSES, KNOWN_UPDATE_STATUSES,
+};
 use balena_exporter::tags;
 use common::promtext::{self, Sample};
 use common::{prometheus, props, tools};
@@ -187,6 +189,18 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
     })
 }
 
+/// Devices per value: every `known` value (zero included) and any other seen, in value order.
+fn counted<'a>(
+    known: &[&'a str],
+    values: impl Iterator<Item = &'a str>,
+) -> BTreeMap<&'a str, usize> {
+    let mut counts: BTreeMap<&str, usize> = known.iter().map(|k| (*k, 0)).collect();
+    for value in values {
+        *counts.entry(value).or_default() += 1;
+    }
+    counts
+}
+
 /// One expected sample: labels in the order written, and the value.
 type Expected = (Vec<(&'static str, String)>, f64);
 
@@ -203,18 +217,22 @@ fn expected(s: &Snapshot) -> BTreeMap<&'static str, Vec<Expected>> {
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     for f in &s.fleets {
         let id = || vec![("fleet_name", &*f.name), ("fleet_slug", &f.slug)];
-        add(&metrics::DEVICES_ONLINE, id(), f.online() as f64);
+        let online = f.devices.iter().filter(|d| d.online).count();
+        add(&metrics::DEVICES_ONLINE, id(), online as f64);
         add(&metrics::FLEET_DEVICES, id(), f.devices.len() as f64);
-        for (status, n) in f.by_status() {
+        for (status, n) in counted(KNOWN_STATUSES, f.devices.iter().map(|d| &*d.status)) {
             let labels = [id(), vec![("status", status)]].concat();
             add(&metrics::FLEET_BY_STATUS, labels, n as f64);
         }
-        for (state, n) in f.by_heartbeat() {
+        for (state, n) in counted(KNOWN_HEARTBEATS, f.devices.iter().map(|d| &*d.heartbeat)) {
             let labels = [id(), vec![("state", state)]].concat();
             add(&metrics::FLEET_BY_HEARTBEAT, labels, n as f64);
         }
-        let on_target = f.on_target_release() as f64;
-        add(&metrics::FLEET_ON_TARGET, id(), on_target);
+        let on_target = f
+            .devices
+            .iter()
+            .filter(|d| d.on_target_release == Some(true));
+        add(&metrics::FLEET_ON_TARGET, id(), on_target.count() as f64);
         let info = vec![
             ("organization", &*f.organization),
             ("device_type", &f.device_type),
@@ -224,14 +242,21 @@ fn expected(s: &Snapshot) -> BTreeMap<&'static str, Vec<Expected>> {
     }
     for f in &s.fleets {
         let id = || vec![("fleet_name", &*f.name), ("fleet_slug", &f.slug)];
-        for (status, n) in f.by_update_status() {
+        let statuses = f.devices.iter().map(|d| &*d.update_status);
+        for (status, n) in counted(KNOWN_UPDATE_STATUSES, statuses) {
             let labels = [id(), vec![("status", status)]].concat();
             add(&metrics::FLEET_BY_UPDATE_STATUS, labels, n as f64);
         }
     }
     for f in &s.fleets {
         let id = || vec![("fleet_name", &*f.name), ("fleet_slug", &f.slug)];
-        for ((service, status), n) in f.service_instances() {
+        let mut instances: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+        for service in f.devices.iter().flat_map(|d| &d.services) {
+            *instances
+                .entry((&service.name, &service.status))
+                .or_default() += 1;
+        }
+        for ((service, status), n) in instances {
             let labels = [id(), vec![("service", service), ("status", status)]].concat();
             add(&metrics::FLEET_SERVICES, labels, n as f64);
         }

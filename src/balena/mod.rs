@@ -188,6 +188,55 @@ where
     Ok(ids)
 }
 
+/// Keyset pages of one resource (`Client::pages`): `next` reads a page, `advance` takes the
+/// ids of its rows, and the next page starts after the last of them.
+pub struct Pages<'c, Q> {
+    client: &'c Client,
+    resource: Resource,
+    page_size: u32,
+    query: Q,
+    after: u64,
+    done: bool,
+}
+
+impl<Q: Fn(u32, u64) -> String> Pages<'_, Q> {
+    /// The next page's body; None once a page was empty.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, ApiError> {
+        if self.done {
+            return Ok(None);
+        }
+        let path = (self.query)(self.page_size, self.after);
+        self.client.get_bytes(self.resource, &path).await.map(Some)
+    }
+
+    /// The ids of the rows of the page `next` returned, in order, as `page` decoded them.
+    pub fn advance(&mut self, ids: Result<Vec<u64>, serde_json::Error>) -> Result<(), ApiError> {
+        let resource = self.resource.name();
+        let ids = ids.map_err(|e| {
+            let error = ApiError::Decode {
+                resource,
+                message: e.to_string(),
+            };
+            self.client.stats.error(error.kind());
+            error
+        })?;
+        if ids.is_empty() {
+            self.done = true;
+        }
+        for id in ids {
+            if id <= self.after {
+                return Err(ApiError::Paging {
+                    resource,
+                    after: self.after,
+                    id,
+                });
+            }
+            self.after = id;
+        }
+        Ok(())
+    }
+}
+
 /// An authenticated client for one balena API root.
 pub struct Client {
     http: reqwest::Client,
@@ -283,10 +332,7 @@ impl Client {
 
     /// Reads every row of `resource` in pages of `page_size`, in id order, handing each page's
     /// body to `each` as it arrives; `each` decodes it (borrowing from it: see `page`) and
-    /// returns the ids of its rows in order. `query(top, after)` writes the request of the
-    /// page after id `after`. Paging is by key, not by offset, and ends only on an empty page:
-    /// a server that caps `$top` (a short page is not the last) or rows deleted between two
-    /// pages (which shift an offset) cannot make rows vanish.
+    /// returns the ids of its rows in order. See `pages`.
     pub async fn read_pages<Q, F>(
         &self,
         resource: Resource,
@@ -298,30 +344,31 @@ impl Client {
         Q: Fn(u32, u64) -> String,
         F: FnMut(&[u8]) -> Result<Vec<u64>, serde_json::Error>,
     {
-        let mut after = 0;
-        loop {
-            let body = self.get_bytes(resource, &query(page_size, after)).await?;
-            let ids = each(&body).map_err(|e| {
-                let error = ApiError::Decode {
-                    resource: resource.name(),
-                    message: e.to_string(),
-                };
-                self.stats.error(error.kind());
-                error
-            })?;
-            if ids.is_empty() {
-                return Ok(());
-            }
-            for id in ids {
-                if id <= after {
-                    return Err(ApiError::Paging {
-                        resource: resource.name(),
-                        after,
-                        id,
-                    });
-                }
-                after = id;
-            }
+        let mut pages = self.pages(resource, page_size, query);
+        while let Some(body) = pages.next().await? {
+            pages.advance(each(&body))?;
+        }
+        Ok(())
+    }
+
+    /// The rows of `resource` in pages of `page_size`, in id order, one page at a time.
+    /// `query(top, after)` writes the request of the page after id `after`. Paging is by key,
+    /// not by offset, and ends only on an empty page: a server that caps `$top` (a short page
+    /// is not the last) or rows deleted between two pages (which shift an offset) cannot make
+    /// rows vanish.
+    pub fn pages<Q: Fn(u32, u64) -> String>(
+        &self,
+        resource: Resource,
+        page_size: u32,
+        query: Q,
+    ) -> Pages<'_, Q> {
+        Pages {
+            client: self,
+            resource,
+            page_size,
+            query,
+            after: 0,
+            done: false,
         }
     }
 

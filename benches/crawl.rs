@@ -14,8 +14,9 @@
 //! `cargo build --release && cargo bench --bench crawl`; `scripts/bench` runs everything.
 //! Settings: `BENCH_SIZES=10,1000` (default all four), `BENCH_PARTS=crawl,scrape,idle` (the
 //! default), `BENCH_LOAD_SECONDS` (5 per point), `BENCH_IDLE_SECONDS` (20),
-//! `BALENA_EXPORTER_BIN` (default `target/release/balena-exporter`), `BENCH_LABEL` (the tables
-//! go to `target/bench/crawl-<label>.md`, default `crawl.md`). At the largest size (10,000 or
+//! `BALENA_EXPORTER_BIN` (default `target/release/balena-exporter`), `BENCH_WRAPPER` (a program
+//! that runs the binary, such as `qemu-aarch64-static`: the figures are then the emulator's),
+//! `BENCH_LABEL` (the tables go to `target/bench/crawl-<label>.md`, default `crawl.md`). At the largest size (10,000 or
 //! more) the crawl runs a second time with `DEVICE_METRICS=false`.
 //! Prints figures only: nothing here passes or fails on time.
 
@@ -103,7 +104,15 @@ impl Exporter {
         );
         let port = free_port();
         let timeout = (interval / 2.0).min(10.0);
-        let child = Command::new(&bin)
+        let mut command = match std::env::var_os("BENCH_WRAPPER").filter(|w| !w.is_empty()) {
+            Some(wrapper) => {
+                let mut command = Command::new(wrapper);
+                command.arg(&bin);
+                command
+            }
+            None => Command::new(&bin),
+        };
+        let child = command
             .env_clear()
             .env("BALENA_API_URL", api)
             .env("BALENA_TOKEN", support::generate::TOKEN)

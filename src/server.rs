@@ -169,6 +169,12 @@ pub async fn serve<F>(
             },
             () = &mut shutdown => break,
         };
+        // A response leaves in several writes (the body's parts, the exporter's own families):
+        // with Nagle's algorithm on, each later write waits for the client's delayed ACK, about
+        // 40 ms per response on Linux.
+        if let Err(e) = stream.set_nodelay(true) {
+            log::debug!("TCP_NODELAY failed listener={name} error=\"{e}\"");
+        }
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         stats.open.fetch_add(1, Ordering::Relaxed);
         let service = service.clone();

@@ -25,8 +25,8 @@ const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 pub const SEGMENT: usize = 64 * 1024;
 
 /// The compressor (level 1: see BENCHMARKS.md) that the streams of one head share. Its state
-/// (about half a MiB) is allocated when the first segment is deflated, so a small body that
-/// is never deflated costs none.
+/// (about half a MiB) is allocated when the first segment is deflated, and freed with it
+/// at the end of the crawl.
 pub struct Deflater {
     compress: Option<Compress>,
     scratch: Vec<u8>,

@@ -563,31 +563,15 @@ impl Streams {
     }
 }
 
-/// Device families, in `FAMILIES` order; `Slot` names the positions.
-const DEVICE_FAMILIES: [&Def; 22] = [
-    &DEVICE_ONLINE,
-    &DEVICE_STATUS,
-    &DEVICE_HEARTBEAT,
-    &DEVICE_LAST_CONNECTIVITY,
-    &DEVICE_CPU,
-    &DEVICE_TEMPERATURE,
-    &DEVICE_MEMORY_USED,
-    &DEVICE_MEMORY_TOTAL,
-    &DEVICE_STORAGE_USED,
-    &DEVICE_STORAGE_TOTAL,
-    &DEVICE_UNDERVOLTED,
-    &DEVICE_ON_TARGET,
-    &DEVICE_INFO,
-    &DEVICE_UPDATE_STATUS,
-    &DEVICE_UPDATE_PROGRESS,
-    &DEVICE_UPDATE_STATUS_TIME,
-    &DEVICE_HEARTBEAT_CHANGED,
-    &DEVICE_LATITUDE,
-    &DEVICE_LONGITUDE,
-    &DEVICE_TAGS,
-    &SERVICE_STATUS,
-    &SERVICE_DOWNLOAD,
-];
+/// Device families: the run of `FAMILIES` from `DEVICE_ONLINE` to `SERVICE_DOWNLOAD`, in
+/// order; `Slot` names the positions.
+const DEVICE_FAMILIES: &[&Def] = FAMILIES
+    .split_at(FIRST_DEVICE_FAMILY)
+    .1
+    .split_at(Slot::ServiceDownload as usize + 1)
+    .0;
+/// Where `DEVICE_ONLINE` stands in `FAMILIES`.
+const FIRST_DEVICE_FAMILY: usize = 9;
 
 #[derive(Clone, Copy)]
 enum Slot {
@@ -1021,6 +1005,24 @@ mod tests {
                 "missing {line:?} in\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn device_families_are_the_run_of_families_that_slots_name() {
+        assert_eq!(DEVICE_FAMILIES[0].name, DEVICE_ONLINE.name);
+        assert_eq!(DEVICE_FAMILIES[Slot::Info as usize].name, DEVICE_INFO.name);
+        assert_eq!(
+            DEVICE_FAMILIES[Slot::ServiceDownload as usize].name,
+            SERVICE_DOWNLOAD.name
+        );
+        assert_eq!(DEVICE_FAMILIES.len(), Slot::ServiceDownload as usize + 1);
+        let after = FAMILIES[FIRST_DEVICE_FAMILY + DEVICE_FAMILIES.len()];
+        assert!(
+            !after.name.starts_with("balena_device_") && !after.name.starts_with("balena_service_")
+        );
+        assert!(!FAMILIES[FIRST_DEVICE_FAMILY - 1]
+            .name
+            .starts_with("balena_device_"));
     }
 
     #[test]

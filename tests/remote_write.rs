@@ -66,23 +66,32 @@ async fn the_device_series_reach_a_central_prometheus() {
     exporter.stop().await.unwrap();
 }
 
-#[test]
-fn secrets_go_to_files_and_nowhere_else() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new("sh")
+/// The Prometheus image's entrypoint, rendering its configuration into `dir` from `vars` only
+/// (no other environment), without starting Prometheus.
+fn render_config(dir: &std::path::Path, vars: &[(&str, &str)]) -> std::process::Output {
+    Command::new("sh")
         .arg("prometheus/entrypoint.sh")
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .envs([
-            ("PROMETHEUS_SOURCE_DIR", "prometheus"),
-            ("PROMETHEUS_CONFIG_DIR", dir.path().to_str().unwrap()),
-            ("PROMETHEUS_RENDER_ONLY", "1"),
+        .env("PROMETHEUS_SOURCE_DIR", "prometheus")
+        .env("PROMETHEUS_CONFIG_DIR", dir)
+        .env("PROMETHEUS_RENDER_ONLY", "1")
+        .envs(vars.iter().copied())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn secrets_go_to_files_and_nowhere_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = render_config(
+        dir.path(),
+        &[
             ("REMOTE_WRITE_URL", "https://mimir.example/api/v1/push"),
             ("REMOTE_WRITE_BEARER_TOKEN", "t0ken-s3cret"),
             ("BALENA_DEVICE_UUID", "0123456789abcdef0123456789abcdef"),
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -117,18 +126,10 @@ fn secrets_go_to_files_and_nowhere_else() {
         );
     }
     // A bad value stops it with one line naming the variable.
-    let bad = Command::new("sh")
-        .arg("prometheus/entrypoint.sh")
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .envs([
-            ("PROMETHEUS_SOURCE_DIR", "prometheus"),
-            ("PROMETHEUS_CONFIG_DIR", dir.path().to_str().unwrap()),
-            ("PROMETHEUS_RENDER_ONLY", "1"),
-            ("REMOTE_WRITE_URL", "https://user:pw@mimir.example/push"),
-        ])
-        .output()
-        .unwrap();
+    let bad = render_config(
+        dir.path(),
+        &[("REMOTE_WRITE_URL", "https://user:pw@mimir.example/push")],
+    );
     let err = String::from_utf8_lossy(&bad.stderr);
     assert_eq!(bad.status.code(), Some(1));
     assert_eq!(err.lines().count(), 1, "{err}");

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use balena_exporter::{config, demo, Config};
+use balena_exporter::{config, demo, server, Config};
 
 const USAGE: &str = "\
 usage: balena-exporter [--demo | --healthcheck | --version | --help]
@@ -109,13 +109,12 @@ async fn start(demo: bool) -> anyhow::Result<()> {
         }
     }
     let config = Config::from_vars(vars)?;
-    let public = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let public = server::bind(config.listen)
         .with_context(|| format!("LISTEN_ADDRESS/PORT: cannot listen on {}", config.listen))?;
     let internal =
         match config.internal_listen {
             None => None,
-            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            Some(addr) => Some(server::bind(addr).with_context(|| {
                 format!("LISTEN_ADDRESS/INTERNAL_PORT: cannot listen on {addr}")
             })?),
         };

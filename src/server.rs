@@ -19,10 +19,28 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Sleep;
 use tower_service::Service;
+
+/// Connections the kernel completes and holds for a listener until they are accepted (capped
+/// by `net.core.somaxconn`). tokio's `TcpListener::bind` asks for 128, like the standard
+/// library: with the connection cap reached, the 129th waiting client's handshake was dropped
+/// and retried with backoff, so it waited far longer than the clients ahead of it.
+pub const ACCEPT_BACKLOG: u32 = 1024;
+
+/// A listener on `addr` whose accept queue holds `ACCEPT_BACKLOG` connections.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
 
 /// The connection limits of a listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -322,6 +340,27 @@ impl AsyncWrite for Watchdog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 600 clients connect to a listener that accepts none of them (as when the connection cap
+    /// is reached): every handshake completes at once, none is dropped to be retried a second
+    /// or more later (which a backlog of 128 does, from the 130th client on).
+    #[tokio::test]
+    async fn waiting_clients_are_queued_not_dropped() {
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // The kernel caps the queue at net.core.somaxconn (4096 since Linux 5.4, 128 before).
+        let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(4096);
+        let mut clients = Vec::new();
+        for _ in 0..600.min(somaxconn) {
+            let connect = TcpStream::connect(addr);
+            let client = tokio::time::timeout(Duration::from_millis(900), connect).await;
+            clients.push(client.expect("handshake dropped").unwrap());
+        }
+        drop(listener);
+    }
 
     #[test]
     fn the_cap_fits_the_open_files_limit() {

@@ -143,11 +143,25 @@ async fn slow_clients_beyond_the_open_files_limit_cannot_lock_scrapes_out() {
     // Every slow client is closed by the exporter, and counted.
     let deadline = Instant::now() + Duration::from_secs(90);
     while closed.load(Ordering::Relaxed) < CLIENTS {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {CLIENTS} slow clients still open after 90 s",
-            CLIENTS - closed.load(Ordering::Relaxed)
-        );
+        if Instant::now() >= deadline {
+            let text = fresh()
+                .get(format!("{url}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let exporter_side: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("balena_http_connection"))
+                .collect();
+            panic!(
+                "{} of {CLIENTS} slow clients still open after 90 s; the exporter says:\n{}",
+                CLIENTS - closed.load(Ordering::Relaxed),
+                exporter_side.join("\n")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for client in clients {

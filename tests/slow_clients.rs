@@ -140,18 +140,23 @@ async fn slow_clients_beyond_the_open_files_limit_cannot_lock_scrapes_out() {
         "the scrape took {scraped_after:?}"
     );
 
+    // The exporter's own families, on a new connection.
+    let metrics = || async {
+        fresh()
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+
     // Every slow client is closed by the exporter, and counted.
     let deadline = Instant::now() + Duration::from_secs(90);
     while closed.load(Ordering::Relaxed) < CLIENTS {
         if Instant::now() >= deadline {
-            let text = fresh()
-                .get(format!("{url}/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let text = metrics().await;
             let exporter_side: Vec<&str> = text
                 .lines()
                 .filter(|l| l.starts_with("balena_http_connection"))
@@ -167,14 +172,7 @@ async fn slow_clients_beyond_the_open_files_limit_cannot_lock_scrapes_out() {
     for client in clients {
         client.await.unwrap();
     }
-    let text = fresh()
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics().await;
     let samples = parse(&text);
     let head_timeouts = value(
         &samples,

@@ -91,6 +91,16 @@ pub const VARIABLES: &[Variable] = &[
         help: "false leaves out device coordinates (balenaCloud only)",
     },
     Variable {
+        name: "IGNORE_SERVICES",
+        default: "—",
+        help: "services, by name, never counted as failing (comma-separated): one-shot jobs whose release does not say restart: no",
+    },
+    Variable {
+        name: "BALENA_DASHBOARD_URL",
+        default: "balenaCloud's",
+        help: "balena dashboard that device links open (<url>/devices/<uuid>/summary); off for openBalena unless set, `off` turns it off",
+    },
+    Variable {
         name: "LISTEN_ADDRESS",
         default: "0.0.0.0",
         help: "IP address to listen on (:: for IPv6)",
@@ -128,7 +138,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "METRICS_TOKEN",
         default: "—",
-        help: "require this bearer token on /metrics, /sd and /",
+        help: "require this bearer token on /metrics, /sd and / (at least 16 characters)",
     },
     Variable {
         name: "METRICS_USERNAME",
@@ -138,7 +148,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "METRICS_PASSWORD",
         default: "—",
-        help: "the basic auth password for METRICS_USERNAME",
+        help: "the basic auth password for METRICS_USERNAME (at least 16 characters)",
     },
     Variable {
         name: "SD_MODE",
@@ -337,6 +347,8 @@ pub struct CrawlConfig {
     pub tags: TagFilter,
     /// Read device coordinates where the server has them.
     pub location: bool,
+    /// Services never counted as failing.
+    pub ignore_services: Vec<String>,
 }
 
 /// The exporter's settings, validated.
@@ -351,6 +363,8 @@ pub struct Config {
     pub internal_listen: Option<SocketAddr>,
     /// Connections served at once per listener.
     pub max_connections: usize,
+    /// The balena dashboard whose device pages are linked; None: no links.
+    pub balena_dashboard_url: Option<String>,
     /// Where `/grafana/...` is forwarded; None leaves `/grafana/` unserved.
     pub grafana_url: Option<String>,
     /// Where `/alertmanager/...` is forwarded (behind the credentials); None: unserved.
@@ -449,6 +463,8 @@ impl Config {
         let retries = integer("API_RETRIES", vars.get("API_RETRIES"), 3, 0, 10)?;
         let page_size = integer("PAGE_SIZE", vars.get("PAGE_SIZE"), 1000, 1, 10_000)?;
         let fleets = fleet_list(vars.get("FLEETS"));
+        let ignore_services = name_list(vars.get("IGNORE_SERVICES"));
+        let balena_dashboard_url = dashboard_url(vars.get("BALENA_DASHBOARD_URL"), &url)?;
         let device_metrics = boolean("DEVICE_METRICS", vars.get("DEVICE_METRICS"), true)?;
         let services = boolean("SERVICE_METRICS", vars.get("SERVICE_METRICS"), true)?;
         let location = boolean("LOCATION_METRICS", vars.get("LOCATION_METRICS"), true)?;
@@ -521,11 +537,13 @@ impl Config {
                 services,
                 tags,
                 location,
+                ignore_services,
             },
             device_metrics,
             listen: SocketAddr::new(address, port),
             internal_listen: internal_port.map(|p| SocketAddr::new(address, p)),
             max_connections,
+            balena_dashboard_url,
             grafana_url,
             alertmanager_url,
             access,
@@ -534,16 +552,35 @@ impl Config {
     }
 }
 
+/// balenaCloud's dashboard, linked when the API is balenaCloud's and `BALENA_DASHBOARD_URL`
+/// is not set.
+pub const BALENA_CLOUD_DASHBOARD: &str = "https://dashboard.balena-cloud.com";
+
+/// `BALENA_DASHBOARD_URL`: `off` (or empty) for none; unset, balenaCloud's for balenaCloud's
+/// API and none for any other (an openBalena has no dashboard of its own).
+fn dashboard_url(value: Option<&str>, api_url: &str) -> Result<Option<String>, ConfigError> {
+    match value.map(str::trim) {
+        None if api_url.trim_end_matches('/') == DEFAULT_API_URL => {
+            Ok(Some(BALENA_CLOUD_DASHBOARD.to_string()))
+        }
+        None | Some("" | "off") => Ok(None),
+        Some(url) => Ok(Some(http_url("BALENA_DASHBOARD_URL", url)?)),
+    }
+}
+
+/// A comma-separated list, trimmed, without empty entries.
+fn name_list(value: Option<&str>) -> Vec<String> {
+    value
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 fn fleet_list(value: Option<&str>) -> FleetFilter {
-    FleetFilter::new(
-        value
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect(),
-    )
+    FleetFilter::new(name_list(value))
 }
 
 /// `all`, `none`, or keys separated by commas (a tag key cannot hold whitespace).
@@ -672,6 +709,7 @@ fn http_url(name: &str, value: &str) -> Result<String, ConfigError> {
     let example = match name {
         "GRAFANA_URL" => "http://grafana:3000",
         "ALERTMANAGER_URL" => "http://alertmanager:9093",
+        "BALENA_DASHBOARD_URL" => "https://dashboard.example.com",
         _ => DEFAULT_API_URL,
     };
     let url = reqwest::Url::parse(value).map_err(|e| {
@@ -717,10 +755,30 @@ fn metrics_auth(vars: &Vars) -> Result<Option<MetricsAuth>, ConfigError> {
         }
         (Some(user), Some(password)) => Some((user.to_string(), Secret::new(password))),
     };
+    if let Some(token) = token {
+        long_enough("METRICS_TOKEN", token)?;
+    }
+    if let Some(password) = vars.get("METRICS_PASSWORD") {
+        long_enough("METRICS_PASSWORD", password)?;
+    }
     Ok((token.is_some() || basic.is_some()).then(|| MetricsAuth {
         token: token.map(Secret::new),
         basic,
     }))
+}
+
+/// The shortest `METRICS_TOKEN` or `METRICS_PASSWORD` accepted: the port is on the internet,
+/// and 16 random characters cannot be guessed through it (SECURITY.md has the arithmetic).
+pub const MIN_SECRET_CHARS: usize = 16;
+
+fn long_enough(name: &str, secret: &str) -> Result<(), ConfigError> {
+    let chars = secret.chars().count();
+    if chars < MIN_SECRET_CHARS {
+        return Err(ConfigError(format!(
+            "{name}: {chars} characters is too short to guard fleet data on a public port; use at least {MIN_SECRET_CHARS} random characters (e.g. `openssl rand -hex 16`)"
+        )));
+    }
+    Ok(())
 }
 
 fn seconds(name: &str, value: Option<&str>, default: f64) -> Result<Duration, ConfigError> {
@@ -847,17 +905,27 @@ mod tests {
             ("LISTEN_ADDRESS", "::1"),
             ("PORT", "9100"),
             ("GRAFANA_URL", "http://grafana:3000/"),
-            ("METRICS_TOKEN", "scrape-me"),
+            ("METRICS_TOKEN", "scrape-me-0123456789"),
             ("METRICS_USERNAME", "prom"),
-            ("METRICS_PASSWORD", "pass word"),
+            ("METRICS_PASSWORD", "pass word 0123456789"),
+            ("IGNORE_SERVICES", " migrate, ,provision "),
+            ("BALENA_DASHBOARD_URL", "https://dashboard.example.com/"),
         ])
         .unwrap();
         assert_eq!(c.grafana_url.as_deref(), Some("http://grafana:3000"));
         let Access::Credentials(auth) = c.access.clone() else {
             panic!("credentials expected, got {:?}", c.access)
         };
-        assert_eq!(auth.token, Some(Secret::new("scrape-me")));
-        assert_eq!(auth.basic, Some(("prom".into(), Secret::new("pass word"))));
+        assert_eq!(auth.token, Some(Secret::new("scrape-me-0123456789")));
+        assert_eq!(
+            auth.basic,
+            Some(("prom".into(), Secret::new("pass word 0123456789")))
+        );
+        assert_eq!(c.crawl.ignore_services, ["migrate", "provision"]);
+        assert_eq!(
+            c.balena_dashboard_url.as_deref(),
+            Some("https://dashboard.example.com")
+        );
         assert_eq!(c.api.token.expose(), "key-from-baletheus");
         assert_eq!(c.api.url, "http://127.0.0.1:9999");
         assert_eq!(c.crawl.interval, Duration::from_millis(500));
@@ -1017,6 +1085,26 @@ mod tests {
     }
 
     #[test]
+    fn the_balena_dashboard_is_balena_clouds_for_its_api_only() {
+        let dashboard = |vars: &[(&str, &str)]| {
+            let mut all = vec![("BALENA_TOKEN", "t")];
+            all.extend_from_slice(vars);
+            Config::from_vars(all.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+                .unwrap()
+                .balena_dashboard_url
+        };
+        assert_eq!(dashboard(&[]).as_deref(), Some(BALENA_CLOUD_DASHBOARD));
+        let open_balena = ("BALENA_API_URL", "https://api.balena.example.com");
+        assert_eq!(dashboard(&[open_balena]), None);
+        let set = ("BALENA_DASHBOARD_URL", "https://dash.example.com");
+        assert_eq!(
+            dashboard(&[open_balena, set]).as_deref(),
+            Some("https://dash.example.com")
+        );
+        assert_eq!(dashboard(&[("BALENA_DASHBOARD_URL", "off")]), None);
+    }
+
+    #[test]
     fn bad_inputs_give_one_line_naming_the_variable() {
         let t = ("BALENA_TOKEN", "t");
         let table: &[(&[(&str, &str)], &str)] = &[
@@ -1055,7 +1143,10 @@ mod tests {
             (&[t, ("SD_PUBLIC_DOMAIN", "https://x.org")], "SD_PUBLIC_DOMAIN: expected a domain such as balena-devices.com, got \"https://x.org\""),
             (&[t, ("SD_METRICS_PATH", "metrics")], "SD_METRICS_PATH: expected a path starting with /, got \"metrics\""),
             (&[t, ("METRICS_TOKEN", "a b")], "METRICS_TOKEN: the token contains spaces or characters that are not printable ASCII"),
-            (&[t, ("PUBLIC_METRICS", "true"), ("METRICS_TOKEN", "x")], "PUBLIC_METRICS: true opens /metrics to anyone, so METRICS_TOKEN and METRICS_USERNAME would have no effect: set either PUBLIC_METRICS or the credentials"),
+            (&[t, ("METRICS_TOKEN", "0123456789abcde")], "METRICS_TOKEN: 15 characters is too short to guard fleet data on a public port; use at least 16 random characters (e.g. `openssl rand -hex 16`)"),
+            (&[t, ("METRICS_USERNAME", "prom"), ("METRICS_PASSWORD", "1234")], "METRICS_PASSWORD: 4 characters is too short to guard fleet data on a public port; use at least 16 random characters (e.g. `openssl rand -hex 16`)"),
+            (&[t, ("BALENA_DASHBOARD_URL", "dashboard.example.com")], "BALENA_DASHBOARD_URL: expected a URL such as https://dashboard.example.com, got \"dashboard.example.com\" (relative URL without a base)"),
+            (&[t, ("PUBLIC_METRICS", "true"), ("METRICS_TOKEN", "0123456789abcdef")], "PUBLIC_METRICS: true opens /metrics to anyone, so METRICS_TOKEN and METRICS_USERNAME would have no effect: set either PUBLIC_METRICS or the credentials"),
             (&[t, ("INTERNAL_PORT", "8000")], "INTERNAL_PORT: 8000 is PORT already; the internal port must be another"),
             (&[t, ("MAX_CONNECTIONS", "0")], "MAX_CONNECTIONS: expected a whole number from 1 to 65535, got \"0\""),
             (&[t, ("BALENA_CA_CERT", "/nonexistent/ca.pem")], "BALENA_CA_CERT: cannot read \"/nonexistent/ca.pem\": No such file or directory (os error 2)"),

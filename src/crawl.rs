@@ -1,4 +1,5 @@
-//! The crawl loop: confirm the token, read the fleets, the service names and the devices in
+//! The crawl loop: confirm the token, read the fleets, the service names, the restart policies
+//! of the releases in use and the devices in
 //! keyset pages, render each device page as it arrives (on the blocking pool: decoding and
 //! rendering are the crawl's CPU), and hand the outcome to the publisher. A crawl costs the
 //! same number of requests whatever the number of fleets. A failed crawl is logged in one line
@@ -128,7 +129,8 @@ impl Crawler {
         let location = self.config.location && self.detect_location().await;
         let config = &self.config;
 
-        let mut converter = Converter::new(config.services, config.tags != TagFilter::None);
+        let mut converter = Converter::new(config.services, config.tags != TagFilter::None)
+            .excluding(&config.ignore_services);
         let mut fleets = Vec::new();
         let mut visible = 0;
         self.client
@@ -159,6 +161,14 @@ impl Crawler {
                     config.page_size,
                     query::services,
                     |body| balena::page(body, |page| converter.add_services(page)),
+                )
+                .await?;
+            self.client
+                .read_pages(
+                    Resource::Release,
+                    config.page_size,
+                    query::releases,
+                    |body| balena::page(body, |page| converter.add_releases(page)),
                 )
                 .await?;
         }

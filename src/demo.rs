@@ -93,7 +93,23 @@ pub async fn start() -> std::io::Result<SocketAddr> {
                 .collect();
             warp::reply::json(&json!({ "d": page }))
         });
-    let routes = whoami.or(fleets).or(devices).or(services);
+    // Each fleet's target (fleet × 10) and the release before it; the kiosk agent is a
+    // one-shot job (restart: "no"), so its exits are not failures.
+    let releases = warp::path!("v7" / "release")
+        .and(authorized)
+        .and(warp::query::raw())
+        .map(|query: String| {
+            let (top, after) = page(&query);
+            let page: Vec<Value> = FLEETS
+                .iter()
+                .flat_map(|f| [f.0 * 10 - 1, f.0 * 10])
+                .filter(|id| *id > after)
+                .take(top)
+                .map(release)
+                .collect();
+            warp::reply::json(&json!({ "d": page }))
+        });
+    let routes = whoami.or(fleets).or(devices).or(services).or(releases);
     tokio::spawn(warp::serve(routes).incoming(listener).run());
     Ok(addr)
 }
@@ -192,6 +208,23 @@ fn device(&(fleet, _, _, device_type): &(u64, &str, &str, &str), n: u64, minute:
         "image_install": installs,
         "device_tag": [{"tag_key": "site", "value": site}, {"tag_key": "rack.position", "value": format!("R{n}")}],
     })
+}
+
+fn release(id: u64) -> Value {
+    let fleet = (id + 1) / 10;
+    let services: serde_json::Map<String, Value> = SERVICES
+        .iter()
+        .filter(|s| s.0 == fleet)
+        .map(|&(_, _, name)| {
+            let restart = if name == "kiosk-agent" {
+                "no"
+            } else {
+                "always"
+            };
+            (name.to_string(), json!({"restart": restart}))
+        })
+        .collect();
+    json!({"id": id, "composition": {"version": "2.1", "services": services}})
 }
 
 fn install(service: u64, release: u64, status: &str, progress: Option<u64>) -> Value {

@@ -4,6 +4,7 @@
 //! listener's `Access`: open, behind credentials, or closed with a 403 that says what to set.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,6 +28,14 @@ pub struct Options {
     pub grafana: Option<Upstream>,
     /// Where `/alertmanager/...` goes (behind `access`); None answers 404 there.
     pub alertmanager: Option<Upstream>,
+    /// Counts requests whose credentials were wrong (not those without any).
+    pub auth_failures: Arc<AtomicU64>,
+}
+
+/// Who may read fleet data, and the count of wrong credentials presented.
+struct Guard {
+    access: Access,
+    failures: Arc<AtomicU64>,
 }
 
 /// The status page for a visitor who may not read fleet data: what this is and what to set.
@@ -76,25 +85,29 @@ struct Closed;
 
 impl warp::reject::Reject for Closed {}
 
-/// Why a request may not read fleet data, if it may not.
-fn refusal(access: &Access, header: Option<&str>) -> Option<Rejection> {
-    match access {
+/// Why a request may not read fleet data, if it may not. Wrong credentials are counted; a
+/// request without any (a browser's first) is not.
+fn refusal(guard: &Guard, header: Option<&str>) -> Option<Rejection> {
+    match &guard.access {
         Access::Open => None,
         Access::Credentials(auth) if auth::allows(auth, header) => None,
         Access::Credentials(auth) => {
+            if header.is_some() {
+                guard.failures.fetch_add(1, Ordering::Relaxed);
+            }
             Some(warp::reject::custom(Unauthorized(auth::challenge(auth))))
         }
         Access::Closed => Some(warp::reject::custom(Closed)),
     }
 }
 
-/// Passes requests that `access` lets read fleet data.
-fn guarded_by(access: Arc<Access>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+/// Passes requests that `guard` lets read fleet data.
+fn guarded_by(guard: Arc<Guard>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
     warp::header::optional::<String>("authorization")
         .and_then(move |header: Option<String>| {
-            let access = access.clone();
+            let guard = guard.clone();
             async move {
-                match refusal(&access, header.as_deref()) {
+                match refusal(&guard, header.as_deref()) {
                     Some(rejection) => Err(rejection),
                     None => Ok(()),
                 }
@@ -114,7 +127,10 @@ pub fn routes(
     options: Options,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let state = warp::any().map(move || shared.clone());
-    let access = Arc::new(options.access);
+    let access = Arc::new(Guard {
+        access: options.access,
+        failures: options.auth_failures.clone(),
+    });
     let guarded = guarded_by(access.clone());
 
     let metrics = warp::path!("metrics")
@@ -210,7 +226,11 @@ pub fn routes(
         });
 
     // Grafana has its own login; Alertmanager has none, so it is behind the credentials.
-    let grafana = forwarded(options.grafana, guarded_by(Arc::new(Access::Open)));
+    let open = Guard {
+        access: Access::Open,
+        failures: options.auth_failures,
+    };
+    let grafana = forwarded(options.grafana, guarded_by(Arc::new(open)));
     let alertmanager = forwarded(options.alertmanager, guarded);
 
     metrics

@@ -6,6 +6,8 @@
 //! - [`balena`]: the API client (literal OData queries, keyset paging, retry, typed errors,
 //!   request counts) and its serde models.
 //! - [`crawl`]: the crawl loop: API pages → `Rendering`, one log line per outcome, backoff.
+//! - [`definitions`]: what the words mean (inactive, configuring, offline, updating, failing
+//!   service, offline since), once, for every surface.
 //! - [`snapshot`]: plain data about fleets and devices, converted from the API's rows, and
 //!   per-fleet counts.
 //! - [`render`]: one crawl's renderings, built device page by device page, keeping no device.
@@ -30,6 +32,7 @@ pub mod auth;
 pub mod balena;
 pub mod config;
 pub mod crawl;
+pub mod definitions;
 pub mod demo;
 pub mod gzip;
 pub mod http;
@@ -68,7 +71,10 @@ where
     if listeners.internal.is_some() {
         counted.push(("internal", internal_stats.clone()));
     }
-    let health = Arc::new(metrics::Health::new(client.stats(), counted));
+    let health = metrics::Health::new(client.stats(), counted)
+        .with_dashboard(config.balena_dashboard_url.clone());
+    let auth_failures = health.auth_failures();
+    let health = Arc::new(health);
     let publisher = publish::Publisher::start(
         publish::Settings {
             render: render::Settings {
@@ -92,6 +98,7 @@ where
             access: config.access,
             grafana: upstream(config.grafana_url, "grafana")?,
             alertmanager: upstream(config.alertmanager_url, "alertmanager")?,
+            auth_failures: auth_failures.clone(),
         },
     );
     let limits = server::Limits::new(config.max_connections);
@@ -119,6 +126,7 @@ where
                 access: config::Access::Open,
                 grafana: None,
                 alertmanager: None,
+                auth_failures,
             },
         );
         tokio::spawn(server::serve(

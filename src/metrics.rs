@@ -2,6 +2,7 @@
 //! are written from a `Snapshot` once per crawl (straight into a gzip stream); the exporter's
 //! own families are written at scrape time from `Health`, so they are always current.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -71,6 +72,26 @@ pub const DEVICES_ONLINE: Def = gauge(
     "Devices of the fleet that are online (is_online)",
 );
 pub const FLEET_DEVICES: Def = gauge("balena_fleet_devices", FLEET, "Devices in the fleet");
+pub const FLEET_EXPECTED_ONLINE: Def = gauge(
+    "balena_fleet_devices_expected_online",
+    FLEET,
+    "Devices of the fleet expected online: neither inactive (deactivated) nor configuring (never connected)",
+);
+pub const FLEET_OFFLINE: Def = gauge(
+    "balena_fleet_devices_offline",
+    FLEET,
+    "Devices of the fleet that are offline: disconnected, neither heartbeat nor VPN (never inactive or configuring ones)",
+);
+pub const FLEET_UPDATING: Def = gauge(
+    "balena_fleet_devices_updating",
+    FLEET,
+    "Devices of the fleet that are updating: update status downloading, downloaded or applying changes",
+);
+pub const FLEET_SERVICES_FAILING: Def = gauge(
+    "balena_fleet_services_failing",
+    FLEET,
+    "Failing service instances on the fleet's devices: exited, Dead or restarting, except services that end by design or are ignored",
+);
 pub const FLEET_BY_STATUS: Def = gauge(
     "balena_fleet_devices_by_status",
     &["fleet_name", "fleet_slug", "status"],
@@ -217,6 +238,31 @@ pub const SERVICE_DOWNLOAD: Def = gauge(
     &["uuid", "fleet_slug", "service"],
     "Download progress of a service's image on the device, 0 to 1; absent when not downloading",
 );
+pub const DEVICE_EXPECTED_ONLINE: Def = gauge(
+    "balena_device_expected_online",
+    DEVICE,
+    "1 if the device is expected online (neither inactive nor configuring), else 0",
+);
+pub const DEVICE_OFFLINE: Def = gauge(
+    "balena_device_offline",
+    DEVICE,
+    "1 if the device is offline (disconnected: neither heartbeat nor VPN), else 0; inactive and configuring devices are 0",
+);
+pub const DEVICE_OFFLINE_SINCE: Def = gauge(
+    "balena_device_offline_since_timestamp_seconds",
+    DEVICE,
+    "Unix time an offline device went offline (its heartbeat change, else its last connectivity event); absent when not offline",
+);
+pub const DEVICE_UPDATING: Def = gauge(
+    "balena_device_updating",
+    DEVICE,
+    "1 if the device is updating (update status downloading, downloaded or applying changes), else 0",
+);
+pub const SERVICE_FAILING: Def = gauge(
+    "balena_service_failing",
+    &["uuid", "fleet_slug", "service"],
+    "1 if the service is failing (exited, Dead or restarting, unless it ended by design or is ignored), else 0",
+);
 pub const FLEET_BY_UPDATE_STATUS: Def = gauge(
     "balena_fleet_devices_by_update_status",
     &["fleet_name", "fleet_slug", "status"],
@@ -297,6 +343,16 @@ pub const HTTP_CLOSED: Def = counter(
     &["listener", "reason"],
     "HTTP connections the exporter closed, by listener and reason (head_timeout: the request head did not arrive in time, also idle keep-alive; head_too_large; stalled: the client read nothing; max_age; error).",
 );
+pub const HTTP_AUTH_FAILURES: Def = counter(
+    "balena_http_auth_failures_total",
+    &[],
+    "Requests whose credentials (METRICS_TOKEN, or METRICS_USERNAME and METRICS_PASSWORD) were wrong.",
+);
+pub const DASHBOARD_INFO: Def = gauge(
+    "balena_dashboard_info",
+    &["url"],
+    "The balena dashboard that device links open (<url>/devices/<uuid>/summary); absent when none is set. The value is 1.",
+);
 pub const BUILD_INFO: Def = gauge(
     "balena_exporter_build_info",
     &["version"],
@@ -308,6 +364,10 @@ pub const BUILD_INFO: Def = gauge(
 pub const FAMILIES: &[&Def] = &[
     &DEVICES_ONLINE,
     &FLEET_DEVICES,
+    &FLEET_EXPECTED_ONLINE,
+    &FLEET_OFFLINE,
+    &FLEET_UPDATING,
+    &FLEET_SERVICES_FAILING,
     &FLEET_BY_STATUS,
     &FLEET_BY_HEARTBEAT,
     &FLEET_ON_TARGET,
@@ -337,6 +397,11 @@ pub const FAMILIES: &[&Def] = &[
     &DEVICE_TAGS,
     &SERVICE_STATUS,
     &SERVICE_DOWNLOAD,
+    &DEVICE_EXPECTED_ONLINE,
+    &DEVICE_OFFLINE,
+    &DEVICE_OFFLINE_SINCE,
+    &DEVICE_UPDATING,
+    &SERVICE_FAILING,
     &UP,
     &CRAWL_DURATION,
     &LAST_SUCCESS,
@@ -350,6 +415,8 @@ pub const FAMILIES: &[&Def] = &[
     &HTTP_ACCEPTED,
     &HTTP_LIMIT,
     &HTTP_CLOSED,
+    &HTTP_AUTH_FAILURES,
+    &DASHBOARD_INFO,
     &BUILD_INFO,
 ];
 
@@ -371,6 +438,10 @@ pub struct Health {
     api: Arc<ApiStats>,
     /// Each listener's name and connection counts.
     listeners: Vec<(&'static str, Arc<ConnStats>)>,
+    /// Requests refused for wrong credentials (counted by the routes).
+    auth_failures: Arc<AtomicU64>,
+    /// The balena dashboard device links open, if any.
+    dashboard: Option<String>,
 }
 
 impl Health {
@@ -419,7 +490,20 @@ impl Health {
             sd_file_errors,
             api,
             listeners,
+            auth_failures: Arc::default(),
+            dashboard: None,
         }
+    }
+
+    /// Names the balena dashboard that device links open (`DASHBOARD_INFO`).
+    pub fn with_dashboard(mut self, url: Option<String>) -> Health {
+        self.dashboard = url;
+        self
+    }
+
+    /// The count of requests refused for wrong credentials, for the routes to add to.
+    pub fn auth_failures(&self) -> Arc<AtomicU64> {
+        self.auth_failures.clone()
     }
 
     pub fn crawl_succeeded(&self, duration: Duration, requests: u64, finished: SystemTime) {
@@ -475,6 +559,13 @@ impl Health {
             for (reason, n) in stats.closed() {
                 closed.add(&[("listener", name), ("reason", reason)], n as f64);
             }
+        }
+        let failures = self.auth_failures.load(Ordering::Relaxed);
+        let help = HTTP_AUTH_FAILURES.help.to_string();
+        Family::new(&mut out, &HTTP_AUTH_FAILURES, help).add(&[], failures as f64);
+        if let Some(url) = &self.dashboard {
+            let help = DASHBOARD_INFO.help.to_string();
+            Family::new(&mut out, &DASHBOARD_INFO, help).add(&[("url", url)], 1.0);
         }
         text(out)
     }
@@ -563,15 +654,15 @@ impl Streams {
     }
 }
 
-/// Device families: the run of `FAMILIES` from `DEVICE_ONLINE` to `SERVICE_DOWNLOAD`, in
+/// Device families: the run of `FAMILIES` from `DEVICE_ONLINE` to `SERVICE_FAILING`, in
 /// order; `Slot` names the positions.
 const DEVICE_FAMILIES: &[&Def] = FAMILIES
     .split_at(FIRST_DEVICE_FAMILY)
     .1
-    .split_at(Slot::ServiceDownload as usize + 1)
+    .split_at(Slot::ServiceFailing as usize + 1)
     .0;
 /// Where `DEVICE_ONLINE` stands in `FAMILIES`.
-const FIRST_DEVICE_FAMILY: usize = 9;
+const FIRST_DEVICE_FAMILY: usize = 13;
 
 #[derive(Clone, Copy)]
 enum Slot {
@@ -597,6 +688,11 @@ enum Slot {
     Tags,
     ServiceStatus,
     ServiceDownload,
+    ExpectedOnline,
+    Offline,
+    OfflineSince,
+    Updating,
+    ServiceFailing,
 }
 
 /// Which optional families the crawl read data for.
@@ -635,6 +731,13 @@ impl Families {
         let (uuid, slug) = (("uuid", &*d.uuid), ("fleet_slug", &*f.slug));
         let id = [uuid, slug];
         out.add(Slot::Online, &id, flag(d.online));
+        let presence = d.presence();
+        out.add(Slot::ExpectedOnline, &id, flag(presence.expected_online()));
+        out.add(Slot::Offline, &id, flag(d.offline()));
+        if let Some(since) = d.offline_since() {
+            out.add(Slot::OfflineSince, &id, since);
+        }
+        out.add(Slot::Updating, &id, flag(d.updating()));
         out.add(Slot::Status, &[uuid, slug, ("status", &d.status)], 1.0);
         out.add(Slot::Heartbeat, &[uuid, slug, ("state", &d.heartbeat)], 1.0);
         let values = [
@@ -683,6 +786,10 @@ impl Families {
             for s in &d.services {
                 let labels = [uuid, slug, ("service", &s.name), ("status", &s.status)];
                 out.add(Slot::ServiceStatus, &labels, 1.0);
+            }
+            for s in &d.services {
+                let labels = [uuid, slug, ("service", &s.name)];
+                out.add(Slot::ServiceFailing, &labels, flag(s.failing));
             }
             for s in &d.services {
                 if let Some(p) = s.download_progress {
@@ -888,6 +995,12 @@ fn write_fleet_families(out: &mut Vec<u8>, fleets: &[(&Fleet, Tally)], reads: Re
     };
     per_fleet(&DEVICES_ONLINE, |t| t.online);
     per_fleet(&FLEET_DEVICES, |t| t.devices);
+    per_fleet(&FLEET_EXPECTED_ONLINE, |t| t.expected_online);
+    per_fleet(&FLEET_OFFLINE, |t| t.offline);
+    per_fleet(&FLEET_UPDATING, |t| t.updating);
+    if reads.services {
+        per_fleet(&FLEET_SERVICES_FAILING, |t| t.services_failing);
+    }
     let mut by_status = Family::cached(out, &FLEET_BY_STATUS);
     for (f, t) in fleets {
         let [name, slug] = id(f);
@@ -1015,7 +1128,11 @@ mod tests {
             DEVICE_FAMILIES[Slot::ServiceDownload as usize].name,
             SERVICE_DOWNLOAD.name
         );
-        assert_eq!(DEVICE_FAMILIES.len(), Slot::ServiceDownload as usize + 1);
+        assert_eq!(
+            DEVICE_FAMILIES[Slot::ServiceFailing as usize].name,
+            SERVICE_FAILING.name
+        );
+        assert_eq!(DEVICE_FAMILIES.len(), Slot::ServiceFailing as usize + 1);
         let after = FAMILIES[FIRST_DEVICE_FAMILY + DEVICE_FAMILIES.len()];
         assert!(
             !after.name.starts_with("balena_device_") && !after.name.starts_with("balena_service_")
@@ -1036,6 +1153,7 @@ mod tests {
             slug: "o/f".into(),
             devices: vec![Device {
                 uuid: "u".into(),
+                status: "disconnected".into(),
                 on_target_release: Some(true),
                 last_connectivity_seconds: Some(1.0),
                 cpu_ratio: Some(0.2),
@@ -1054,6 +1172,7 @@ mod tests {
                     name: "main".into(),
                     status: "Downloading".into(),
                     download_progress: Some(0.25),
+                    failing: false,
                 }],
                 tags: vec![("rack.position".into(), "A/3".into())],
                 ..Device::default()
@@ -1066,7 +1185,12 @@ mod tests {
             services: true,
             tags: true,
         };
-        let text = render(Some(&s), true, &health());
+        let health = health().with_dashboard(Some("https://dashboard.example.com".into()));
+        let text = render(Some(&s), true, &health);
+        assert!(text.contains(
+            "balena_device_offline_since_timestamp_seconds{uuid=\"u\",fleet_slug=\"o/f\"} 3\n"
+        ));
+        assert!(text.contains("balena_dashboard_info{url=\"https://dashboard.example.com\"} 1\n"));
         assert!(text.contains(
             "balena_device_tags{uuid=\"u\",fleet_slug=\"o/f\",tag_rack_position=\"A/3\"} 1\n"
         ));

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use crate::balena::model;
+use crate::definitions::{self, Presence};
 
 /// Text of the snapshot. Values that repeat across devices (statuses, versions, releases,
 /// device types, service names, tag keys and values) are interned: one allocation for all.
@@ -74,6 +75,8 @@ pub struct Service {
     pub status: Text,
     /// 0 to 1 while the target release's image downloads.
     pub download_progress: Option<f64>,
+    /// Failing, as `definitions::service_failing` says.
+    pub failing: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -120,11 +123,40 @@ pub struct Device {
     pub tags: Vec<(Text, Text)>,
 }
 
+impl Device {
+    pub fn presence(&self) -> Presence {
+        Presence::of(&self.status)
+    }
+
+    pub fn offline(&self) -> bool {
+        self.presence() == Presence::Offline
+    }
+
+    pub fn updating(&self) -> bool {
+        definitions::updating(self.presence(), &self.update_status, &self.status)
+    }
+
+    /// When the device went offline; None when it is not offline or nothing says.
+    pub fn offline_since(&self) -> Option<f64> {
+        definitions::offline_since(
+            self.presence(),
+            self.heartbeat_changed_seconds,
+            self.last_connectivity_seconds,
+        )
+    }
+}
+
 /// Counts of one fleet's devices, added to device by device.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Tally {
     pub devices: usize,
     pub online: usize,
+    /// Neither inactive nor configuring.
+    pub expected_online: usize,
+    pub offline: usize,
+    pub updating: usize,
+    /// Failing service instances.
+    pub services_failing: usize,
     pub on_target_release: usize,
     by_status: BTreeMap<Text, usize>,
     by_heartbeat: BTreeMap<Text, usize>,
@@ -136,6 +168,11 @@ impl Tally {
     pub fn add(&mut self, d: &Device) {
         self.devices += 1;
         self.online += usize::from(d.online);
+        let presence = d.presence();
+        self.expected_online += usize::from(presence.expected_online());
+        self.offline += usize::from(presence == Presence::Offline);
+        self.updating += usize::from(d.updating());
+        self.services_failing += d.services.iter().filter(|s| s.failing).count();
         self.on_target_release += usize::from(d.on_target_release == Some(true));
         for (counts, key) in [
             (&mut self.by_status, &d.status),
@@ -231,6 +268,10 @@ pub struct Converter {
     /// Service names by id; None: services are not read.
     services: Option<HashMap<u64, Text>>,
     tags: bool,
+    /// Restart policies by release id, then service name (from the release pages).
+    restart: HashMap<u64, HashMap<String, String>>,
+    /// Services never counted as failing (`IGNORE_SERVICES`).
+    excluded: Vec<String>,
 }
 
 impl Converter {
@@ -240,6 +281,22 @@ impl Converter {
             strings: Interner::default(),
             services: services.then(HashMap::new),
             tags,
+            restart: HashMap::new(),
+            excluded: Vec::new(),
+        }
+    }
+
+    /// Services, by name, that are never counted as failing.
+    pub fn excluding(mut self, services: &[String]) -> Converter {
+        self.excluded = services.to_vec();
+        self
+    }
+
+    /// Adds the restart policies of releases' services.
+    pub fn add_releases(&mut self, page: Vec<model::ReleasePolicies>) {
+        for release in page {
+            self.restart
+                .insert(release.id, release.composition.into_iter().collect());
         }
     }
 
@@ -268,8 +325,19 @@ impl Converter {
             Some(names) => names,
             None => NO_NAMES.get_or_init(HashMap::new),
         };
-        Device::from_api(device, names, &mut self.strings)
+        let policies = Policies {
+            restart: &self.restart,
+            excluded: &self.excluded,
+        };
+        Device::from_api(device, names, &policies, &mut self.strings)
     }
+}
+
+/// What says whether a service is failing besides its status: restart policies by release and
+/// service name, and the services excluded by name.
+struct Policies<'a> {
+    restart: &'a HashMap<u64, HashMap<String, String>>,
+    excluded: &'a [String],
 }
 
 /// Builds a whole snapshot page by page: fleets, then services, then devices.
@@ -377,13 +445,26 @@ impl Fleet {
 }
 
 impl Device {
-    fn from_api(d: model::Device, names: &HashMap<u64, Text>, strings: &mut Interner) -> Device {
+    fn from_api(
+        d: model::Device,
+        names: &HashMap<u64, Text>,
+        policies: &Policies,
+        strings: &mut Interner,
+    ) -> Device {
         let running = d.running_release.as_ref().and_then(|r| r.id);
         let target = d.target_release.as_ref().map(|r| r.__id);
         let on_target_release = target.map(|target| running == Some(target));
         let mut text =
             |t: Option<&model::Text>, default: &str| strings.get(t.map_or(default, |t| t));
         let uuid: Text = Arc::from(&*d.uuid);
+        let presence = Presence::of(d.overall_status.as_deref().unwrap_or("unknown"));
+        let installs = Installs {
+            running,
+            target,
+            names,
+            policies,
+            presence,
+        };
         Device {
             id: d.id,
             name: d
@@ -425,7 +506,7 @@ impl Device {
             heartbeat_changed_seconds: d.heartbeat_changed.as_deref().and_then(unix_seconds),
             latitude: d.latitude.filter(|l| (-90.0..=90.0).contains(l)),
             longitude: d.longitude.filter(|l| (-180.0..=180.0).contains(l)),
-            services: services(d.installs, running, target, names, strings),
+            services: installs.services(d.installs, strings),
             tags: tags(d.tags, strings),
         }
     }
@@ -441,49 +522,68 @@ fn bytes(mib: Option<f64>) -> Option<f64> {
 /// that linger are not the current release's state. The download progress is that of the
 /// install that is `Downloading` (the target's, during an update). Services whose name is not
 /// known are named by their id.
-fn services(
-    installs: Vec<model::Install>,
+struct Installs<'a> {
     running: Option<u64>,
     target: Option<u64>,
-    names: &HashMap<u64, Text>,
-    strings: &mut Interner,
-) -> Vec<Service> {
-    let mut by_service: BTreeMap<u64, (Option<model::Install>, Option<model::Install>)> =
-        BTreeMap::new();
-    for install in installs {
-        let Some(service) = install.image.as_ref().and_then(|i| i.service.as_ref()) else {
-            continue;
-        };
-        let release = install.release.as_ref().map(|r| r.__id);
-        let slot = by_service.entry(service.__id).or_default();
-        if release.is_some() && release == running {
-            slot.0 = Some(install);
-        } else if release.is_some() && release == target {
-            slot.1 = Some(install);
-        }
-    }
-    let mut out: Vec<Service> = by_service
-        .into_iter()
-        .filter_map(|(id, (on_running, on_target))| {
-            let downloading = [&on_running, &on_target]
-                .into_iter()
-                .flatten()
-                .find(|i| i.status.as_deref() == Some("Downloading"))
-                .map(|i| (i.download_progress.unwrap_or(0.0) / 100.0).clamp(0.0, 1.0));
-            let status = strings.get(on_running.or(on_target)?.status.as_deref()?);
-            let name = match names.get(&id) {
-                Some(name) => name.clone(),
-                None => strings.get(&id.to_string()),
+    names: &'a HashMap<u64, Text>,
+    policies: &'a Policies<'a>,
+    presence: Presence,
+}
+
+impl Installs<'_> {
+    fn services(&self, installs: Vec<model::Install>, strings: &mut Interner) -> Vec<Service> {
+        let (running, target, names) = (self.running, self.target, self.names);
+        let mut by_service: BTreeMap<u64, (Option<model::Install>, Option<model::Install>)> =
+            BTreeMap::new();
+        for install in installs {
+            let Some(service) = install.image.as_ref().and_then(|i| i.service.as_ref()) else {
+                continue;
             };
-            Some(Service {
-                name,
-                status,
-                download_progress: downloading,
+            let release = install.release.as_ref().map(|r| r.__id);
+            let slot = by_service.entry(service.__id).or_default();
+            if release.is_some() && release == running {
+                slot.0 = Some(install);
+            } else if release.is_some() && release == target {
+                slot.1 = Some(install);
+            }
+        }
+        let mut out: Vec<Service> = by_service
+            .into_iter()
+            .filter_map(|(id, (on_running, on_target))| {
+                let downloading = [&on_running, &on_target]
+                    .into_iter()
+                    .flatten()
+                    .find(|i| i.status.as_deref() == Some("Downloading"))
+                    .map(|i| (i.download_progress.unwrap_or(0.0) / 100.0).clamp(0.0, 1.0));
+                let install = on_running.or(on_target)?;
+                let status = strings.get(install.status.as_deref()?);
+                let name = match names.get(&id) {
+                    Some(name) => name.clone(),
+                    None => strings.get(&id.to_string()),
+                };
+                let release = install.release.as_ref().map(|r| r.__id);
+                let failing = self.failing(&name, &status, release);
+                Some(Service {
+                    name,
+                    status,
+                    download_progress: downloading,
+                    failing,
+                })
             })
-        })
-        .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Whether a service in `status`, of `release`, is failing (`definitions::service_failing`).
+    fn failing(&self, name: &str, status: &str, release: Option<u64>) -> bool {
+        let restart = release
+            .and_then(|r| self.policies.restart.get(&r))
+            .and_then(|services| services.get(name))
+            .map(String::as_str);
+        let excluded = self.policies.excluded.iter().any(|s| s == name);
+        definitions::service_failing(self.presence, status, restart, excluded)
+    }
 }
 
 /// Tags as (key, value) sorted by key; a null value is empty.
@@ -512,9 +612,19 @@ mod tests {
     use super::*;
 
     fn device(json: &str) -> Device {
+        convert(json, &HashMap::new())
+    }
+
+    fn convert(json: &str, names: &HashMap<u64, Text>) -> Device {
+        let restart = HashMap::new();
+        let policies = Policies {
+            restart: &restart,
+            excluded: &[],
+        };
         Device::from_api(
             serde_json::from_str(json).unwrap(),
-            &HashMap::new(),
+            names,
+            &policies,
             &mut Interner::default(),
         )
     }
@@ -538,23 +648,21 @@ mod tests {
             install(2, 5, "Downloaded", "100"),
             install(2, 3, "exited", "null"), // an old release that lingers
         );
-        let d = Device::from_api(
-            serde_json::from_str(&json).unwrap(),
-            &names,
-            &mut Interner::default(),
-        );
+        let d = convert(&json, &names);
         assert_eq!(
             d.services,
             [
                 Service {
                     name: "main".into(),
                     status: "Running".into(),
-                    download_progress: Some(0.6)
+                    download_progress: Some(0.6),
+                    failing: false,
                 },
                 Service {
                     name: "sensor-reader".into(),
                     status: "Running".into(),
-                    download_progress: None
+                    download_progress: None,
+                    failing: false,
                 },
             ]
         );
@@ -565,11 +673,7 @@ mod tests {
             r#"{{"id":51,"is_running__release":[],"should_be_running__release":{{"__id":8}},"image_install":[{}]}}"#,
             install(9, 8, "exited", "null")
         );
-        let d = Device::from_api(
-            serde_json::from_str(&json).unwrap(),
-            &names,
-            &mut Interner::default(),
-        );
+        let d = convert(&json, &names);
         assert_eq!(d.services.len(), 1);
         assert_eq!(
             (&*d.services[0].name, &*d.services[0].status),

@@ -707,6 +707,12 @@ mod tests {
             name: name.into(),
             status: status.into(),
             download_progress: None,
+            failing: crate::definitions::service_failing(
+                crate::definitions::Presence::Connected,
+                status,
+                None,
+                false,
+            ),
         }
     }
 

@@ -73,7 +73,7 @@ async fn credentials_open_the_public_port_and_a_browser_is_asked_for_them() {
         TOKEN,
         &[
             ("METRICS_USERNAME", "ops"),
-            ("METRICS_PASSWORD", "pa55word"),
+            ("METRICS_PASSWORD", "pa55word-0123456789"),
         ],
     )
     .await;
@@ -87,7 +87,7 @@ async fn credentials_open_the_public_port_and_a_browser_is_asked_for_them() {
         .starts_with("Basic "));
     let page = http
         .get(format!("{}/", exporter.url))
-        .basic_auth("ops", Some("pa55word"))
+        .basic_auth("ops", Some("pa55word-0123456789"))
         .send()
         .await
         .unwrap();

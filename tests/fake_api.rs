@@ -727,11 +727,13 @@ async fn nested_expansions_with_their_own_options() {
             id: 1,
             fleet_id: 1,
             name: "main".into(),
+            restart: None,
         },
         Service {
             id: 2,
             fleet_id: 1,
             name: "sidecar".into(),
+            restart: Some("no".into()),
         },
     ];
     let install = |id, service_id, release_id, status: &str| Install {
@@ -828,4 +830,24 @@ async fn a_device_key_passes_whoami_as_a_device() {
             .status,
         401
     );
+}
+
+/// The releases in use (fleet targets, pins, running releases) with their compositions, as
+/// `recorded/release-running-page.json` reads them, and a guest's empty answer.
+#[tokio::test]
+async fn releases_in_use_with_their_restart_policies() {
+    let mut account = Account::sample();
+    account.services[1].restart = Some("no".into());
+    let fake = FakeBalena::start(account).await;
+    let query = "/v7/release?$select=id,composition&$filter=(should_be_running_on__application/any(a:1%20eq%201)%20or%20is_running_on__device/any(d:1%20eq%201)%20or%20is_pinned_to__device/any(d:1%20eq%201))%20and%20id%20gt%200&$orderby=id%20asc&$top=100";
+    let answer = get(&fake, query).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    // Fleet targets 11 and 21, pin 10, running 10, 11, 20, 21; release 9 only has a deleted install.
+    assert_eq!(ids(&answer.body), [10, 11, 20, 21]);
+    let v: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    let sensors = &v["d"][0]["composition"]["services"];
+    assert_eq!(sensors["sensor-reader"]["restart"], "no");
+    assert!(sensors["main"].get("restart").is_none());
+    let guest = get_with(&fake, query, None).await;
+    assert_eq!((guest.status, guest.body.as_str()), (200, r#"{"d":[]}"#));
 }

@@ -229,9 +229,9 @@ async fn metrics_credentials_when_configured() {
         &fake.url(),
         TOKEN,
         &[
-            ("METRICS_TOKEN", "scrape-t0ken"),
+            ("METRICS_TOKEN", "scrape-t0ken-0123456789"),
             ("METRICS_USERNAME", "prom"),
-            ("METRICS_PASSWORD", "pa55"),
+            ("METRICS_PASSWORD", "pa55-0123456789abcdef"),
         ],
     )
     .await;
@@ -260,10 +260,17 @@ async fn metrics_credentials_when_configured() {
     assert_eq!(status(Some("Bearer wrong".into())).await.status(), 401);
     assert_eq!(status(Some(basic("prom:wrong"))).await.status(), 401);
     assert_eq!(
-        status(Some("Bearer scrape-t0ken".into())).await.status(),
+        status(Some("Bearer scrape-t0ken-0123456789".into()))
+            .await
+            .status(),
         200
     );
-    assert_eq!(status(Some(basic("prom:pa55"))).await.status(), 200);
+    assert_eq!(
+        status(Some(basic("prom:pa55-0123456789abcdef")))
+            .await
+            .status(),
+        200
+    );
     // The status page names fleets, so it is guarded too; the probes stay open.
     assert_eq!(exporter.get("/").await.0, 401);
     assert_eq!(exporter.get("/-/healthy").await.0, 200);
@@ -278,7 +285,7 @@ async fn alertmanager_is_forwarded_behind_the_credentials() {
     let vars = [
         ("ALERTMANAGER_URL", alertmanager.as_str()),
         ("METRICS_USERNAME", "ops"),
-        ("METRICS_PASSWORD", "s3cret-pass"),
+        ("METRICS_PASSWORD", "s3cret-pass-0123456789"),
     ];
     let exporter = Exporter::start(&fake.url(), TOKEN, &vars).await;
     let url = format!("{}/alertmanager/api/v2/alerts", exporter.url);
@@ -291,7 +298,7 @@ async fn alertmanager_is_forwarded_behind_the_credentials() {
     );
     let allowed = http
         .get(&url)
-        .basic_auth("ops", Some("s3cret-pass"))
+        .basic_auth("ops", Some("s3cret-pass-0123456789"))
         .send()
         .await
         .unwrap();

@@ -47,11 +47,13 @@ fn snapshot() -> Snapshot {
                 name: "main".into(),
                 status: "Running".into(),
                 download_progress: Some(0.6),
+                failing: false,
             },
             Service {
                 name: "sensor \"reader\"".into(),
                 status: "Handing over".into(),
                 download_progress: None,
+                failing: false,
             },
         ],
         tags: vec![
@@ -74,6 +76,7 @@ fn snapshot() -> Snapshot {
             name: "main".into(),
             status: "exited".into(),
             download_progress: None,
+            failing: true,
         }],
         ..Device::default()
     };

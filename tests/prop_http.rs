@@ -167,6 +167,7 @@ fn any_request_gets_an_expected_answer_and_forwarding_stays_under_its_prefix() {
                     access: access(r.access),
                     grafana: Some(Upstream::new(&upstream, "grafana").unwrap()),
                     alertmanager: Some(Upstream::new(&upstream, "alertmanager").unwrap()),
+                    auth_failures: Default::default(),
                 },
             );
             let Ok(uri) = r.path.parse::<warp::http::Uri>() else {

@@ -65,13 +65,14 @@ fn tag_list() -> impl Strategy<Value = Vec<(Text, Text)>> {
 }
 
 fn services() -> impl Strategy<Value = Vec<Service>> {
-    vec((label(), label(), value()), 0..3).prop_map(|services| {
+    vec((label(), label(), value(), any::<bool>()), 0..3).prop_map(|services| {
         services
             .into_iter()
-            .map(|(name, status, download_progress)| Service {
+            .map(|(name, status, download_progress, failing)| Service {
                 name,
                 status,
                 download_progress,
+                failing,
             })
             .collect()
     })
@@ -555,6 +556,7 @@ fn hostile_fleet() -> Fleet {
                 name: hostile("service"),
                 status: hostile("service status"),
                 download_progress: Some(0.5),
+                failing: true,
             }],
             tags: vec![("site".into(), hostile("site"))],
             ..Device::default()

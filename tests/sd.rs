@@ -207,12 +207,17 @@ async fn a_failed_crawl_never_empties_the_list_or_the_file() {
 #[tokio::test]
 async fn sd_is_protected_like_metrics() {
     let fake = FakeBalena::start(Account::sample()).await;
-    let exporter = Exporter::start(&fake.url(), TOKEN, &[("METRICS_TOKEN", "t0k")]).await;
+    let exporter = Exporter::start(
+        &fake.url(),
+        TOKEN,
+        &[("METRICS_TOKEN", "t0k-0123456789abcdef")],
+    )
+    .await;
     exporter.wait_ready().await;
     assert_eq!(exporter.get("/sd").await.0, 401);
     let r = reqwest::Client::new()
         .get(format!("{}/sd", exporter.url))
-        .bearer_auth("t0k")
+        .bearer_auth("t0k-0123456789abcdef")
         .send()
         .await
         .unwrap();

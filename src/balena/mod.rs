@@ -26,6 +26,7 @@ pub enum Resource {
     Application,
     Device,
     Service,
+    Release,
 }
 
 impl Resource {
@@ -35,6 +36,7 @@ impl Resource {
         Resource::Application,
         Resource::Device,
         Resource::Service,
+        Resource::Release,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +45,7 @@ impl Resource {
             Resource::Application => "application",
             Resource::Device => "device",
             Resource::Service => "service",
+            Resource::Release => "release",
         }
     }
 
@@ -581,8 +584,8 @@ mod tests {
         for (i, r) in Resource::ALL.iter().enumerate() {
             assert_eq!(r.index(), i);
         }
-        // Service is the last variant: ALL has them all.
-        assert_eq!(Resource::ALL.len(), Resource::Service.index() + 1);
+        // Release is the last variant: ALL has them all.
+        assert_eq!(Resource::ALL.len(), Resource::Release.index() + 1);
     }
 
     #[test]

@@ -228,6 +228,40 @@ pub struct Service<'a> {
     pub service_name: Text<'a>,
 }
 
+/// A `release` row read for its composition (the release's docker-compose file as balena stores
+/// it) is read only for each service's `restart` policy. A composition of any other shape
+/// (null, no services, a policy that is not a string) says nothing: every policy then counts
+/// as balena's default, `always`.
+#[derive(Debug, Deserialize)]
+pub struct ReleasePolicies {
+    pub id: u64,
+    #[serde(default, deserialize_with = "restart_policies")]
+    pub composition: Vec<(String, String)>,
+}
+
+/// `{"services":{"main":{"restart":"no",...},...}}` → `[("main","no")]`, leniently.
+fn restart_policies<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<(String, String)>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    let Some(services) = value.get("services").and_then(|s| s.as_object()) else {
+        return Ok(Vec::new());
+    };
+    Ok(services
+        .iter()
+        .filter_map(|(name, service)| {
+            let restart = service.get("restart")?.as_str()?;
+            Some((name.clone(), restart.to_string()))
+        })
+        .collect())
+}
+
+impl super::Keyed for ReleasePolicies {
+    fn id(&self) -> u64 {
+        self.id
+    }
+}
+
 impl super::Keyed for Fleet<'_> {
     fn id(&self) -> u64 {
         self.id

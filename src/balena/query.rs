@@ -30,6 +30,9 @@ const DEVICE_LOCATION: &str = "latitude,longitude";
 const DEVICES_VISIBLE: &str =
     "belongs_to__application/any(a:a/is_directly_accessible_by__user/any(dau:1 eq 1))";
 
+const RELEASES_IN_USE: &str = "should_be_running_on__application/any(a:1 eq 1) or \
+is_running_on__device/any(d:1 eq 1) or is_pinned_to__device/any(d:1 eq 1)";
+
 /// The token check: any actor (user or named key) answers 200, anything else 401.
 pub const WHOAMI: &str = "/actor/v1/whoami";
 
@@ -91,6 +94,20 @@ pub fn devices(fleet_ids: Option<&[u64]>, reads: &DeviceReads, top: u32, after: 
 /// One page of services (id and name), to name the services of image installs.
 pub fn services(top: u32, after: u64) -> String {
     page("/v7/service", "id,service_name", "", None, top, after)
+}
+
+/// The releases devices run or should run (fleet targets, pins, running releases): one page
+/// of their ids and compositions, whose services' `restart` policies say which services are
+/// meant to end.
+pub fn releases(top: u32, after: u64) -> String {
+    page(
+        "/v7/release",
+        "id,composition",
+        "",
+        Some(RELEASES_IN_USE),
+        top,
+        after,
+    )
 }
 
 /// `device_tag($select=tag_key,value)`, limited to the allowed keys; None when tags are off.

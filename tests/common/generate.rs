@@ -144,6 +144,7 @@ fn services(fleet_id: u64) -> Vec<Service> {
             id: fleet_id * 10 + n,
             fleet_id,
             name: (*name).into(),
+            restart: None,
         })
         .collect()
 }

@@ -45,6 +45,9 @@ pub struct Service {
     pub id: u64,
     pub fleet_id: u64,
     pub name: String,
+    /// The service's `restart` policy in its fleet's release compositions; None: not given
+    /// (balena's default, `always`).
+    pub restart: Option<String>,
 }
 
 /// One `image_install` row: the image of `service_id` in `release_id` on a device. The image
@@ -273,6 +276,7 @@ impl Account {
             id,
             fleet_id,
             name: name.into(),
+            restart: None,
         };
         Account {
             tokens: vec!["sample-token".into()],

@@ -50,6 +50,8 @@ pub(crate) enum Expr {
     UserAccess,
     /// `belongs_to__application/any(a:a/is_directly_accessible_by__user/any(v:1 eq 1))` on device.
     FleetAccess,
+    /// `nav/any(v:1 eq 1)`: the row reaches at least one row through navigation `nav`.
+    Any(String),
 }
 
 /// Characters reserved by odata-parser's `ResourceName`.
@@ -378,7 +380,7 @@ impl Parser {
         self.at += 1;
         Ok(Expr::Cmp { field, op, lit })
     }
-    /// After `nav/`: only the two access lambdas the exporter needs (any other lambda → 400).
+    /// After `nav/`: the two access lambdas and `nav/any(v:1 eq 1)` (any other lambda → 400).
     fn lambda(&mut self, nav: &str) -> R<Expr> {
         self.word("any")?;
         self.expect(Tok::Sym(b'('))?;
@@ -404,7 +406,14 @@ impl Parser {
                     _ => return Err(BadUrl),
                 }
             }
-            _ => return Err(BadUrl),
+            _ => {
+                self.word("1")?;
+                self.skip_space();
+                self.word("eq")?;
+                self.skip_space();
+                self.word("1")?;
+                Expr::Any(nav.to_string())
+            }
         };
         self.skip_space();
         self.expect(Tok::Sym(b')'))?;

@@ -155,8 +155,23 @@ const SCHEMAS: &[Schema] = &[
     },
     Schema {
         name: "release",
-        fields: &["id", "belongs_to__application", "commit", "status"],
-        links: &[one("belongs_to__application", "application")],
+        fields: &[
+            "id",
+            "belongs_to__application",
+            "commit",
+            "composition",
+            "status",
+        ],
+        links: &[
+            one("belongs_to__application", "application"),
+            many(
+                "should_be_running_on__application",
+                "application",
+                "should_be_running__release",
+            ),
+            many("is_running_on__device", "device", "is_running__release"),
+            many("is_pinned_to__device", "device", "is_pinned_on__release"),
+        ],
         guest: Guest::Empty,
     },
     Schema {
@@ -244,6 +259,24 @@ fn link_value(id: Option<u64>) -> Value {
 fn ranks<'s>(items: impl Iterator<Item = &'s str>) -> HashMap<&'s str, u64> {
     let all: BTreeSet<&str> = items.collect();
     all.into_iter().zip(1..).collect()
+}
+
+/// A release's composition as balena stores it (the parsed docker-compose file): the fleet's
+/// services, each with its `restart` policy where it has one.
+fn composition(account: &Account, fleet: Option<u64>) -> Value {
+    let services: serde_json::Map<String, Value> = account
+        .services
+        .iter()
+        .filter(|s| Some(s.fleet_id) == fleet)
+        .map(|s| {
+            let mut service = json!({"build": format!("./{}", s.name), "labels": {}});
+            if let Some(restart) = &s.restart {
+                service["restart"] = json!(restart);
+            }
+            (s.name.clone(), service)
+        })
+        .collect();
+    json!({"version": "2.1", "networks": {}, "volumes": {}, "services": services})
 }
 
 /// The release a device should run (v7): its pin, else its fleet's target.
@@ -391,6 +424,7 @@ impl Db {
             add(
                 "release",
                 json!({"id": id, "commit": commit, "status": "success",
+                       "composition": composition(account, fleet),
                        "belongs_to__application": link_value(fleet)}),
             );
         }
@@ -470,7 +504,7 @@ pub(crate) fn answer(
     };
     rows.retain(|rec| key.is_none_or(|k| get(rec, "id").as_u64() == Some(k)));
     if let Some(filter) = &q.filter {
-        rows.retain(|rec| eval(filter, rec));
+        rows.retain(|rec| eval(db, schema, filter, rec));
     }
     if count {
         // OData: /$count is not affected by $top, $skip, $orderby or $expand.
@@ -516,7 +550,7 @@ fn render(db: &Db, schema: &Schema, q: &Query, rec: &Record) -> String {
         };
         let mut targets = db.follow(link, rec);
         if let Some(filter) = &e.query.filter {
-            targets.retain(|t| eval(filter, t));
+            targets.retain(|t| eval(db, schema_of(link.target), filter, t));
         }
         let text = if e.count {
             targets.len().to_string()
@@ -651,6 +685,8 @@ fn check_filter(db: &Db, e: &Expr, schema: &Schema) -> R<()> {
         }
         Expr::UserAccess => schema.name == "application",
         Expr::FleetAccess => schema.name == "device",
+        // An unknown navigation is a 500, as in `$expand`.
+        Expr::Any(nav) => link(schema, nav).is_some(),
         Expr::Cmp { field, op, lit } => {
             db.known_field(schema, field)
                 && matches!(
@@ -667,12 +703,13 @@ fn check_filter(db: &Db, e: &Expr, schema: &Schema) -> R<()> {
     ok.then_some(()).ok_or(ServerError)
 }
 
-fn eval(e: &Expr, rec: &Record) -> bool {
+fn eval(db: &Db, schema: &Schema, e: &Expr, rec: &Record) -> bool {
     match e {
-        Expr::And(a, b) => eval(a, rec) && eval(b, rec),
-        Expr::Or(a, b) => eval(a, rec) || eval(b, rec),
+        Expr::And(a, b) => eval(db, schema, a, rec) && eval(db, schema, b, rec),
+        Expr::Or(a, b) => eval(db, schema, a, rec) || eval(db, schema, b, rec),
         // Every fleet and device of the account is the authorized caller's.
         Expr::UserAccess | Expr::FleetAccess => true,
+        Expr::Any(nav) => link(schema, nav).is_some_and(|l| !db.follow(l, rec).is_empty()),
         Expr::Cmp { field, op, lit } => {
             let value = get(rec, field);
             match op {

@@ -13,7 +13,9 @@
 # ALERT_WEBHOOK_BEARER_TOKEN, not in its URL.
 #
 # Everything is validated before anything is written. A bad value stops the container with
-# one log line naming the variable (exit 1); the values themselves are never echoed.
+# one log line naming the variable (exit 1); the values themselves are never echoed. So do a
+# newline, a tab or another control character in any variable read here, and "{{" in one
+# that goes into a field Alertmanager expands as a template (see no_template below).
 #
 # Seams for scripts/check-alertmanager (the container leaves them at their defaults):
 #   ALERTMANAGER_CONFIG_DIR     where alertmanager.yml is rendered  (/tmp/alertmanager)
@@ -43,34 +45,36 @@ config=$config_dir/alertmanager.yml
 # ---------------------------------------------------------------------------------------
 # Validation helpers. Each takes the variable's NAME, reads its value, and fails naming it.
 
-# get NAME: the variable's value into $v (not through $(...), which would drop trailing
-# newlines before they can be refused).
-get() { eval "v=\${$1:-}"; }
+# The code the entrypoints share: env_value NAME (its value into $v), refuse_control_chars
+# NAME..., check_http_url NAME and derive_public_url; a generated copy of
+# scripts/entrypoint-lib.sh, beside this file in the image too.
+case $0 in
+  */*) lib=${0%/*}/entrypoint-lib.sh ;;
+  *) lib=./entrypoint-lib.sh ;;
+esac
+[ -r "$lib" ] || fail "cannot read $lib, which entrypoint.sh needs beside it"
+# shellcheck source=alertmanager/entrypoint-lib.sh
+. "$lib"
+
+get() { env_value "$1"; }
 is_set() {
   get "$1"
   [ -n "$v" ]
 }
 
-# Newlines would end a YAML line early (an injection); other control characters are never
-# meant. Refused for every variable, secrets included (a pasted token with a newline would
-# fail in a confusing way later).
-no_control() {
+# Fields that Alertmanager expands as Go templates before each notification are <tmpl_string>
+# in its configuration reference (https://prometheus.io/docs/alerting/latest/configuration/,
+# docs/configuration.md of prometheus/alertmanager): Slack's channel, username, title, text
+# (and color, fallback, pretext, footer, ...), email's to, from, html, text and header values,
+# Discord's title and message; a webhook's url is one from 0.31 (pull 4798). smtp_smarthost,
+# auth_username and the *_file paths are plain strings. A "{{" in a variable put into such a
+# field passes amtool check-config, and then every notification fails to render. So each
+# ALERT_* variable that goes into one is refused when it holds "{{" (the URLs by
+# check_http_url, which refuses braces); the title, text and Subject are our own templates.
+no_template() {
   get "$1"
   case $v in
-    *[[:cntrl:]]*) fail "$1 contains a newline or another control character; set it on one line" ;;
-  esac
-}
-
-# An http(s) URL with a host and no spaces or quotes. The value is not shown in the message:
-# for most URL variables it is a secret.
-check_url() {
-  no_control "$1"
-  case $v in
-    http://?* | https://?*) ;;
-    *) fail "$1 must be an http:// or https:// URL" ;;
-  esac
-  case $v in
-    *[[:space:]\"\'\<\>\\]*) fail "$1 must not contain spaces, quotes, angle brackets or backslashes" ;;
+    *'{{'*) fail "$1 must not contain {{: Alertmanager reads that field as a template" ;;
   esac
 }
 
@@ -78,7 +82,7 @@ check_url() {
 # that order, each at most once; "0" alone is zero. Numbers are limited to 6 digits so the
 # conversion to milliseconds below cannot overflow. Prints the duration in milliseconds.
 duration_ms() {
-  no_control "$1"
+  get "$1"
   d=$v
   if [ "$d" = 0 ]; then
     echo 0
@@ -105,46 +109,49 @@ yq() {
 # ---------------------------------------------------------------------------------------
 # 1. Validate everything.
 
+# Every variable this script reads, first: one line naming the first with a control character.
+refuse_control_chars ALERTMANAGER_CONFIG_DIR ALERTMANAGER_SECRETS_DIR ALERTMANAGER_TEMPLATES_DIR \
+  ALERTMANAGER_STORAGE_DIR ALERTMANAGER_LISTEN_ADDRESS ALERTMANAGER_BIN ALERTMANAGER_RENDER_ONLY \
+  ALERT_WEBHOOK_URL ALERT_WEBHOOK_BEARER_TOKEN ALERT_SLACK_WEBHOOK_URL ALERT_SLACK_CHANNEL \
+  ALERT_DISCORD_WEBHOOK_URL ALERT_EMAIL_TO ALERT_SMTP_SMARTHOST ALERT_SMTP_FROM \
+  ALERT_SMTP_USERNAME ALERT_SMTP_PASSWORD ALERT_SMTP_REQUIRE_TLS ALERT_GROUP_WAIT \
+  ALERT_GROUP_INTERVAL ALERT_REPEAT_INTERVAL ALERT_MIN_SEVERITY PUBLIC_URL BALENA_DEVICE_UUID
+
 integrations=""
 add_integration() { integrations=${integrations:+$integrations,}$1; }
 
 if is_set ALERT_WEBHOOK_URL; then
-  check_url ALERT_WEBHOOK_URL
+  # Alertmanager 0.31 and later read a webhook URL as a template: check_http_url refuses braces.
+  check_http_url ALERT_WEBHOOK_URL
   case $ALERT_WEBHOOK_URL in
     *://*@*) fail "ALERT_WEBHOOK_URL must not carry user:password@; set ALERT_WEBHOOK_BEARER_TOKEN for the credentials" ;;
-    # Alertmanager 0.31 and later read a webhook URL as a template.
-    *'{{'* | *'}}'*) fail "ALERT_WEBHOOK_URL must not contain {{ or }}" ;;
   esac
   add_integration webhook
-  if is_set ALERT_WEBHOOK_BEARER_TOKEN; then
-    no_control ALERT_WEBHOOK_BEARER_TOKEN
-  fi
 elif is_set ALERT_WEBHOOK_BEARER_TOKEN; then
   fail "ALERT_WEBHOOK_BEARER_TOKEN is set but ALERT_WEBHOOK_URL is not; set the webhook's URL too"
 fi
 
 if is_set ALERT_SLACK_WEBHOOK_URL; then
-  check_url ALERT_SLACK_WEBHOOK_URL
+  check_http_url ALERT_SLACK_WEBHOOK_URL
   add_integration slack
-  no_control ALERT_SLACK_CHANNEL
+  no_template ALERT_SLACK_CHANNEL # channel: <tmpl_string>
 elif is_set ALERT_SLACK_CHANNEL; then
   fail "ALERT_SLACK_CHANNEL is set but ALERT_SLACK_WEBHOOK_URL is not; set the Slack incoming webhook URL too"
 fi
 
 if is_set ALERT_DISCORD_WEBHOOK_URL; then
-  check_url ALERT_DISCORD_WEBHOOK_URL
+  check_http_url ALERT_DISCORD_WEBHOOK_URL
   add_integration discord
 fi
 
 smtp_vars="ALERT_SMTP_SMARTHOST ALERT_SMTP_FROM ALERT_SMTP_USERNAME ALERT_SMTP_PASSWORD ALERT_SMTP_REQUIRE_TLS"
 if is_set ALERT_EMAIL_TO; then
-  no_control ALERT_EMAIL_TO
+  no_template ALERT_EMAIL_TO # to: <tmpl_string>
   case $ALERT_EMAIL_TO in
     *@*) ;;
     *) fail "ALERT_EMAIL_TO must be an email address (or several, separated by commas)" ;;
   esac
   is_set ALERT_SMTP_SMARTHOST || fail "ALERT_EMAIL_TO is set but ALERT_SMTP_SMARTHOST is not; set the SMTP server as host:port, e.g. smtp.example.com:587"
-  no_control ALERT_SMTP_SMARTHOST
   # host:port; the host may be a name, an IPv4 address or [an IPv6 address].
   smtp_port=${ALERT_SMTP_SMARTHOST##*:}
   smtp_host=${ALERT_SMTP_SMARTHOST%:*}
@@ -155,13 +162,11 @@ if is_set ALERT_EMAIL_TO; then
     '' | *[[:space:]]* | *[\"\']*) fail "ALERT_SMTP_SMARTHOST must be host:port, e.g. smtp.example.com:587" ;;
   esac
   is_set ALERT_SMTP_FROM || fail "ALERT_EMAIL_TO is set but ALERT_SMTP_FROM is not; set the sender address"
-  no_control ALERT_SMTP_FROM
+  no_template ALERT_SMTP_FROM # from: <tmpl_string>
   case $ALERT_SMTP_FROM in
     *@*) ;;
     *) fail "ALERT_SMTP_FROM must be an email address" ;;
   esac
-  no_control ALERT_SMTP_USERNAME
-  no_control ALERT_SMTP_PASSWORD
   if is_set ALERT_SMTP_USERNAME && ! is_set ALERT_SMTP_PASSWORD; then
     fail "ALERT_SMTP_USERNAME is set but ALERT_SMTP_PASSWORD is not; set both for SMTP authentication, or neither"
   fi
@@ -206,23 +211,7 @@ esac
 
 # The public URL: links in notifications and the UI's own links point there. The exporter
 # forwards /alertmanager/... from the device's public URL to this container unchanged.
-if is_set PUBLIC_URL; then
-  check_url PUBLIC_URL
-  public_url=$v
-elif is_set BALENA_DEVICE_UUID; then
-  case $BALENA_DEVICE_UUID in
-    *[!0-9a-zA-Z]*) fail "BALENA_DEVICE_UUID must be letters and digits only; set PUBLIC_URL instead" ;;
-  esac
-  public_url=https://$BALENA_DEVICE_UUID.balena-devices.com
-else
-  public_url=http://localhost:9093
-fi
-while :; do
-  case $public_url in
-    */) public_url=${public_url%/} ;;
-    *) break ;;
-  esac
-done
+derive_public_url http://localhost:9093
 external_url=$public_url/alertmanager/
 
 # ---------------------------------------------------------------------------------------

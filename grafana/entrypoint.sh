@@ -24,9 +24,13 @@
 # If that fails, Grafana does not start. So the admin password is always the variable's or the
 # file's: a password changed in Grafana's UI is reset at the next start.
 #
-# Root URL: GF_SERVER_ROOT_URL when set; otherwise $PUBLIC_URL/grafana/ (e.g. an openBalena
-# device URL), else https://$BALENA_DEVICE_UUID.balena-devices.com/grafana/ (balena injects
-# the uuid), else relative to whatever host Grafana is asked for.
+# Root URL: GF_SERVER_ROOT_URL when set; otherwise the public URL (derive_public_url in
+# entrypoint-lib.sh: $PUBLIC_URL, e.g. an openBalena device URL, else
+# https://$BALENA_DEVICE_UUID.balena-devices.com, balena injects the uuid) + /grafana/, else
+# relative to whatever host Grafana is asked for.
+#
+# A newline, a tab or another control character in any variable read here stops it with one
+# line naming the variable (refuse_control_chars in entrypoint-lib.sh).
 #
 # Environment for tests (defaults are the image's): GRAFANA_DATA_DIR (GF_PATHS_DATA or
 # /var/lib/grafana), GRAFANA_CLI (the grafana binary, found on PATH), GRAFANA_RUN (/run.sh).
@@ -44,7 +48,7 @@ log() {
   printf 'grafana-entrypoint: %s\n' "$*" >&2
 }
 fail() {
-  log "$*"
+  log "refusing to start: $*"
   exit 1
 }
 
@@ -53,32 +57,48 @@ fail() {
 refuse_weak() {
   case $1 in
     [Aa][Dd][Mm][Ii][Nn])
-      fail "refusing to start: $2 is \"admin\", Grafana's default password; $3" ;;
+      fail "$2 is \"admin\", Grafana's default password; $3" ;;
   esac
   if [ "${#1}" -lt "$min_length" ]; then
-    fail "refusing to start: $2 is shorter than $min_length characters; $3"
+    fail "$2 is shorter than $min_length characters; $3"
   fi
   case $1 in
-    *"$newline"*)
-      fail "refusing to start: $2 holds more than one line; $3" ;;
+    *[[:cntrl:]]*)
+      fail "$2 holds a newline, a tab or another control character; $3" ;;
   esac
 }
-newline='
-'
+
+# The code the entrypoints share: refuse_control_chars NAME..., derive_public_url, ...; a
+# generated copy of scripts/entrypoint-lib.sh, beside this file in the image too.
+case $0 in
+  */*) lib=${0%/*}/entrypoint-lib.sh ;;
+  *) lib=./entrypoint-lib.sh ;;
+esac
+[ -r "$lib" ] || fail "cannot read $lib, which entrypoint.sh needs beside it"
+# shellcheck source=grafana/entrypoint-lib.sh
+. "$lib"
+
+# Every variable this script reads, first: one line naming the first with a control character.
+refuse_control_chars GRAFANA_DATA_DIR GF_PATHS_DATA GRAFANA_CLI GRAFANA_RUN GF_PATHS_HOME \
+  GF_PATHS_CONFIG GF_SECURITY_ADMIN_PASSWORD GF_SECURITY_ADMIN_PASSWORD__FILE \
+  BALENA_DEVICE_UUID GF_DATABASE_PATH GF_SERVER_ROOT_URL PUBLIC_URL
 
 # The same as the official run.sh: a Docker secret named by GF_SECURITY_ADMIN_PASSWORD__FILE.
-# Read here so that the checks below see it; run.sh then finds only the variable.
+# Read here so that the checks below see it (naming the file's variable); run.sh then finds
+# only the variable. $(...) drops the file's trailing newlines, so a file of one line is fine.
+password_from=GF_SECURITY_ADMIN_PASSWORD
 if [ -n "${GF_SECURITY_ADMIN_PASSWORD__FILE:-}" ]; then
   if [ -n "${GF_SECURITY_ADMIN_PASSWORD:-}" ]; then
-    fail "refusing to start: both GF_SECURITY_ADMIN_PASSWORD and" \
+    fail "both GF_SECURITY_ADMIN_PASSWORD and" \
       "GF_SECURITY_ADMIN_PASSWORD__FILE are set; set one"
   fi
   if [ ! -r "$GF_SECURITY_ADMIN_PASSWORD__FILE" ]; then
-    fail "refusing to start: cannot read" \
+    fail "cannot read" \
       "GF_SECURITY_ADMIN_PASSWORD__FILE ($GF_SECURITY_ADMIN_PASSWORD__FILE)"
   fi
   GF_SECURITY_ADMIN_PASSWORD=$(cat "$GF_SECURITY_ADMIN_PASSWORD__FILE")
   unset GF_SECURITY_ADMIN_PASSWORD__FILE
+  password_from="the file of GF_SECURITY_ADMIN_PASSWORD__FILE"
 fi
 
 if [ -n "${BALENA_DEVICE_UUID:-}" ]; then
@@ -91,12 +111,12 @@ where="$where cat $password_file"
 set_it="set GF_SECURITY_ADMIN_PASSWORD (a service variable of grafana)"
 
 if [ -n "${GF_SECURITY_ADMIN_PASSWORD:-}" ]; then
-  refuse_weak "$GF_SECURITY_ADMIN_PASSWORD" GF_SECURITY_ADMIN_PASSWORD \
+  refuse_weak "$GF_SECURITY_ADMIN_PASSWORD" "$password_from" \
     "$set_it to at least $min_length characters (not admin), or delete it to use a generated password"
   password=$GF_SECURITY_ADMIN_PASSWORD
 elif [ -s "$password_file" ]; then
   if [ ! -r "$password_file" ]; then
-    fail "refusing to start: cannot read $password_file; fix its owner (uid 472) or $set_it"
+    fail "cannot read $password_file; fix its owner (uid 472) or $set_it"
   fi
   password=
   IFS= read -r password <"$password_file" || true
@@ -109,14 +129,14 @@ else
   # An empty file is what a power cut right after the first start can leave: made anew.
   password=$(LC_ALL=C tr -dc 'A-Za-z0-9' </dev/urandom | head -c 32) || true
   if [ "${#password}" -ne 32 ]; then
-    fail "refusing to start: could not generate an admin password from /dev/urandom; $set_it"
+    fail "could not generate an admin password from /dev/urandom; $set_it"
   fi
   tmp=$password_file.tmp.$$
   # umask in a subshell: Grafana itself keeps the image's umask.
   if ! (umask 077 && printf '%s\n' "$password" >"$tmp") 2>/dev/null ||
     ! mv -f "$tmp" "$password_file"; then
     rm -f "$tmp"
-    fail "refusing to start: cannot write $password_file (is $data_dir writable by uid 472?);" \
+    fail "cannot write $password_file (is $data_dir writable by uid 472?);" \
       "$set_it"
   fi
   log "generated an admin password and stored it in $password_file (user admin; read it with:" \
@@ -140,26 +160,16 @@ if [ -f "$database" ]; then
     case $reason in
       *"$password"*) reason="its output is withheld" ;;
     esac
-    fail "refusing to start: could not set the admin password in the existing database" \
+    fail "could not set the admin password in the existing database" \
       "$database with grafana cli admin reset-admin-password (${reason:-no output});" \
       "Grafana would keep its old, possibly default, password"
   fi
 fi
 
 if [ -z "${GF_SERVER_ROOT_URL:-}" ]; then
-  if [ -n "${PUBLIC_URL:-}" ]; then
-    case $PUBLIC_URL in
-      https://?* | http://?*) ;;
-      *) fail "refusing to start: PUBLIC_URL must start with https:// or http://" \
-        "(for example https://<uuid>.devices.example.org)" ;;
-    esac
-    base=$PUBLIC_URL
-    while [ "${base%/}" != "$base" ]; do
-      base=${base%/}
-    done
-    GF_SERVER_ROOT_URL=$base/grafana/
-  elif [ -n "${BALENA_DEVICE_UUID:-}" ]; then
-    GF_SERVER_ROOT_URL=https://$BALENA_DEVICE_UUID.balena-devices.com/grafana/
+  derive_public_url ""
+  if [ -n "$public_url" ]; then
+    GF_SERVER_ROOT_URL=$public_url/grafana/
   else
     # Grafana fills these in from the request's host, as before PUBLIC_URL existed.
     GF_SERVER_ROOT_URL='%(protocol)s://%(domain)s:%(http_port)s/grafana/'

@@ -3,7 +3,8 @@
 # starts Prometheus with it. POSIX sh (the image is busybox). Every variable is optional:
 #
 #   PUBLIC_URL            the device's public URL, for alert links (Prometheus'
-#                         --web.external-url); default https://$BALENA_DEVICE_UUID.balena-devices.com
+#                         --web.external-url); default https://$BALENA_DEVICE_UUID.balena-devices.com,
+#                         else http://localhost:9090 (derive_public_url in entrypoint-lib.sh)
 #   DEVICE_OFFLINE_FOR    how long a device is offline before DeviceOffline fires (30m)
 #   REMOTE_WRITE_URL      also send every series to this remote-write endpoint (Grafana Cloud,
 #                         Mimir, Thanos Receive, a Prometheus with its receiver on)
@@ -13,7 +14,8 @@
 #                         alert; `monitor` is the device's name (or uuid) unless given here
 #
 # Secrets go into files of mode 0600 that the configuration names (*_file); no value is
-# logged. A bad value stops the service with one line naming the variable. For tests, the
+# logged. A bad value stops the service with one line naming the variable, and so does a
+# newline, a tab or another control character in any variable read here. For tests, the
 # paths are overridable (PROMETHEUS_SOURCE_DIR, PROMETHEUS_CONFIG_DIR, PROMETHEUS_BIN) and
 # PROMETHEUS_RENDER_ONLY=1 prints the arguments instead of starting Prometheus.
 set -eu
@@ -27,20 +29,18 @@ fail() {
   exit 1
 }
 
-nl='
-'
-cr=$(printf '\r')
-tab=$(printf '\t')
+# The code the entrypoints share (refuse_control_chars, check_http_url, derive_public_url):
+# a generated copy of scripts/entrypoint-lib.sh, beside this file in the image too.
+case $0 in
+  */*) lib=${0%/*}/entrypoint-lib.sh ;;
+  *) lib=./entrypoint-lib.sh ;;
+esac
+[ -r "$lib" ] || fail "cannot read $lib, which entrypoint.sh needs beside it"
+# shellcheck source=prometheus/entrypoint-lib.sh
+. "$lib"
 
-# Refuses control characters (a newline would inject YAML). Called directly, not inside $(...),
-# so that its exit stops the script.
-one_line() {
-  case $2 in
-    *"$nl"* | *"$cr"* | *"$tab"*) fail "$1: must be one line without tabs" ;;
-  esac
-}
-
-# A checked value as a YAML double-quoted string: backslashes and quotes escaped.
+# A checked value as a YAML double-quoted string: backslashes and quotes escaped. Control
+# characters were refused before, so nothing else can end the string or the line.
 quoted() {
   printf '"%s"' "$(printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g')"
 }
@@ -50,40 +50,27 @@ duration() {
     fail "$1: expected a duration such as 30m, 1h or 1h30m, got \"$2\""
 }
 
-http_url() {
-  one_line "$1" "$2"
-  case $2 in
-    http://?* | https://?*) ;;
-    *) fail "$1: expected an http:// or https:// URL" ;;
-  esac
-  case $2 in
-    *" "*) fail "$1: a URL cannot contain spaces" ;;
-  esac
-}
-
 # --- read and check everything before writing anything
+refuse_control_chars PROMETHEUS_SOURCE_DIR PROMETHEUS_CONFIG_DIR PROMETHEUS_BIN \
+  PROMETHEUS_RENDER_ONLY DEVICE_OFFLINE_FOR PUBLIC_URL BALENA_DEVICE_UUID REMOTE_WRITE_URL \
+  REMOTE_WRITE_USERNAME REMOTE_WRITE_PASSWORD REMOTE_WRITE_BEARER_TOKEN EXTERNAL_LABELS \
+  BALENA_DEVICE_NAME_AT_INIT
+
 offline_for=${DEVICE_OFFLINE_FOR:-30m}
 duration DEVICE_OFFLINE_FOR "$offline_for"
 
-public_url=${PUBLIC_URL:-}
-if [ -z "$public_url" ] && [ -n "${BALENA_DEVICE_UUID:-}" ]; then
-  public_url="https://$BALENA_DEVICE_UUID.balena-devices.com"
-fi
-[ -n "$public_url" ] || public_url="http://localhost:9090"
-http_url PUBLIC_URL "$public_url"
-public_url=${public_url%/}
+derive_public_url http://localhost:9090
 
 remote_url=${REMOTE_WRITE_URL:-}
 remote_user=${REMOTE_WRITE_USERNAME:-}
 remote_password=${REMOTE_WRITE_PASSWORD:-}
 remote_token=${REMOTE_WRITE_BEARER_TOKEN:-}
 if [ -n "$remote_url" ]; then
-  http_url REMOTE_WRITE_URL "$remote_url"
+  check_http_url REMOTE_WRITE_URL
   case $remote_url in
     *://*@*) fail "REMOTE_WRITE_URL: put credentials in REMOTE_WRITE_USERNAME and REMOTE_WRITE_PASSWORD, not in the URL" ;;
   esac
 fi
-one_line REMOTE_WRITE_USERNAME "$remote_user"
 if [ -n "$remote_user" ] && [ -z "$remote_password" ]; then
   fail "REMOTE_WRITE_PASSWORD is not set: basic auth needs REMOTE_WRITE_USERNAME and REMOTE_WRITE_PASSWORD"
 fi
@@ -97,10 +84,16 @@ if [ -z "$remote_url" ] && { [ -n "$remote_user" ] || [ -n "$remote_token" ]; };
   fail "REMOTE_WRITE_URL is not set: the remote-write credentials need it"
 fi
 
-# External labels: the given ones, and `monitor` unless given.
+# External labels: the given ones, and `monitor` unless given. Prometheus refuses a label name
+# outside [a-zA-Z_][a-zA-Z0-9_]* (its 2.x promtool, which the checks run, allows no other) and
+# a name given twice (a YAML key twice); names starting with __ are Prometheus' own. An empty
+# value would mean no label at all, so it is refused rather than silently dropped. Values are
+# written as YAML double-quoted strings, with backslashes and double quotes escaped (quoted
+# above); control characters, which YAML cannot hold there, were refused above. Commas
+# separate the pairs, so a value cannot hold one; the first = ends the name.
 labels=""
+names=" "
 monitor_given=false
-one_line EXTERNAL_LABELS "${EXTERNAL_LABELS:-}"
 old_ifs=$IFS
 IFS=','
 set -f # no globbing of the pairs
@@ -110,9 +103,12 @@ for pair in ${EXTERNAL_LABELS:-}; do
   name=${pair%%=*}
   value=${pair#*=}
   [ "$name" != "$pair" ] || fail "EXTERNAL_LABELS: expected name=value pairs separated by commas, got \"$pair\""
-  printf '%s' "$name" | grep -Eq '^[a-zA-Z_][a-zA-Z0-9_]*$' ||
+  printf '%s\n' "$name" | grep -Eqx '[a-zA-Z_][a-zA-Z0-9_]*' ||
     fail "EXTERNAL_LABELS: \"$name\" is not a label name ([a-zA-Z_][a-zA-Z0-9_]*)"
   case $name in __*) fail "EXTERNAL_LABELS: names starting with __ are reserved" ;; esac
+  case $names in *" $name "*) fail "EXTERNAL_LABELS: \"$name\" is given twice" ;; esac
+  names="$names$name "
+  [ -n "$value" ] || fail "EXTERNAL_LABELS: \"$name\" has an empty value"
   [ "$name" = monitor ] && monitor_given=true
   labels="$labels    $name: $(quoted "$value")
 "
@@ -121,7 +117,6 @@ set +f
 IFS=$old_ifs
 if [ "$monitor_given" = false ]; then
   monitor=${BALENA_DEVICE_NAME_AT_INIT:-${BALENA_DEVICE_UUID:-}}
-  one_line BALENA_DEVICE_NAME_AT_INIT "$monitor"
   [ -z "$monitor" ] || labels="$labels    monitor: $(quoted "$monitor")
 "
 fi

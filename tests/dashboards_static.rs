@@ -10,7 +10,10 @@
 //! description, panels do not overlap, every dashboard links to the others, links between
 //! dashboards name existing dashboards and variables, device pickers show names (a regex with
 //! named `text` and `value` groups that the tests can run), and a dashboard that reads an
-//! optional family says what turns it on. The live check of every query is in
+//! optional family says what turns it on. No query uses the definitions issue 18 replaced
+//! (offline as all minus online or as heartbeat offline, updating or failing as a status
+//! matcher), and Grafana opens on the fleet overview, which lists the alerts firing now. The
+//! live check of every query is in
 //! `dashboards_live.rs`.
 
 mod common;
@@ -27,6 +30,7 @@ use common::promql::{metric_names, selectors, variable_promql, variable_refs};
 
 /// The dashboards the app ships, by uid; other links and docs point at these.
 const EXPECTED_UIDS: &[&str] = &[
+    "balena-home",
     "balena-fleets",
     "balena-device",
     "balena-services",
@@ -601,4 +605,172 @@ fn dashboards_say_what_turns_on_optional_data() {
             }
         }
     }
+}
+
+/// Why a query uses a definition that `shared/DESIGN.md` ("What the words mean") replaced, if it
+/// does. Offline, updating and failing services are computed once, in the exporter
+/// (`balena_device_offline`, `balena_device_updating`, `balena_service_failing`) and the
+/// recording rules (`fleet:balena_*`); a dashboard that computes them again drifts from the
+/// alerts and the status page.
+fn old_definition(expr: &str) -> Option<&'static str> {
+    let flat: String = expr.split_whitespace().collect();
+    // All devices minus is_online counts inactive and configuring devices as offline.
+    let all = flat
+        .find("balena_fleet_devices{")
+        .or_else(|| flat.find("balena_fleet_devices)"));
+    if let (Some(all), Some(online)) = (all, flat.find("balena_devices_online")) {
+        let between = &flat[all.min(online)..all.max(online)];
+        if between.contains(")-") || between.contains("}-") {
+            return Some("offline as balena_fleet_devices - balena_devices_online (inactive and configuring devices are not offline)");
+        }
+    }
+    for (metric, matchers) in selectors(expr) {
+        let on_label = |label: &str, words: &[&str]| {
+            matchers.iter().any(|m| {
+                let m = m.replace(' ', "");
+                m.strip_prefix(label).is_some_and(|rest| {
+                    rest.starts_with(['=', '!']) && words.iter().any(|w| rest.contains(w))
+                })
+            })
+        };
+        if metric == "balena_device_heartbeat_state" && on_label("state", &["offline"]) {
+            return Some("offline as heartbeat state offline (offline is balena's disconnected: neither heartbeat nor VPN)");
+        }
+        if metric.contains("status") && on_label("status", &["updating", "downloading", "applying"])
+        {
+            return Some("updating as a status matcher (use balena_device_updating or fleet:balena_devices_updating:count)");
+        }
+        if (metric.starts_with("balena_service_status")
+            || metric.starts_with("balena_fleet_service_instances"))
+            && on_label("status", &["exited", "Dead", "restarting"])
+        {
+            return Some("failing as a status matcher (an exited service with restart no/on-failure is not failing; use balena_service_failing or fleet:balena_services_failing:count)");
+        }
+    }
+    None
+}
+
+#[test]
+fn no_query_uses_the_old_definitions() {
+    let mut checked = 0;
+    for d in dashboards() {
+        let mut texts: Vec<(String, String)> = d
+            .queries()
+            .into_iter()
+            .map(|(panel, ref_id, expr)| (format!("panel {panel:?} target {ref_id}"), expr))
+            .collect();
+        for var in d.variables() {
+            if let Some(query) = variable_query(var) {
+                texts.push((format!("variable {}", var["name"]), query.to_string()));
+            }
+        }
+        for (place, expr) in texts {
+            if let Some(why) = old_definition(&expr) {
+                panic!("{}: {place} computes {why}: {expr}", d.name());
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no queries were checked");
+    // The lint catches what the dashboards used before issue 18.
+    for old in [
+        r#"sum(balena_fleet_devices{fleet_slug=~"$fleet"}) - sum(balena_devices_online{fleet_slug=~"$fleet"})"#,
+        r#"balena_fleet_devices{fleet_slug=~"$fleet"} - balena_devices_online{fleet_slug=~"$fleet"}"#,
+        r#"x and on(uuid) balena_device_heartbeat_state{fleet_slug=~"$fleet", state="offline"}"#,
+        r#"sum(balena_fleet_devices_by_status{status="updating"})"#,
+        r#"sum(balena_fleet_devices_by_update_status{status=~"downloading|downloaded|applying changes"})"#,
+        r#"balena_service_status{status=~"exited|Dead|restarting"} == 1"#,
+    ] {
+        assert!(old_definition(old).is_some(), "the lint misses {old}");
+    }
+    for new in [
+        r#"sum(fleet:balena_devices_offline:count{fleet_slug=~"$fleet"})"#,
+        r#"sum by (state) (balena_fleet_devices_by_heartbeat{fleet_slug=~"$fleet"})"#,
+        r#"sum(balena_fleet_devices{fleet_slug=~"$fleet"})"#,
+        r#"balena_device_heartbeat_state{uuid="$device"} == 1"#,
+    ] {
+        assert!(old_definition(new).is_none(), "the lint flags {new}");
+    }
+}
+
+/// The value of `NAME=value` in the Dockerfile's ENV instructions, without quotes.
+fn dockerfile_env(dockerfile: &str, name: &str) -> Option<String> {
+    dockerfile
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.starts_with('#'))
+        .flat_map(|line| line.trim_start_matches("ENV ").split_whitespace())
+        .find_map(|word| word.strip_prefix(&format!("{name}=")))
+        .map(|value| value.trim_matches('"').to_string())
+}
+
+#[test]
+fn grafana_opens_on_the_fleet_overview_with_the_firing_alerts() {
+    let dockerfile = read("grafana/Dockerfile.template");
+    let path = dockerfile_env(&dockerfile, "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH")
+        .expect("grafana/Dockerfile.template: no GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH (Grafana would open on its welcome page)");
+    let provider = yaml_value("grafana/provisioning/dashboards/balena.yml", "path");
+    let file = path
+        .strip_prefix(&format!("{}/", provider.trim_end_matches('/')))
+        .unwrap_or_else(|| {
+            panic!("the home dashboard {path} is not under the provisioned {provider}")
+        });
+    let dashboards = dashboards();
+    let home = dashboards
+        .iter()
+        .find(|d| d.file == format!("grafana/dashboards/{file}"))
+        .unwrap_or_else(|| panic!("the home dashboard {path} is not a file of grafana/dashboards"));
+    assert_eq!(
+        home.uid(),
+        "balena-home",
+        "{}: the home dashboard's uid",
+        home.name()
+    );
+    let queries = home.queries();
+    // Per fleet, the numbers the alerts use: every recording rule.
+    for rule in [
+        "fleet:balena_devices_expected_online:count",
+        "fleet:balena_devices_offline:count",
+        "fleet:balena_devices_offline:ratio",
+        "fleet:balena_devices_updating:count",
+        "fleet:balena_services_failing:count",
+    ] {
+        assert!(
+            queries.iter().any(|(_, _, e)| e.contains(rule)),
+            "{}: no panel reads {rule}",
+            home.name()
+        );
+    }
+    // The alerts firing now: a table listing them, with a link to Alertmanager.
+    let alerts = home
+        .panels()
+        .into_iter()
+        .find(|p| {
+            p["type"] == "table"
+                && p["targets"].as_array().into_iter().flatten().any(|t| {
+                    let expr: String = t["expr"]
+                        .as_str()
+                        .unwrap_or("")
+                        .split_whitespace()
+                        .collect();
+                    // The alerts themselves, not a count of them.
+                    expr.starts_with("ALERTS{") && expr.contains(r#"alertstate="firing""#)
+                })
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: no table of ALERTS{{alertstate=\"firing\"}}",
+                home.name()
+            )
+        });
+    assert!(
+        alerts["links"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|l| l["url"] == "/alertmanager/"),
+        "{}: the alerts panel {} does not link /alertmanager/",
+        home.name(),
+        alerts["title"]
+    );
 }

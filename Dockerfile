@@ -29,8 +29,23 @@ RUN case "$TARGETARCH$TARGETVARIANT" in \
  && echo "$target" >/target \
  && scripts/build-static --setup "$target"
 
-COPY . .
-RUN DIST_DIR=/out scripts/build-static "$(cat /target)" \
+# The dependencies, in a layer of their own: only the manifest and the lock file, with a stub
+# for each target they name (scripts/stub-crate), built by the same script for the same target
+# as the real build. This layer is reused until Cargo.toml, Cargo.lock or the recipe changes.
+COPY Cargo.toml Cargo.lock ./
+COPY scripts/stub-crate scripts/
+RUN scripts/stub-crate \
+ && DIST_DIR=/tmp/stub scripts/build-static "$(cat /target)" \
+ && rm -rf /tmp/stub
+
+# Then the crate's own sources, and nothing else: .dockerignore keeps every other file out of
+# the build context, and scripts/check-dockerfiles fails if a COPY line would read one of
+# another service, the docs, the workflows or the dashboards. Only this layer rebuilds when
+# src/ changes. The benches Cargo.toml names stay stubs (a release build does not compile
+# them); --touch makes cargo see src/ as newer than the stub build.
+COPY src/ src/
+RUN scripts/stub-crate --touch \
+ && DIST_DIR=/out scripts/build-static "$(cat /target)" \
  && cp "/out/balena-exporter-$(cat /target)" /balena-exporter
 
 FROM scratch

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// The balenaCloud API, used when `BALENA_API_URL` is not set.
@@ -17,192 +17,222 @@ pub const DEFAULT_LOG_FILTER: &str = "info,warp::server=off";
 /// One environment variable the exporter reads.
 pub struct Variable {
     pub name: &'static str,
-    /// The default as the README shows it (`—` when there is none).
-    pub default: &'static str,
+    pub default: Default,
     /// One line for `--help`.
     pub help: &'static str,
+}
+
+/// What an unset variable means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Default {
+    /// Nothing: the feature is off, or the value is required.
+    None,
+    /// This value, parsed as if it were set: the one place it is written.
+    Value(&'static str),
+    /// Worked out by the parser; the words say how (README, `--help`).
+    Described(&'static str),
+}
+
+impl Default {
+    /// As the README and `--help` show it (`—` when there is none).
+    pub fn shown(self) -> &'static str {
+        match self {
+            Default::None => "—",
+            Default::Value(v) | Default::Described(v) => v,
+        }
+    }
+}
+
+impl Variable {
+    /// The `Default::Value` of `name`, if it has one.
+    pub fn default_value(name: &str) -> Option<&'static str> {
+        match VARIABLES.iter().find(|v| v.name == name)?.default {
+            Default::Value(v) => Some(v),
+            _ => None,
+        }
+    }
 }
 
 /// Every variable the exporter reads, in the order of the README's table.
 pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "BALENA_TOKEN",
-        default: "—",
+        default: Default::None,
         help: "user or named API key (required unless API_KEY is set)",
     },
     Variable {
         name: "API_KEY",
-        default: "—",
+        default: Default::None,
         help: "same as BALENA_TOKEN (baletheus' name); BALENA_TOKEN wins",
     },
     Variable {
         name: "BALENA_API_URL",
-        default: DEFAULT_API_URL,
+        default: Default::Value(DEFAULT_API_URL),
         help: "API root: balenaCloud or https://api.<your openBalena domain>",
     },
     Variable {
         name: "BALENA_CA_CERT",
-        default: "—",
+        default: Default::None,
         help: "PEM file of extra CA certificates to trust (private openBalena CA)",
     },
     Variable {
         name: "CRAWL_INTERVAL",
-        default: "60",
+        default: Default::Value("60"),
         help: "seconds between crawls of the API",
     },
     Variable {
         name: "REQUEST_TIMEOUT",
-        default: "10, at most half of CRAWL_INTERVAL",
+        default: Default::Described("10, at most half of CRAWL_INTERVAL"),
         help: "seconds one API request may take; must be below CRAWL_INTERVAL",
     },
     Variable {
         name: "API_RETRIES",
-        default: "3",
+        default: Default::Value("3"),
         help: "retries of a request after a timeout, connection error or 5xx",
     },
     Variable {
         name: "PAGE_SIZE",
-        default: "1000",
+        default: Default::Value("1000"),
         help: "rows asked for per request (1 to 10000)",
     },
     Variable {
         name: "FLEETS",
-        default: "all",
+        default: Default::Described("all"),
         help: "comma-separated fleet slugs (org/fleet) or names to watch",
     },
     Variable {
         name: "DEVICE_METRICS",
-        default: "true",
+        default: Default::Value("true"),
         help: "false keeps only fleet and exporter families (very large accounts)",
     },
     Variable {
         name: "SERVICE_METRICS",
-        default: "true",
+        default: Default::Value("true"),
         help: "false leaves out the services of each device (image installs)",
     },
     Variable {
         name: "TAGS",
-        default: "all",
+        default: Default::Value("all"),
         help: "device and fleet tag keys to export: all, none, or a comma-separated list",
     },
     Variable {
         name: "LOCATION_METRICS",
-        default: "true",
+        default: Default::Value("true"),
         help: "false leaves out device coordinates (balenaCloud only)",
     },
     Variable {
         name: "IGNORE_SERVICES",
-        default: "—",
+        default: Default::None,
         help: "services, by name, never counted as failing (comma-separated): one-shot jobs whose release does not say restart: no",
     },
     Variable {
         name: "BALENA_DASHBOARD_URL",
-        default: "balenaCloud's",
+        default: Default::Described("balenaCloud's"),
         help: "balena dashboard that device links open (<url>/devices/<uuid>/summary); off for openBalena unless set, `off` turns it off",
     },
     Variable {
         name: "LISTEN_ADDRESS",
-        default: "0.0.0.0",
+        default: Default::Value("0.0.0.0"),
         help: "IP address to listen on (:: for IPv6)",
     },
     Variable {
         name: "PORT",
-        default: "8000",
+        default: Default::Value("8000"),
         help: "port of the HTTP server",
     },
     Variable {
         name: "INTERNAL_PORT",
-        default: "—",
+        default: Default::None,
         help: "a second port serving /metrics and /sd without credentials (the app sets 8001)",
     },
     Variable {
         name: "PUBLIC_METRICS",
-        default: "false",
+        default: Default::Value("false"),
         help: "true serves /metrics, /sd and the status page on PORT without credentials",
     },
     Variable {
         name: "MAX_CONNECTIONS",
-        default: "512",
+        default: Default::Value("512"),
         help: "connections served at once per port (lowered to fit the open-files limit)",
     },
     Variable {
         name: "GRAFANA_URL",
-        default: "—",
+        default: Default::None,
         help: "forward /grafana/... there (the app sets http://grafana:3000)",
     },
     Variable {
         name: "ALERTMANAGER_URL",
-        default: "—",
+        default: Default::None,
         help: "forward /alertmanager/... there, behind the credentials (the app sets it)",
     },
     Variable {
         name: "METRICS_TOKEN",
-        default: "—",
+        default: Default::None,
         help: "require this bearer token on /metrics, /sd and / (at least 16 characters)",
     },
     Variable {
         name: "METRICS_USERNAME",
-        default: "—",
+        default: Default::None,
         help: "require basic auth with this user on /metrics, /sd and /",
     },
     Variable {
         name: "METRICS_PASSWORD",
-        default: "—",
+        default: Default::None,
         help: "the basic auth password for METRICS_USERNAME (at least 16 characters)",
     },
     Variable {
         name: "SD_MODE",
-        default: "public",
+        default: Default::Value("public"),
         help: "how /sd addresses devices: public (public device URL) or lan",
     },
     Variable {
         name: "USE_PUBLIC_URLS",
-        default: "—",
+        default: Default::None,
         help: "baletheus' name for SD_MODE: true = public, false = lan",
     },
     Variable {
         name: "SD_PUBLIC_DOMAIN",
-        default: "balena-devices.com",
+        default: Default::Value("balena-devices.com"),
         help: "domain of public device URLs in SD_MODE=public",
     },
     Variable {
         name: "SD_LAN_PORT",
-        default: "80",
+        default: Default::Value("80"),
         help: "port scraped on each local address in SD_MODE=lan",
     },
     Variable {
         name: "SD_FLEETS",
-        default: "all",
+        default: Default::Described("all"),
         help: "comma-separated fleet slugs or names whose devices /sd lists",
     },
     Variable {
         name: "SD_INCLUDE_OFFLINE",
-        default: "false",
+        default: Default::Value("false"),
         help: "list offline devices in /sd too",
     },
     Variable {
         name: "SD_METRICS_PATH",
-        default: "/metrics",
+        default: Default::Value("/metrics"),
         help: "metrics path on the devices (__metrics_path__)",
     },
     Variable {
         name: "SD_FILE",
-        default: "—",
+        default: Default::None,
         help: "also write the /sd JSON to this file after each successful crawl",
     },
     Variable {
         name: "BALENA_DEVICE_UUID",
-        default: "set by balena",
+        default: Default::Described("set by balena"),
         help: "the monitor device's own uuid, left out of /sd",
     },
     Variable {
         name: "BALENA_API_KEY",
-        default: "set by balena",
+        default: Default::Described("set by balena"),
         help: "the device's own key: never used, only explained when it is all there is",
     },
     Variable {
         name: "RUST_LOG",
-        default: DEFAULT_LOG_FILTER,
+        default: Default::Value(DEFAULT_LOG_FILTER),
         help: "log filter (env_logger syntax), e.g. debug",
     },
 ];
@@ -214,7 +244,9 @@ pub fn variables_help() -> String {
     for v in VARIABLES {
         out.push_str(&format!(
             "  {:width$}  {} (default: {})\n",
-            v.name, v.help, v.default
+            v.name,
+            v.help,
+            v.default.shown()
         ));
     }
     out
@@ -419,12 +451,20 @@ impl Vars {
         Vars(map)
     }
 
-    fn get(&self, name: &'static str) -> Option<&str> {
+    /// The value the user set, if any.
+    fn set(&self, name: &'static str) -> Option<&str> {
         debug_assert!(
             VARIABLES.iter().any(|v| v.name == name),
             "{name} is not in VARIABLES"
         );
         self.0.get(name).map(String::as_str)
+    }
+
+    /// The value set, else the table's `Default::Value`.
+    fn value(&self, name: &'static str) -> Result<&str, ConfigError> {
+        self.set(name)
+            .or_else(|| Variable::default_value(name))
+            .ok_or_else(|| ConfigError(format!("{name}: not set, and it has no default")))
     }
 }
 
@@ -440,115 +480,106 @@ impl Config {
         I: IntoIterator<Item = (String, String)>,
     {
         let vars = Vars::new(vars);
-        let token = token(&vars)?;
-        let url = http_url(
-            "BALENA_API_URL",
-            vars.get("BALENA_API_URL").unwrap_or(DEFAULT_API_URL),
-        )?;
-        let interval = seconds("CRAWL_INTERVAL", vars.get("CRAWL_INTERVAL"), 60.0)?;
-        // The default fits any interval; only a timeout the user chose can be too long.
-        let default_timeout = 10f64.min(interval.as_secs_f64() / 2.0);
-        let request_timeout = seconds(
-            "REQUEST_TIMEOUT",
-            vars.get("REQUEST_TIMEOUT"),
-            default_timeout,
-        )?;
-        if request_timeout >= interval {
-            return Err(ConfigError(format!(
-                "REQUEST_TIMEOUT ({}s) must be below CRAWL_INTERVAL ({}s)",
-                request_timeout.as_secs_f64(),
-                interval.as_secs_f64()
-            )));
-        }
-        let retries = integer("API_RETRIES", vars.get("API_RETRIES"), 3, 0, 10)?;
-        let page_size = integer("PAGE_SIZE", vars.get("PAGE_SIZE"), 1000, 1, 10_000)?;
-        let fleets = fleet_list(vars.get("FLEETS"));
-        let ignore_services = name_list(vars.get("IGNORE_SERVICES"));
-        let balena_dashboard_url = dashboard_url(vars.get("BALENA_DASHBOARD_URL"), &url)?;
-        let device_metrics = boolean("DEVICE_METRICS", vars.get("DEVICE_METRICS"), true)?;
-        let services = boolean("SERVICE_METRICS", vars.get("SERVICE_METRICS"), true)?;
-        let location = boolean("LOCATION_METRICS", vars.get("LOCATION_METRICS"), true)?;
-        let tags = tag_filter(vars.get("TAGS"))?;
-        let address = match vars.get("LISTEN_ADDRESS") {
-            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            Some(s) => s.trim().parse().map_err(|_| {
-                ConfigError(format!(
-                    "LISTEN_ADDRESS: expected an IP address such as 0.0.0.0 or ::1, got {s:?}"
-                ))
-            })?,
-        };
-        let port = integer("PORT", vars.get("PORT"), 8000, 1, u16::MAX as u32)? as u16;
-        let ca_cert_pem = match vars.get("BALENA_CA_CERT") {
-            None => None,
-            Some(path) => Some(ca_cert(path.trim())?),
-        };
-        let internal_port = vars
-            .get("INTERNAL_PORT")
-            .map(|p| integer("INTERNAL_PORT", Some(p), 0, 1, u16::MAX as u32))
-            .transpose()?
-            .map(|p| p as u16);
-        if internal_port == Some(port) {
-            return Err(ConfigError(format!(
-                "INTERNAL_PORT: {port} is PORT already; the internal port must be another"
-            )));
-        }
-        let max_connections = integer(
-            "MAX_CONNECTIONS",
-            vars.get("MAX_CONNECTIONS"),
-            512,
-            1,
-            65_535,
-        )? as usize;
-        let grafana_url = vars
-            .get("GRAFANA_URL")
-            .map(|u| http_url("GRAFANA_URL", u))
-            .transpose()?;
-        let alertmanager_url = vars
-            .get("ALERTMANAGER_URL")
-            .map(|u| http_url("ALERTMANAGER_URL", u))
-            .transpose()?;
-        let public = boolean("PUBLIC_METRICS", vars.get("PUBLIC_METRICS"), false)?;
-        let access = match (public, metrics_auth(&vars)?) {
-            (true, Some(_)) => {
-                return Err(ConfigError(
-                    "PUBLIC_METRICS: true opens /metrics to anyone, so METRICS_TOKEN and \
-                     METRICS_USERNAME would have no effect: set either PUBLIC_METRICS or the credentials"
-                        .into(),
-                ))
-            }
-            (true, None) => Access::Open,
-            (false, Some(auth)) => Access::Credentials(auth),
-            (false, None) => Access::Closed,
-        };
-        let sd = sd(&vars)?;
-
+        let interval = seconds(&vars, "CRAWL_INTERVAL")?;
+        let api = api(&vars, interval)?;
+        let crawl = crawl(&vars, interval)?;
+        let balena_dashboard_url = dashboard_url(vars.set("BALENA_DASHBOARD_URL"), &api.url)?;
+        let (listen, internal_listen) = listeners(&vars)?;
+        let optional_url = |name| vars.set(name).map(|u| http_url(name, u)).transpose();
         Ok(Config {
-            api: ApiConfig {
-                url,
-                token,
-                ca_cert_pem,
-                request_timeout,
-                retries,
-            },
-            crawl: CrawlConfig {
-                interval,
-                page_size,
-                fleets,
-                services,
-                tags,
-                location,
-                ignore_services,
-            },
-            device_metrics,
-            listen: SocketAddr::new(address, port),
-            internal_listen: internal_port.map(|p| SocketAddr::new(address, p)),
-            max_connections,
+            device_metrics: boolean(&vars, "DEVICE_METRICS")?,
+            max_connections: integer(&vars, "MAX_CONNECTIONS", 1, 65_535)? as usize,
+            grafana_url: optional_url("GRAFANA_URL")?,
+            alertmanager_url: optional_url("ALERTMANAGER_URL")?,
+            access: access(&vars)?,
+            sd: sd(&vars)?,
+            api,
+            crawl,
+            listen,
+            internal_listen,
             balena_dashboard_url,
-            grafana_url,
-            alertmanager_url,
-            access,
-            sd,
         })
+    }
+}
+
+/// The longest default `REQUEST_TIMEOUT`, in seconds (its row in `VARIABLES` says so).
+const DEFAULT_TIMEOUT_CAP: f64 = 10.0;
+
+fn api(vars: &Vars, interval: Duration) -> Result<ApiConfig, ConfigError> {
+    let token = token(vars)?;
+    let url = http_url("BALENA_API_URL", vars.value("BALENA_API_URL")?)?;
+    // The default fits any interval; only a timeout the user chose can be too long.
+    let request_timeout = match vars.set("REQUEST_TIMEOUT") {
+        None => Duration::from_secs_f64(DEFAULT_TIMEOUT_CAP.min(interval.as_secs_f64() / 2.0)),
+        Some(_) => seconds(vars, "REQUEST_TIMEOUT")?,
+    };
+    if request_timeout >= interval {
+        return Err(ConfigError(format!(
+            "REQUEST_TIMEOUT ({}s) must be below CRAWL_INTERVAL ({}s)",
+            request_timeout.as_secs_f64(),
+            interval.as_secs_f64()
+        )));
+    }
+    let ca_cert_pem = match vars.set("BALENA_CA_CERT") {
+        None => None,
+        Some(path) => Some(ca_cert(path.trim())?),
+    };
+    Ok(ApiConfig {
+        url,
+        token,
+        ca_cert_pem,
+        request_timeout,
+        retries: integer(vars, "API_RETRIES", 0, 10)?,
+    })
+}
+
+fn crawl(vars: &Vars, interval: Duration) -> Result<CrawlConfig, ConfigError> {
+    Ok(CrawlConfig {
+        interval,
+        page_size: integer(vars, "PAGE_SIZE", 1, 10_000)?,
+        fleets: fleet_list(vars.set("FLEETS")),
+        services: boolean(vars, "SERVICE_METRICS")?,
+        tags: tag_filter(vars.value("TAGS")?)?,
+        location: boolean(vars, "LOCATION_METRICS")?,
+        ignore_services: name_list(vars.set("IGNORE_SERVICES")),
+    })
+}
+
+/// The public listener (PORT) and the internal one (INTERNAL_PORT), on LISTEN_ADDRESS.
+fn listeners(vars: &Vars) -> Result<(SocketAddr, Option<SocketAddr>), ConfigError> {
+    let address = vars.value("LISTEN_ADDRESS")?;
+    let address: IpAddr = address.trim().parse().map_err(|_| {
+        ConfigError(format!(
+            "LISTEN_ADDRESS: expected an IP address such as 0.0.0.0 or ::1, got {address:?}"
+        ))
+    })?;
+    let port = integer(vars, "PORT", 1, u16::MAX as u32)? as u16;
+    let internal = match vars.set("INTERNAL_PORT") {
+        None => None,
+        Some(_) => Some(integer(vars, "INTERNAL_PORT", 1, u16::MAX as u32)? as u16),
+    };
+    if internal == Some(port) {
+        return Err(ConfigError(format!(
+            "INTERNAL_PORT: {port} is PORT already; the internal port must be another"
+        )));
+    }
+    Ok((
+        SocketAddr::new(address, port),
+        internal.map(|p| SocketAddr::new(address, p)),
+    ))
+}
+
+/// Who may read fleet data on the public port: PUBLIC_METRICS or the credentials.
+fn access(vars: &Vars) -> Result<Access, ConfigError> {
+    match (boolean(vars, "PUBLIC_METRICS")?, metrics_auth(vars)?) {
+        (true, Some(_)) => Err(ConfigError(
+            "PUBLIC_METRICS: true opens /metrics to anyone, so METRICS_TOKEN and \
+             METRICS_USERNAME would have no effect: set either PUBLIC_METRICS or the credentials"
+                .into(),
+        )),
+        (true, None) => Ok(Access::Open),
+        (false, Some(auth)) => Ok(Access::Credentials(auth)),
+        (false, None) => Ok(Access::Closed),
     }
 }
 
@@ -584,10 +615,8 @@ fn fleet_list(value: Option<&str>) -> FleetFilter {
 }
 
 /// `all`, `none`, or keys separated by commas (a tag key cannot hold whitespace).
-fn tag_filter(value: Option<&str>) -> Result<TagFilter, ConfigError> {
-    let Some(value) = value.map(str::trim) else {
-        return Ok(TagFilter::All);
-    };
+fn tag_filter(value: &str) -> Result<TagFilter, ConfigError> {
+    let value = value.trim();
     if value.eq_ignore_ascii_case("all") {
         return Ok(TagFilter::All);
     }
@@ -610,25 +639,20 @@ fn tag_filter(value: Option<&str>) -> Result<TagFilter, ConfigError> {
 
 fn sd(vars: &Vars) -> Result<SdConfig, ConfigError> {
     // SD_MODE wins; baletheus' USE_PUBLIC_URLS is read when it is not set.
-    let public = match (
-        vars.get("SD_MODE").map(str::trim),
-        vars.get("USE_PUBLIC_URLS"),
-    ) {
-        (Some(m), _) if m.eq_ignore_ascii_case("public") => true,
-        (Some(m), _) if m.eq_ignore_ascii_case("lan") => false,
-        (Some(m), _) => {
-            return Err(ConfigError(format!(
-                "SD_MODE: expected public or lan, got {m:?}"
-            )))
-        }
+    let public = match (vars.set("SD_MODE"), vars.set("USE_PUBLIC_URLS")) {
         (None, Some(v)) => parse_bool("USE_PUBLIC_URLS", v)?,
-        (None, None) => true,
+        _ => match vars.value("SD_MODE")?.trim() {
+            m if m.eq_ignore_ascii_case("public") => true,
+            m if m.eq_ignore_ascii_case("lan") => false,
+            m => {
+                return Err(ConfigError(format!(
+                    "SD_MODE: expected public or lan, got {m:?}"
+                )))
+            }
+        },
     };
     let mode = if public {
-        let domain = vars
-            .get("SD_PUBLIC_DOMAIN")
-            .unwrap_or("balena-devices.com")
-            .trim();
+        let domain = vars.value("SD_PUBLIC_DOMAIN")?.trim();
         if domain.is_empty()
             || !domain
                 .chars()
@@ -643,20 +667,10 @@ fn sd(vars: &Vars) -> Result<SdConfig, ConfigError> {
         }
     } else {
         SdMode::Lan {
-            port: integer(
-                "SD_LAN_PORT",
-                vars.get("SD_LAN_PORT"),
-                80,
-                1,
-                u16::MAX as u32,
-            )? as u16,
+            port: integer(vars, "SD_LAN_PORT", 1, u16::MAX as u32)? as u16,
         }
     };
-    let metrics_path = vars
-        .get("SD_METRICS_PATH")
-        .unwrap_or("/metrics")
-        .trim()
-        .to_string();
+    let metrics_path = vars.value("SD_METRICS_PATH")?.trim().to_string();
     if !metrics_path.starts_with('/') {
         return Err(ConfigError(format!(
             "SD_METRICS_PATH: expected a path starting with /, got {metrics_path:?}"
@@ -664,22 +678,22 @@ fn sd(vars: &Vars) -> Result<SdConfig, ConfigError> {
     }
     Ok(SdConfig {
         mode,
-        fleets: fleet_list(vars.get("SD_FLEETS")),
-        include_offline: boolean("SD_INCLUDE_OFFLINE", vars.get("SD_INCLUDE_OFFLINE"), false)?,
+        fleets: fleet_list(vars.set("SD_FLEETS")),
+        include_offline: boolean(vars, "SD_INCLUDE_OFFLINE")?,
         metrics_path,
         file: vars
-            .get("SD_FILE")
+            .set("SD_FILE")
             .map(|p| std::path::PathBuf::from(p.trim())),
-        own_uuid: vars.get("BALENA_DEVICE_UUID").map(|u| u.trim().to_string()),
+        own_uuid: vars.set("BALENA_DEVICE_UUID").map(|u| u.trim().to_string()),
     })
 }
 
 fn token(vars: &Vars) -> Result<Secret, ConfigError> {
     let (name, value) =
-        match (vars.get("BALENA_TOKEN"), vars.get("API_KEY")) {
+        match (vars.set("BALENA_TOKEN"), vars.set("API_KEY")) {
             (Some(t), _) => ("BALENA_TOKEN", t),
             (None, Some(k)) => ("API_KEY", k),
-            (None, None) if vars.get("BALENA_API_KEY").is_some() => return Err(ConfigError(
+            (None, None) if vars.set("BALENA_API_KEY").is_some() => return Err(ConfigError(
                 "BALENA_TOKEN is not set, and BALENA_API_KEY is the device key balena injects, \
                  which can read only its own device and cannot list fleets: set BALENA_TOKEN \
                  (or API_KEY) to a user or named API key as a service variable of the exporter"
@@ -731,14 +745,14 @@ fn http_url(name: &str, value: &str) -> Result<String, ConfigError> {
 }
 
 fn metrics_auth(vars: &Vars) -> Result<Option<MetricsAuth>, ConfigError> {
-    let token = vars.get("METRICS_TOKEN").map(str::trim);
+    let token = vars.set("METRICS_TOKEN").map(str::trim);
     if token.is_some_and(|t| !t.bytes().all(|b| b.is_ascii_graphic())) {
         return Err(ConfigError(
             "METRICS_TOKEN: the token contains spaces or characters that are not printable ASCII"
                 .into(),
         ));
     }
-    let basic = match (vars.get("METRICS_USERNAME"), vars.get("METRICS_PASSWORD")) {
+    let basic = match (vars.set("METRICS_USERNAME"), vars.set("METRICS_PASSWORD")) {
         (None, None) => None,
         (Some(_), None) => return Err(ConfigError(
             "METRICS_PASSWORD is not set: basic auth needs METRICS_USERNAME and METRICS_PASSWORD"
@@ -758,7 +772,7 @@ fn metrics_auth(vars: &Vars) -> Result<Option<MetricsAuth>, ConfigError> {
     if let Some(token) = token {
         long_enough("METRICS_TOKEN", token)?;
     }
-    if let Some(password) = vars.get("METRICS_PASSWORD") {
+    if let Some(password) = vars.set("METRICS_PASSWORD") {
         long_enough("METRICS_PASSWORD", password)?;
     }
     Ok((token.is_some() || basic.is_some()).then(|| MetricsAuth {
@@ -781,10 +795,8 @@ fn long_enough(name: &str, secret: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn seconds(name: &str, value: Option<&str>, default: f64) -> Result<Duration, ConfigError> {
-    let Some(value) = value else {
-        return Ok(Duration::from_secs_f64(default));
-    };
+fn seconds(vars: &Vars, name: &'static str) -> Result<Duration, ConfigError> {
+    let value = vars.value(name)?;
     match value.trim().parse::<f64>() {
         Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(Duration::from_secs_f64(s)),
         _ => Err(ConfigError(format!(
@@ -793,16 +805,8 @@ fn seconds(name: &str, value: Option<&str>, default: f64) -> Result<Duration, Co
     }
 }
 
-fn integer(
-    name: &str,
-    value: Option<&str>,
-    default: u32,
-    min: u32,
-    max: u32,
-) -> Result<u32, ConfigError> {
-    let Some(value) = value else {
-        return Ok(default);
-    };
+fn integer(vars: &Vars, name: &'static str, min: u32, max: u32) -> Result<u32, ConfigError> {
+    let value = vars.value(name)?;
     match value.trim().parse::<u32>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(ConfigError(format!(
@@ -822,8 +826,8 @@ pub fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
     }
 }
 
-fn boolean(name: &str, value: Option<&str>, default: bool) -> Result<bool, ConfigError> {
-    value.map_or(Ok(default), |v| parse_bool(name, v))
+fn boolean(vars: &Vars, name: &'static str) -> Result<bool, ConfigError> {
+    parse_bool(name, vars.value(name)?)
 }
 
 fn ca_cert(path: &str) -> Result<Vec<u8>, ConfigError> {
@@ -1082,6 +1086,25 @@ mod tests {
         let c = load(&[("BALENA_TOKEN", "t"), ("PORT", ""), ("FLEETS", " ")]).unwrap();
         assert_eq!(c.listen.port(), 8000);
         assert!(c.crawl.fleets.is_all());
+    }
+
+    #[test]
+    fn every_default_is_written_once_and_valid() {
+        // A Value default is read by the parser: setting it explicitly changes nothing.
+        let base = format!("{:?}", load(&[("BALENA_TOKEN", "t")]).unwrap());
+        for v in VARIABLES {
+            if let Default::Value(value) = v.default {
+                let set = load(&[("BALENA_TOKEN", "t"), (v.name, value)]).unwrap();
+                assert_eq!(format!("{set:?}"), base, "{} set to its default", v.name);
+            }
+        }
+        // The one described default with a number in it says the parser's number.
+        let timeout = VARIABLES.iter().find(|v| v.name == "REQUEST_TIMEOUT");
+        let shown = timeout.map(|v| v.default.shown()).unwrap_or_default();
+        assert!(
+            shown.starts_with(&format!("{DEFAULT_TIMEOUT_CAP}, ")),
+            "{shown}"
+        );
     }
 
     #[test]

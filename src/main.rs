@@ -66,8 +66,9 @@ fn healthcheck() -> ExitCode {
     use std::time::Duration;
     let port = std::env::var("PORT")
         .ok()
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| "8000".into());
+        .filter(|p| !p.trim().is_empty())
+        .or_else(|| config::Variable::default_value("PORT").map(String::from))
+        .unwrap_or_default();
     let probe = || -> std::io::Result<bool> {
         let addr = format!("127.0.0.1:{port}")
             .parse()

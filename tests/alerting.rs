@@ -32,8 +32,10 @@ impl Drop for Killed {
     }
 }
 
-/// Two fleets: kiosks k1-k4, k-spare (deactivated later) and k-old (offline since 2020);
-/// sensors s1-s3.
+/// Two fleets: kiosks k1-k4, k-spare (deactivated later), k-old (offline since 2020),
+/// k-quiet and k-unknown (offline since before the monitor started, their heartbeat change
+/// time null: only the last connectivity event says when) and k-new (preregistered, never
+/// connected); sensors s1-s3.
 fn account() -> Account {
     let fleet = |id: u64, slug: &str| Fleet {
         id,
@@ -66,7 +68,23 @@ fn account() -> Account {
         device(7, "s1", 2),
         device(8, "s2", 2),
         device(9, "s3", 2),
+        device(10, "k-quiet", 1),
+        device(11, "k-unknown", 1),
+        device(12, "k-new", 1),
     ];
+    for d in &mut devices[9..11] {
+        d.is_online = false;
+        d.overall_status = "disconnected".into();
+        d.heartbeat_changed_at = None;
+        d.last_connectivity_event = Some("2026-10-14T09:30:00.000Z".into());
+    }
+    devices[9].api_heartbeat_state = "offline".into();
+    devices[10].api_heartbeat_state = "unknown".into();
+    let new = &mut devices[11];
+    new.is_online = false;
+    new.api_heartbeat_state = "unknown".into();
+    new.overall_status = "configuring".into();
+    new.heartbeat_changed_at = None;
     let old = &mut devices[5];
     old.is_online = false;
     old.api_heartbeat_state = "offline".into();
@@ -285,7 +303,7 @@ async fn one_notification_per_fleet_and_none_while_the_monitor_is_blind() {
             ),
             ("globex/sensors".to_string(), vec!["s1".into(), "s2".into()]),
         ],
-        "one notification per fleet, naming its devices (not k-spare, not k-old)"
+        "one notification per fleet, naming its devices (not k-spare, k-old, k-quiet, k-unknown or k-new)"
     );
     let first = inbox
         .lock()

@@ -68,12 +68,12 @@ async fn a_deploy_with_only_the_token_is_closed_outside_and_scraped_inside() {
     })
     .await;
 
-    // Every shipped rule loads and evaluates without error.
+    // Every shipped rule, alerting and recording, loads and evaluates without error.
     let (_, files) = common::prometheus::shipped_files("unused:1");
     let expected: usize = files
         .iter()
         .filter(|(p, _)| p.starts_with("rules/"))
-        .map(|(_, c)| c.matches("- alert:").count())
+        .map(|(_, c)| c.matches("- alert:").count() + c.matches("- record:").count())
         .sum();
     wait_for("every rule evaluated", || async {
         let rules = prometheus.api("/api/v1/rules").await;

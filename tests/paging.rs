@@ -119,8 +119,9 @@ async fn several_thousand_devices_over_pages() {
         );
     }
     // whoami; the first crawl's question whether the server has coordinates; fleets, then the
-    // empty page after them; services (none); pages of 1000, 1000 and 500 devices and the
-    // empty page after them: keyset pages in id order, written literally.
+    // empty page after them; services (none); the releases in use and the empty page after
+    // them; pages of 1000, 1000 and 500 devices and the empty page after them: keyset pages in
+    // id order, written literally.
     let crawl = one_crawl(&fake);
     let paths: Vec<_> = crawl.iter().map(|r| r.path.as_str()).collect();
     assert_eq!(
@@ -131,6 +132,8 @@ async fn several_thousand_devices_over_pages() {
             "/v7/application",
             "/v7/application",
             "/v7/service",
+            "/v7/release",
+            "/v7/release",
             "/v7/device",
             "/v7/device",
             "/v7/device",
@@ -143,7 +146,7 @@ async fn several_thousand_devices_over_pages() {
         "{}",
         crawl[3].raw_query
     );
-    for (page, after) in crawl[5..].iter().zip([0, 1000, 2000, 2500]) {
+    for (page, after) in crawl[7..].iter().zip([0, 1000, 2000, 2500]) {
         assert!(
             page.raw_query.contains(&format!(
                 "%20and%20id%20gt%20{after}&$orderby=id%20asc&$top=1000"
@@ -162,7 +165,7 @@ async fn several_thousand_devices_over_pages() {
     assert!(crawl.iter().all(|r| r.authorized));
     let agent = format!("balena-exporter/{}", env!("CARGO_PKG_VERSION"));
     assert!(crawl.iter().all(|r| r.user_agent == agent), "{crawl:?}");
-    assert_eq!(value(&samples, "balena_crawl_api_requests", &[]), Some(9.0));
+    assert_eq!(value(&samples, "balena_crawl_api_requests", &[]), Some(11.0));
     exporter.stop().await.unwrap();
 }
 
@@ -194,8 +197,9 @@ async fn requests_per_crawl_do_not_grow_with_fleets() {
         exporter.stop().await.unwrap();
     }
     // whoami, the first crawl's location question, one page of fleets and the empty one, the
-    // (empty) page of services, ⌈450 / 250⌉ = 2 pages of devices and the empty one: 8 for both.
-    assert_eq!(counts, [(8, Some(8.0)), (8, Some(8.0))]);
+    // (empty) page of services, a page of releases and the empty one, ⌈450 / 250⌉ = 2 pages of
+    // devices and the empty one: 10 for both.
+    assert_eq!(counts, [(10, Some(10.0)), (10, Some(10.0))]);
 }
 
 /// balenaCloud publishes no cap on `$top`; a server that has one must not cost devices.
@@ -233,10 +237,11 @@ async fn a_server_that_caps_pages_loses_no_fleet_and_no_device() {
             f.slug
         );
     }
-    // whoami, the location question, 2 + 1 pages of fleets, 1 of services, 7 + 1 of devices.
+    // whoami, the location question, 2 + 1 pages of fleets, 1 of services, 1 + 1 of releases,
+    // 7 + 1 of devices.
     assert_eq!(
         value(&samples, "balena_crawl_api_requests", &[]),
-        Some(14.0)
+        Some(16.0)
     );
     assert_eq!(value(&samples, "balena_up", &[]), Some(1.0));
     exporter.stop().await.unwrap();

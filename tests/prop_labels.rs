@@ -240,6 +240,24 @@ fn expected(s: &Snapshot) -> BTreeMap<&'static str, Vec<Expected>> {
             ("target_release", &f.target_release),
         ];
         add(&metrics::FLEET_INFO, [id(), info].concat(), 1.0);
+        let count = |keep: fn(&Device) -> bool| f.devices.iter().filter(|d| keep(d)).count();
+        let expected_online = count(|d| d.presence().expected_online());
+        add(
+            &metrics::FLEET_EXPECTED_ONLINE,
+            id(),
+            expected_online as f64,
+        );
+        add(&metrics::FLEET_OFFLINE, id(), count(Device::offline) as f64);
+        add(
+            &metrics::FLEET_UPDATING,
+            id(),
+            count(Device::updating) as f64,
+        );
+        if s.services {
+            let services = f.devices.iter().flat_map(|d| &d.services);
+            let failing = services.filter(|s| s.failing).count();
+            add(&metrics::FLEET_SERVICES_FAILING, id(), failing as f64);
+        }
     }
     for f in &s.fleets {
         let id = || vec![("fleet_name", &*f.name), ("fleet_slug", &f.slug)];
@@ -319,6 +337,25 @@ fn expected(s: &Snapshot) -> BTreeMap<&'static str, Vec<Expected>> {
             let id = || vec![("uuid", &*d.uuid), ("fleet_slug", &f.slug)];
             let status = [id(), vec![("status", &*d.update_status)]].concat();
             add(&metrics::DEVICE_UPDATE_STATUS, status, 1.0);
+        }
+    }
+    for f in &s.fleets {
+        for d in &f.devices {
+            let id = || vec![("uuid", &*d.uuid), ("fleet_slug", &f.slug)];
+            add(
+                &metrics::DEVICE_EXPECTED_ONLINE,
+                id(),
+                flag(d.presence().expected_online()),
+            );
+            add(&metrics::DEVICE_OFFLINE, id(), flag(d.offline()));
+            if let Some(since) = d.offline_since() {
+                add(&metrics::DEVICE_OFFLINE_SINCE, id(), since);
+            }
+            add(&metrics::DEVICE_UPDATING, id(), flag(d.updating()));
+            for service in d.services.iter().filter(|_| s.services) {
+                let labels = [id(), vec![("service", &*service.name)]].concat();
+                add(&metrics::SERVICE_FAILING, labels, flag(service.failing));
+            }
         }
     }
     let per_device = [

@@ -340,3 +340,122 @@ pub fn sized(devices: usize) -> Account {
     let fleets = (devices / 500).clamp(1, 200);
     account(fleets, devices.div_ceil(fleets))
 }
+
+/// A healthy, realistic account that must page nobody: `fleets` fleets of `devices_per_fleet`
+/// devices, most of them online on their target release with every service running, and in
+/// every fleet also what real fleets have: deactivated devices, devices preregistered before
+/// shipping (never connected), devices offline since long before any monitor started (their
+/// heartbeat change time null, as the API leaves it until the state changes), a device with
+/// its VPN off on purpose (heartbeat online), a device whose update is `done` while
+/// `overall_status` still says updating, and a one-shot `migrate` service (`restart: "no"`)
+/// that exited as designed on every device.
+pub fn healthy(fleets: usize, devices_per_fleet: usize) -> Account {
+    let mut account = account(fleets, 0);
+    for f in &mut account.fleets {
+        f.target_release = Some(release(f.id, RELEASES));
+    }
+    let migrate = |fleet_id: u64| Service {
+        id: 1_000_000 + fleet_id,
+        fleet_id,
+        name: "migrate".into(),
+        restart: Some("no".into()),
+    };
+    account
+        .services
+        .extend(account.fleets.iter().map(|f| migrate(f.id)));
+    let mut id = 0;
+    for n in 0..devices_per_fleet {
+        for f in account.fleets.clone() {
+            id += 1;
+            let mut d = Draw::new(id ^ 0x4ea1);
+            let target = release(f.id, RELEASES);
+            let mut device = Device {
+                id,
+                uuid: format!("{:016x}{:016x}", mix(id ^ 0x4ea1), mix(id ^ 0x7ea1)),
+                device_name: format!("{}-{n:03}", f.app_name),
+                fleet_id: f.id,
+                device_type: f.device_type.clone(),
+                is_online: true,
+                api_heartbeat_state: "online".into(),
+                overall_status: "operational".into(),
+                last_connectivity_event: Some(rfc3339(1_795_292_830 - d.below(600), 0)),
+                heartbeat_changed_at: Some(rfc3339(1_795_000_000 - d.below(86_400), 0)),
+                os_version: Some("balenaOS 6.0.13".into()),
+                os_variant: Some("prod".into()),
+                supervisor_version: Some("16.7.1".into()),
+                running_release: Some(target.clone()),
+                ip_address: Some(format!("192.168.{}.{}", f.id % 256, 2 + n % 250)),
+                cpu_usage: Some(d.below(60) as i64),
+                cpu_temp: Some(40 + d.below(30) as i64),
+                memory_total: Some(3_840),
+                memory_usage: Some(1_000 + d.below(1_500) as i64),
+                storage_total: Some(28_400),
+                storage_usage: Some(5_000 + d.below(15_000) as i64),
+                update_status: Some("done".into()),
+                last_update_status_event: Some(rfc3339(1_795_000_000, 0)),
+                ..Device::default()
+            };
+            let services = account.services.iter().filter(|s| s.fleet_id == f.id);
+            for (k, s) in services.enumerate() {
+                let status = if s.name == "migrate" {
+                    "exited"
+                } else {
+                    "Running"
+                };
+                device.installs.push(Install {
+                    id: id * 100 + k as u64,
+                    service_id: s.id,
+                    release_id: target.id,
+                    status: status.into(),
+                    download_progress: None,
+                });
+            }
+            match n % 12 {
+                // Deactivated: offline for good, its last report stale (an exited service).
+                0 => {
+                    device.is_online = false;
+                    device.api_heartbeat_state = "offline".into();
+                    device.overall_status = "inactive".into();
+                    if let Some(i) = device.installs.first_mut() {
+                        i.status = "exited".into();
+                    }
+                }
+                // Preregistered before shipping: never connected, nothing reported.
+                1 => {
+                    device = Device {
+                        is_online: false,
+                        api_heartbeat_state: "unknown".into(),
+                        overall_status: "configuring".into(),
+                        ..Device {
+                            id,
+                            uuid: device.uuid,
+                            device_name: device.device_name,
+                            fleet_id: f.id,
+                            device_type: device.device_type,
+                            ..Device::default()
+                        }
+                    };
+                }
+                // Offline since October, before any monitor; the heartbeat change time null.
+                2 => {
+                    device.is_online = false;
+                    device.api_heartbeat_state =
+                        if id % 2 == 0 { "offline" } else { "unknown" }.into();
+                    device.overall_status = "disconnected".into();
+                    device.heartbeat_changed_at = None;
+                    device.last_connectivity_event = Some(rfc3339(1_792_000_000, 0));
+                }
+                // VPN off on purpose, heartbeat online: reduced functionality, not offline.
+                3 => {
+                    device.is_online = false;
+                    device.overall_status = "reduced-functionality".into();
+                }
+                // Updated: done, while overall_status has not caught up.
+                4 => device.overall_status = "updating".into(),
+                _ => {}
+            }
+            account.devices.push(device);
+        }
+    }
+    account
+}

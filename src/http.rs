@@ -55,6 +55,7 @@ const CLOSED: &str = "Forbidden: fleet data on this port needs credentials. Set 
 PUBLIC_METRICS=true to open it to anyone.\n";
 
 const SD_CONTENT_TYPE: &str = "application/json";
+const HTML: &str = "text/html; charset=utf-8";
 
 /// Inflated bodies alive at once. Each is a whole text (about 27 MiB of `/metrics` at 10,000
 /// devices), inflated from the gzip body for a client that does not accept gzip; more
@@ -203,10 +204,7 @@ pub fn routes(
         .and(state)
         .map(move |header: Option<String>, shared: Arc<Shared>| {
             match refusal(&access, header.as_deref()) {
-                None => Response::builder()
-                    .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-                    .body(shared.load().status_html.clone())
-                    .unwrap_or_default(),
+                None => parts(shared.status_page(), HTML, false),
                 Some(rejection) => {
                     let mut response = Response::new(Bytes::from_static(CLOSED_PAGE.as_bytes()));
                     response.headers_mut().insert(
@@ -220,7 +218,7 @@ pub fn routes(
                             HeaderValue::from_static(challenge),
                         );
                     }
-                    response
+                    response.into_response()
                 }
             }
         });

@@ -20,6 +20,8 @@ pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 pub const KEPT: usize = 50;
 /// The largest answer read: a few thousand alerts. More is not an Alertmanager we know.
 const MAX_BODY: usize = 4 * 1024 * 1024;
+/// The poller's `User-Agent`, which tells its requests from forwarded ones.
+pub const USER_AGENT: &str = concat!("balena-exporter/", env!("CARGO_PKG_VERSION"), " (alerts)");
 /// Characters kept of a label or annotation (the page clips further).
 const TEXT_CHARS: usize = 300;
 
@@ -117,6 +119,7 @@ impl Poller {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(TIMEOUT)
+            .user_agent(USER_AGENT)
             .build()?;
         Ok(Poller {
             client,

@@ -262,7 +262,19 @@ fn alert_row(html: &mut String, a: &Alert) {
         _ => "info",
     };
     let _ = write!(html, "<tr class=\"{class}\"><td><span class=\"sev\">");
-    push_text(html, &a.name, NAME_CHARS);
+    // Alert names are CamelCase: on a phone they wrap between their words.
+    let mut lower = false;
+    for (i, c) in a.name.chars().enumerate() {
+        if i == NAME_CHARS {
+            html.push('…');
+            break;
+        }
+        if lower && c.is_ascii_uppercase() {
+            html.push_str("<wbr>");
+        }
+        lower = c.is_ascii_lowercase();
+        push_text(html, c.encode_utf8(&mut [0; 4]), 1);
+    }
     html.push_str("</span><br><small>");
     push_text(html, &a.severity, NAME_CHARS);
     if let Some(t) = a.starts_at {
@@ -1302,7 +1314,7 @@ mod tests {
         );
         assert!(
             html.contains(
-                "<tr class=\"bad\"><td><span class=\"sev\">FleetDevicesOffline</span><br><small>\
+                "<tr class=\"bad\"><td><span class=\"sev\">Fleet<wbr>Devices<wbr>Offline</span><br><small>\
              critical since <span class=\"t\">2026-11-30</span> <span class=\"t\">09:00 UTC</span>\
              </small></td><td>40% of fleet f is offline<br><small>o/f</small></td></tr>"
             ),

@@ -104,6 +104,7 @@ fn settings() -> render::Settings {
             file: None,
             own_uuid: None,
         }),
+        dashboard: None,
     }
 }
 

@@ -1,6 +1,6 @@
 //! The warp routes: `/metrics`, `/sd`, `/-/healthy`, `/-/ready` and the status page, all served
 //! from the last publication (GET and HEAD), plus `/grafana/` and `/alertmanager/` forwarding
-//! when configured; anything else is 404. Never calls the balena API. Fleet data follows the
+//! when configured (else a page that says which variable turns it on); anything else is 404. Never calls the balena API. Fleet data follows the
 //! listener's `Access`: open, behind credentials, or closed with a 403 that says what to set.
 
 use std::convert::Infallible;
@@ -24,9 +24,9 @@ use crate::state::Shared;
 pub struct Options {
     /// Who may read fleet data here.
     pub access: Access,
-    /// Where `/grafana/...` goes; None answers 404 there.
+    /// Where `/grafana/...` goes; None answers `NO_GRAFANA` there.
     pub grafana: Option<Upstream>,
-    /// Where `/alertmanager/...` goes (behind `access`); None answers 404 there.
+    /// Where `/alertmanager/...` goes (behind `access`); None answers `NO_ALERTMANAGER` there.
     pub alertmanager: Option<Upstream>,
     /// Counts requests whose credentials were wrong (not those without any).
     pub auth_failures: Arc<AtomicU64>,
@@ -41,8 +41,8 @@ struct Guard {
 /// The status page for a visitor who may not read fleet data: what this is and what to set.
 const CLOSED_PAGE: &str = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<title>balena exporter</title><style>body{font-family:sans-serif;margin:1em;max-width:40em}</style>\
-</head><body>\n<h1>balena exporter</h1>\n<p>This is a balena fleet monitor. Its fleet data \
+<title>balena fleet monitor</title><style>body{font-family:sans-serif;margin:1em;max-width:40em}</style>\
+</head><body>\n<h1>balena fleet monitor</h1>\n<p>This is a balena fleet monitor. Its fleet data \
 (this page in full, <code>/metrics</code> and <code>/sd</code>) needs credentials: set \
 <code>METRICS_USERNAME</code> and <code>METRICS_PASSWORD</code> (your browser then asks for \
 them) or <code>METRICS_TOKEN</code> (for a scraper) on the exporter service, or \
@@ -54,7 +54,27 @@ const CLOSED: &str = "Forbidden: fleet data on this port needs credentials. Set 
 (bearer) or METRICS_USERNAME and METRICS_PASSWORD (basic auth) on the exporter, or \
 PUBLIC_METRICS=true to open it to anyone.\n";
 
+/// `/grafana/...` without `GRAFANA_URL` (the demo, a bare exporter, the internal port).
+const NO_GRAFANA: &str = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>Grafana is not configured</title><style>body{font-family:sans-serif;margin:1em;max-width:40em}\
+</style></head><body>\n<h1>Grafana is not configured</h1>\n<p><code>/grafana/</code> forwards \
+to Grafana when <code>GRAFANA_URL</code> is set on the exporter (the balena app sets \
+<code>http://grafana:3000</code>), on its public port. It is not set here.</p>\n\
+<p><a href=\"../\">Back to the status page</a></p>\n</body></html>\n";
+
+/// `/alertmanager/...` without `ALERTMANAGER_URL`.
+const NO_ALERTMANAGER: &str = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>Alertmanager is not configured</title><style>body{font-family:sans-serif;margin:1em;\
+max-width:40em}</style></head><body>\n<h1>Alertmanager is not configured</h1>\n\
+<p><code>/alertmanager/</code> forwards to Alertmanager when <code>ALERTMANAGER_URL</code> is \
+set on the exporter (the balena app sets <code>http://alertmanager:9093</code>), on its public \
+port, behind the same credentials as the fleet data. It is not set here.</p>\n\
+<p><a href=\"../\">Back to the status page</a></p>\n</body></html>\n";
+
 const SD_CONTENT_TYPE: &str = "application/json";
+const HTML: &str = "text/html; charset=utf-8";
 
 /// Inflated bodies alive at once. Each is a whole text (about 27 MiB of `/metrics` at 10,000
 /// devices), inflated from the gzip body for a client that does not accept gzip; more
@@ -203,10 +223,7 @@ pub fn routes(
         .and(state)
         .map(move |header: Option<String>, shared: Arc<Shared>| {
             match refusal(&access, header.as_deref()) {
-                None => Response::builder()
-                    .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-                    .body(shared.load().status_html.clone())
-                    .unwrap_or_default(),
+                None => parts(shared.status_page(), HTML, false),
                 Some(rejection) => {
                     let mut response = Response::new(Bytes::from_static(CLOSED_PAGE.as_bytes()));
                     response.headers_mut().insert(
@@ -220,7 +237,7 @@ pub fn routes(
                             HeaderValue::from_static(challenge),
                         );
                     }
-                    response
+                    response.into_response()
                 }
             }
         });
@@ -230,8 +247,18 @@ pub fn routes(
         access: Access::Open,
         failures: options.auth_failures,
     };
-    let grafana = forwarded(options.grafana, guarded_by(Arc::new(open)));
-    let alertmanager = forwarded(options.alertmanager, guarded);
+    let grafana = forwarded(
+        options.grafana,
+        "grafana",
+        NO_GRAFANA,
+        guarded_by(Arc::new(open)),
+    );
+    let alertmanager = forwarded(
+        options.alertmanager,
+        "alertmanager",
+        NO_ALERTMANAGER,
+        guarded,
+    );
 
     metrics
         .or(sd)
@@ -288,15 +315,31 @@ where
     }
 }
 
-/// The forwarding route to `upstream` behind `guard`; 404 without an upstream.
-fn forwarded<G>(upstream: Option<Upstream>, guard: G) -> BoxedFilter<(warp::reply::Response,)>
+/// The forwarding route to `upstream` behind `guard`. Without an upstream, `/<prefix>` and
+/// below answer `page`, which says what the path is and which variable turns it on, with
+/// status 404: nothing is served there, and an uptime check or link checker must not take it
+/// for the real thing; a browser shows the page all the same.
+fn forwarded<G>(
+    upstream: Option<Upstream>,
+    prefix: &'static str,
+    page: &'static str,
+    guard: G,
+) -> BoxedFilter<(warp::reply::Response,)>
 where
     G: Filter<Extract = (), Error = Rejection> + Clone + Send + Sync + 'static,
 {
     match upstream {
         Some(upstream) => proxy::route(Arc::new(upstream), guard).boxed(),
-        None => warp::any()
-            .and_then(|| async { Err::<warp::reply::Response, _>(warp::reject::not_found()) })
+        None => warp::path(prefix)
+            .and(guard)
+            .map(move || {
+                let mut response = Response::new(Bytes::from_static(page.as_bytes()));
+                *response.status_mut() = StatusCode::NOT_FOUND;
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(HTML));
+                response.into_response()
+            })
             .boxed(),
     }
 }

@@ -20,14 +20,18 @@
 //! - [`sd`]: Prometheus HTTP service discovery of fleet devices, and its file_sd copy.
 //! - [`tags`]: balena tag keys as valid, unique Prometheus label names.
 //! - [`status`]: the HTML status page.
+//! - [`alerts`]: the alerts firing now, polled from Alertmanager in the background for the
+//!   status page.
 //! - [`state`]: what the handlers serve: the last publication (swapped atomically, its bodies
 //!   gzipped, small ones plain too) and health.
 //! - [`http`]: the warp routes, for the public and the internal listener.
 //! - [`server`]: the listeners: connection cap, head and write deadlines, bounded heads.
 //! - [`auth`]: optional bearer or basic credentials on `/metrics`, compared in constant time.
-//! - [`proxy`]: `/grafana/...` forwarded to Grafana, so one public URL serves both.
+//! - [`proxy`]: `/grafana/...` and `/alertmanager/...` forwarded, so one public URL serves
+//!   them all.
 //! - [`demo`]: a simulated account on loopback for `--demo`.
 
+pub mod alerts;
 pub mod auth;
 pub mod balena;
 pub mod config;
@@ -80,13 +84,20 @@ where
             render: render::Settings {
                 device_metrics: config.device_metrics,
                 sd: Arc::new(config.sd),
+                dashboard: config.balena_dashboard_url.as_deref().map(Arc::from),
             },
             api_url: config.api.url.clone(),
+            interval: config.crawl.interval,
             stale_after,
         },
         health,
     );
     let shared = publisher.shared();
+    let polling = poll_alerts(
+        config.alertmanager_url.as_deref(),
+        config.crawl.interval,
+        &shared,
+    )?;
     let upstream = |url: Option<String>, prefix| {
         url.as_deref()
             .map(|u| proxy::Upstream::new(u, prefix))
@@ -151,5 +162,30 @@ where
         let _ = internal.await;
     }
     crawling.abort();
+    if let Some(polling) = polling {
+        polling.abort();
+    }
     Ok(())
+}
+
+/// Starts the alerts poller of the Alertmanager at `url`, which renders the status page's
+/// alerts section into `shared` whenever it changes; without one, the section says so.
+fn poll_alerts(
+    url: Option<&str>,
+    crawl_interval: std::time::Duration,
+    shared: &Arc<state::Shared>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let set = |shared: &state::Shared, alerts: &alerts::Alerts| {
+        shared.set_alerts(bytes::Bytes::from(status::alerts_part(alerts)));
+    };
+    let Some(url) = url else {
+        set(shared, &alerts::Alerts::NotConfigured);
+        return Ok(None);
+    };
+    let poller = alerts::Poller::new(url)?;
+    let shared = shared.clone();
+    let publish = move |a: &alerts::Alerts| set(&shared, a);
+    Ok(Some(tokio::spawn(
+        poller.run(alerts::interval(crawl_interval), publish),
+    )))
 }

@@ -31,6 +31,8 @@ pub struct Settings {
     pub render: render::Settings,
     /// Shown on the status page.
     pub api_url: String,
+    /// The crawl interval: the status page refreshes at it.
+    pub interval: Duration,
     pub stale_after: Duration,
 }
 
@@ -55,11 +57,14 @@ impl Publisher {
         let settings = Arc::new(settings);
         let report = CrawlReport {
             api_url: settings.api_url.clone(),
+            interval: settings.interval,
             ..CrawlReport::default()
         };
+        let (status_html, status_rest) = status::page(&report, None);
         let initial = Published {
             metrics: Body::empty(),
-            status_html: Bytes::from(status::page(&report, None)),
+            status_html: Bytes::from(status_html),
+            status_rest: Bytes::from(status_rest),
             sd: None,
             last_success: None,
             stale_after: settings.stale_after,
@@ -123,10 +128,11 @@ impl Publisher {
                 Some(error.kind())
             }
         };
-        let status = status::page(&self.report, self.fleets_html.as_deref());
+        let (status_html, status_rest) = status::page(&self.report, self.fleets_html.as_deref());
         self.shared.store(Published {
             metrics: self.metrics.clone(),
-            status_html: Bytes::from(status),
+            status_html: Bytes::from(status_html),
+            status_rest: Bytes::from(status_rest),
             sd: self.sd.clone(),
             last_success: self.success,
             stale_after: self.settings.stale_after,

@@ -21,6 +21,8 @@ use crate::status::{self, Survey};
 pub struct Settings {
     pub device_metrics: bool,
     pub sd: Arc<SdConfig>,
+    /// The balena dashboard the status page's devices link to (`BALENA_DASHBOARD_URL`).
+    pub dashboard: Option<Arc<str>>,
 }
 
 pub struct Rendering {
@@ -32,6 +34,7 @@ pub struct Rendering {
     families: Families,
     sd: sd::Writer,
     survey: Survey,
+    dashboard: Option<Arc<str>>,
     devices: usize,
     orphans: usize,
 }
@@ -58,6 +61,7 @@ impl Rendering {
             families: Families::new(settings.device_metrics, &converter, true),
             sd: sd::Writer::new(settings.sd.clone(), true),
             survey: Survey::new(&fleets),
+            dashboard: settings.dashboard.clone(),
             tallies: vec![Tally::default(); fleets.len()],
             index: fleets.iter().enumerate().map(|(i, f)| (f.id, i)).collect(),
             fleets,
@@ -88,7 +92,13 @@ impl Rendering {
     /// The renderings; `now` is when the crawl ended (offline durations are as of then).
     pub fn finish(self, now: SystemTime) -> Rendered {
         let sd_note = self.sd.note();
-        let fleets_html = status::fleets_part(&self.fleets, self.survey, now);
+        let fleets_html = status::fleets_part(
+            &self.fleets,
+            &self.tallies,
+            self.survey,
+            now,
+            self.dashboard.as_deref(),
+        );
         let mut sorted: Vec<(&Fleet, Tally)> = self.fleets.iter().zip(self.tallies).collect();
         sorted.sort_by(|a, b| by_slug(a.0, b.0));
         let (streams, mut deflater) = self.families.finish(&sorted);

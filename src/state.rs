@@ -112,7 +112,9 @@ impl Body {
 pub struct Published {
     /// The fleet and device families; completed per request with the health families.
     pub metrics: Body,
+    /// The status page up to its alerts section (`status::page`); `status_rest` follows it.
     pub status_html: Bytes,
+    pub status_rest: Bytes,
     /// HTTP service discovery JSON; None before the first successful crawl.
     pub sd: Option<Body>,
     /// When the last successful crawl finished; None before the first.
@@ -138,6 +140,9 @@ impl Published {
 /// The single-writer, many-reader cell between the publisher and the handlers.
 pub struct Shared {
     published: ArcSwap<Published>,
+    /// The status page's alerts section (`status::alerts_part`), swapped in by the alerts
+    /// poller whenever what it says changes.
+    alerts_html: ArcSwap<Bytes>,
     health: Arc<Health>,
 }
 
@@ -145,6 +150,7 @@ impl Shared {
     pub fn new(initial: Published, health: Arc<Health>) -> Self {
         Shared {
             published: ArcSwap::from_pointee(initial),
+            alerts_html: ArcSwap::from_pointee(Bytes::new()),
             health,
         }
     }
@@ -155,6 +161,23 @@ impl Shared {
 
     pub fn store(&self, published: Published) {
         self.published.store(Arc::new(published));
+    }
+
+    /// Sets the status page's alerts section.
+    pub fn set_alerts(&self, html: Bytes) {
+        self.alerts_html.store(Arc::new(html));
+    }
+
+    /// The status page, in parts sent one after the other (shared, not copied): the last
+    /// publication's, with the alerts section as it is now in its place.
+    pub fn status_page(&self) -> Vec<Bytes> {
+        let published = self.load();
+        let alerts = Bytes::clone(&self.alerts_html.load());
+        vec![
+            published.status_html.clone(),
+            alerts,
+            published.status_rest.clone(),
+        ]
     }
 
     pub fn health(&self) -> &Health {
@@ -195,6 +218,7 @@ mod tests {
         Published {
             metrics: Body::empty(),
             status_html: Bytes::new(),
+            status_rest: Bytes::new(),
             sd: None,
             last_success,
             stale_after: Duration::from_secs(10),

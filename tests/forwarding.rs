@@ -196,7 +196,7 @@ async fn grafana_requests_reach_the_upstream_unchanged() {
 }
 
 #[tokio::test]
-async fn an_unreachable_grafana_is_a_502_and_without_grafana_url_a_404() {
+async fn an_unreachable_grafana_is_a_502_and_without_grafana_url_a_page_says_so() {
     let fake = FakeBalena::start(Account::sample()).await;
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -217,8 +217,47 @@ async fn an_unreachable_grafana_is_a_502_and_without_grafana_url_a_404() {
     );
     exporter.stop().await.unwrap();
 
-    let exporter = Exporter::start(&fake.url(), TOKEN, &[]).await;
-    assert_eq!(exporter.get("/grafana/api/health").await.0, 404);
+    // Without GRAFANA_URL (as in --demo): a page that says what would be there, and what
+    // to set; the same for Alertmanager, behind the credentials like its forward.
+    let exporter = Exporter::start(
+        &fake.url(),
+        TOKEN,
+        &[
+            ("METRICS_USERNAME", "ops"),
+            ("METRICS_PASSWORD", "s3cret-pass-0123456789"),
+        ],
+    )
+    .await;
+    for path in ["/grafana", "/grafana/", "/grafana/api/health"] {
+        let (status, page) = exporter.get(path).await;
+        assert_eq!(status, 404, "{path}");
+        assert!(
+            page.contains("<h1>Grafana is not configured</h1>"),
+            "{page}"
+        );
+        assert!(page.contains("<code>GRAFANA_URL</code>"), "{page}");
+        assert!(page.contains("<code>http://grafana:3000</code>"), "{page}");
+    }
+    assert_eq!(exporter.get("/alertmanager/").await.0, 401);
+    let http = reqwest::Client::new();
+    let answer = http
+        .get(format!("{}/alertmanager/", exporter.url))
+        .basic_auth("ops", Some("s3cret-pass-0123456789"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 404);
+    assert!(answer.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let page = answer.text().await.unwrap();
+    assert!(
+        page.contains("<h1>Alertmanager is not configured</h1>"),
+        "{page}"
+    );
+    assert!(page.contains("<code>ALERTMANAGER_URL</code>"), "{page}");
+    assert_eq!(exporter.get("/grafanax").await.0, 404);
     exporter.stop().await.unwrap();
 }
 
@@ -290,12 +329,21 @@ async fn alertmanager_is_forwarded_behind_the_credentials() {
     let exporter = Exporter::start(&fake.url(), TOKEN, &vars).await;
     let url = format!("{}/alertmanager/api/v2/alerts", exporter.url);
     let http = reqwest::Client::new();
+    // What reached Alertmanager through the forward (the status page's poller asks it too).
+    let forwarded = || -> Vec<String> {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|s| {
+                s.headers.get("user-agent").map(|v| v.as_bytes())
+                    != Some(balena_exporter::alerts::USER_AGENT.as_bytes())
+            })
+            .map(|s| s.path.clone())
+            .collect()
+    };
     let denied = http.get(&url).send().await.unwrap();
     assert_eq!(denied.status(), 401);
-    assert!(
-        seen.lock().unwrap().is_empty(),
-        "nothing reached Alertmanager"
-    );
+    assert!(forwarded().is_empty(), "nothing reached Alertmanager");
     let allowed = http
         .get(&url)
         .basic_auth("ops", Some("s3cret-pass-0123456789"))
@@ -303,10 +351,7 @@ async fn alertmanager_is_forwarded_behind_the_credentials() {
         .await
         .unwrap();
     assert_eq!(allowed.status(), 201);
-    assert_eq!(
-        seen.lock().unwrap().last().unwrap().path,
-        "/alertmanager/api/v2/alerts"
-    );
+    assert_eq!(forwarded(), ["/alertmanager/api/v2/alerts"]);
     // Other paths are not turned into 401s by the credentials in front of Alertmanager.
     assert_eq!(exporter.get("/nope").await.0, 404);
     exporter.stop().await.unwrap();

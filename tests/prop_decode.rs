@@ -784,9 +784,14 @@ fn render_all(s: &Snapshot) -> TestCaseResult {
         let _ = sd::public_url_note(s, &config);
     }
 
-    let html = status::render(Some(s), &CrawlReport::default());
-    // A row per fleet (the 100 largest), and a total row.
-    prop_assert!(html.matches("<tr><td>").count() >= s.fleets.len().min(100));
+    let html = status::render(
+        Some(s),
+        &CrawlReport::default(),
+        None,
+        &balena_exporter::alerts::Alerts::NotConfigured,
+    );
+    // A row per fleet (the 100 largest), with its severity, and a total row.
+    prop_assert!(html.matches("<tr class=\"").count() >= s.fleets.len().min(100));
     Ok(())
 }
 

@@ -131,6 +131,7 @@ fn shared() -> Arc<Shared> {
     let published = Published {
         metrics: Body::empty(),
         status_html: Bytes::from_static(b"<p>fleets</p>"),
+        status_rest: Bytes::new(),
         sd: Some(Body::new(sd_json(b"[]"))),
         last_success: None,
         stale_after: Duration::from_secs(60),

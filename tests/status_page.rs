@@ -1,8 +1,11 @@
 //! The status page at `/` with the fake API's sample account: what a user would check (a row
 //! per fleet with the API's counts, the failing services with their device's name, the links
-//! to the dashboards), then the page in a real browser on a phone-sized screen: Debian's
-//! `chromium`, headless, for the text as the browser sees it, the layout (nothing wider than
-//! the screen) and a screenshot, kept in `target/test-artifacts/status-page.png`.
+//! to the dashboards and the balena dashboard, the alerts a fake Alertmanager fires), then the
+//! page in a real browser on a phone-sized and a desktop screen: Debian's `chromium`,
+//! headless, for the text as the browser sees it, the layout (nothing wider than the screen)
+//! and screenshots, kept in `target/test-artifacts/status-page*.png`. Then one truth: per
+//! fleet, the page's offline and updating counts equal the definitions computed from the
+//! account's own rows, and the recording rules a real Prometheus evaluates.
 
 mod common;
 
@@ -11,28 +14,96 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::exporter::Exporter;
-use common::fake::{Account, FakeBalena};
+use std::collections::HashMap;
+
+use common::exporter::{wait_for, Exporter};
+use common::fake::{Account, Device, FakeBalena};
+use common::prometheus::Prometheus;
 use common::tools;
+use warp::Filter;
 
 const TOKEN: &str = "sample-token";
+const DASHBOARD: &str = "https://dashboard.example.com";
 
-/// The sample account, one crawl (the page stays as it is while the test reads it).
+/// Two alerts as Alertmanager's API v2 answers them: a critical one about a fleet and a
+/// warning about a device.
+const ALERTS: &str = r#"[
+  {"labels": {"alertname": "DeviceOffline", "severity": "warning", "scope": "device",
+              "fleet_slug": "acme/sensors", "device_name": "sensor-02", "device_uuid": "x"},
+   "annotations": {"summary": "Device sensor-02 of fleet sensors is offline"},
+   "startsAt": "2026-11-21T08:30:00.000Z", "endsAt": "2026-11-21T09:00:00.000Z",
+   "updatedAt": "2026-11-21T08:30:00.000Z", "fingerprint": "a1", "receivers": [{"name": "default"}],
+   "status": {"state": "active", "silencedBy": [], "inhibitedBy": []}},
+  {"labels": {"alertname": "ServiceNotRunning", "severity": "critical", "scope": "service",
+              "fleet_slug": "acme/sensors", "device_name": "sensor-04", "service_name": "sensor-reader"},
+   "annotations": {"summary": "sensor-reader on sensor-04 is restarting <again> & again"},
+   "startsAt": "2026-11-21T09:00:00.000Z", "endsAt": "2026-11-21T09:30:00.000Z",
+   "updatedAt": "2026-11-21T09:00:00.000Z", "fingerprint": "b2", "receivers": [{"name": "default"}],
+   "status": {"state": "active", "silencedBy": [], "inhibitedBy": []}}
+]"#;
+
+/// A fake Alertmanager on loopback, served under the app's `/alertmanager/` route prefix:
+/// `GET /alertmanager/api/v2/alerts` answers `ALERTS`.
+async fn fake_alertmanager() -> String {
+    let route = warp::path!("alertmanager" / "api" / "v2" / "alerts")
+        .and(warp::get())
+        .map(|| warp::reply::with_header(ALERTS, "content-type", "application/json"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(warp::serve(route).incoming(listener).run());
+    url
+}
+
+/// The sample account, one crawl (the page stays as it is while the test reads it), with
+/// device links to `DASHBOARD`, and the alerts of a fake Alertmanager (once they show).
 async fn started() -> (FakeBalena, Exporter) {
     let fake = FakeBalena::start(Account::sample()).await;
+    let alertmanager = fake_alertmanager().await;
     let exporter = Exporter::start(
         &fake.url(),
         TOKEN,
-        &[("CRAWL_INTERVAL", "60"), ("REQUEST_TIMEOUT", "5")],
+        &[
+            ("CRAWL_INTERVAL", "60"),
+            ("REQUEST_TIMEOUT", "5"),
+            ("BALENA_DASHBOARD_URL", DASHBOARD),
+            ("ALERTMANAGER_URL", &alertmanager),
+        ],
     )
     .await;
     exporter.wait_ready().await;
+    wait_for("the alerts on the page", || async {
+        exporter.get("/").await.1.contains("Alerts firing (2)")
+    })
+    .await;
     (fake, exporter)
 }
 
-/// The fleet rows the page must have, computed from the account as the fake serves it:
-/// name, slug, devices online, devices, devices on their target release (the pinned release,
-/// else the fleet's; "—" when there is none), devices updating.
+/// Offline as `src/definitions.rs` defines it, from the account's own row: balena's
+/// `disconnected` (`offline` on API v6).
+fn offline(d: &Device) -> bool {
+    matches!(d.overall_status.as_str(), "disconnected" | "offline")
+}
+
+/// Updating as defined: not inactive, and downloading, downloaded or applying changes; a
+/// device without an update status is updating when `overall_status` says so.
+fn updating(d: &Device) -> bool {
+    d.overall_status != "inactive"
+        && match d.update_status.as_deref() {
+            Some(s) => matches!(s, "downloading" | "downloaded" | "applying changes"),
+            None => d.overall_status == "updating",
+        }
+}
+
+/// Expected online: neither inactive nor configuring.
+fn expected_online(d: &Device) -> bool {
+    !matches!(
+        d.overall_status.as_str(),
+        "inactive" | "configuring" | "post-provisioning"
+    )
+}
+
+/// The fleet rows the page must have, computed from the account as the fake serves it, up to
+/// the failing services: name, slug, devices, devices expected online, offline, updating.
 fn expected_rows(account: &Account) -> Vec<String> {
     account
         .fleets
@@ -43,36 +114,15 @@ fn expected_rows(account: &Account) -> Vec<String> {
                 .iter()
                 .filter(|d| d.fleet_id == f.id)
                 .collect();
-            let online = devices.iter().filter(|d| d.is_online).count();
-            let targets: Vec<_> = devices
-                .iter()
-                .map(|d| (d, d.pinned_release.as_ref().or(f.target_release.as_ref())))
-                .collect();
-            let on_target = targets
-                .iter()
-                .filter(|(d, t)| t.is_some() && d.running_release.as_ref() == *t)
-                .count();
-            let on_target = if f.target_release.is_none() && targets.iter().all(|t| t.1.is_none())
-            {
-                "—".to_string()
-            } else {
-                on_target.to_string()
-            };
-            let updating = devices
-                .iter()
-                .filter(|d| {
-                    d.overall_status == "updating"
-                        || matches!(
-                            d.update_status.as_deref(),
-                            Some("downloading" | "downloaded" | "applying changes")
-                        )
-                })
-                .count();
+            let count = |f: fn(&Device) -> bool| devices.iter().filter(|d| f(d)).count();
             format!(
-                "<tr><td>{}</td><td>{}</td><td>{online}</td><td>{}</td><td>{on_target}</td><td>{updating}</td></tr>",
+                "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
                 f.app_name,
                 f.slug,
-                devices.len()
+                devices.len(),
+                count(expected_online),
+                count(offline),
+                count(updating),
             )
         })
         .collect()
@@ -109,8 +159,10 @@ async fn the_page_shows_fleets_failing_services_and_links() {
             .find(|d| d.device_name == name)
             .unwrap();
         let row = format!(
-            "<a href=\"grafana/d/balena-device?var-device={}\">{name}</a><br><small>acme/sensors</small></td><td>{service}</td>",
-            device.uuid
+            "<a href=\"grafana/d/balena-device?var-device={uuid}\">{name}</a><br><small>acme/sensors \
+             · <a href=\"{DASHBOARD}/devices/{uuid}/summary\" rel=\"noreferrer\">balena dashboard</a>\
+             </small></td><td>{service}</td>",
+            uuid = device.uuid
         );
         assert!(failing.contains(&row), "no {row} in:\n{failing}");
     }
@@ -118,21 +170,45 @@ async fn the_page_shows_fleets_failing_services_and_links() {
         failing.contains("<h3>Failing services (2)</h3>"),
         "{failing}"
     );
-    // Offline: sensor-02 (offline since 2026-11-21T08:00:00Z, with its heartbeat) first, then
-    // sensor-03 (heartbeat timed out, no time known); gw-02 is inactive, left out.
+    // Offline: sensor-02 (disconnected since 2026-11-21T08:00:00Z, with its heartbeat).
+    // sensor-03's heartbeat timed out, but its VPN is up (reduced-functionality): not offline.
+    // gw-02 is inactive and gw-01 never connected: never offline.
     let offline = section(&page, "offline");
-    let (s2, s3) = (
-        offline.find(">sensor-02</a>").expect("sensor-02 offline"),
-        offline.find(">sensor-03</a>").expect("sensor-03 timed out"),
-    );
-    assert!(s2 < s3, "{offline}");
+    assert!(offline.contains("<h3>Offline (1)</h3>"), "{offline}");
+    assert!(offline.contains(">sensor-02</a>"), "{offline}");
     assert!(
         offline.contains(
             "offline since <span class=\"t\">2026-11-21</span> <span class=\"t\">08:00 UTC</span>"
         ),
         "{offline}"
     );
-    assert!(!offline.contains("gw-02"), "{offline}");
+    for name in ["sensor-03", "gw-01", "gw-02"] {
+        assert!(
+            !offline.contains(&format!(">{name}</a>")),
+            "{name}: {offline}"
+        );
+    }
+    // The alerts, the critical first, escaped.
+    let alerts =
+        &page[page.find("<h2 id=\"alerts\">").unwrap()..page.find("<h2 id=\"fleets\">").unwrap()];
+    let (critical, warning) = (
+        alerts
+            .find(">Service<wbr>Not<wbr>Running<")
+            .expect("critical alert"),
+        alerts.find(">Device<wbr>Offline<").expect("warning alert"),
+    );
+    assert!(critical < warning, "{alerts}");
+    assert!(
+        alerts.contains("restarting &lt;again&gt; &amp; again"),
+        "{alerts}"
+    );
+    assert!(alerts.contains("<tr class=\"bad\">"), "{alerts}");
+    // Refreshed at the crawl interval; the fleet rows carry their severity.
+    assert!(page.contains("<meta http-equiv=\"refresh\" content=\"60\">"));
+    assert!(
+        page.contains("<tr class=\"bad\"><td>sensors</td>"),
+        "1 of 4 offline is 25 %"
+    );
     assert!(section(&page, "undervolted").contains(">sensor-03</a>"));
     assert!(section(&page, "update-failed").contains(">sensor-02</a>"));
     let updating = section(&page, "updating");
@@ -172,6 +248,11 @@ fn artifacts() -> PathBuf {
 /// Runs headless `chromium` on a window as wide as a phone (390 CSS pixels; 844 high is a
 /// phone's screen) with `args` and a fresh profile, for up to 90 s; returns its stdout.
 fn chromium(height: u32, args: &[String]) -> String {
+    chromium_sized(390, height, args)
+}
+
+/// `chromium` on a window `width` × `height`.
+fn chromium_sized(width: u32, height: u32, args: &[String]) -> String {
     let profile = tempfile::tempdir().unwrap();
     let mut child = Command::new("chromium")
         .args([
@@ -185,7 +266,7 @@ fn chromium(height: u32, args: &[String]) -> String {
             "--disable-sync",
             "--hide-scrollbars",
         ])
-        .arg(format!("--window-size=390,{height}"))
+        .arg(format!("--window-size={width},{height}"))
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .args(args)
         .stdin(Stdio::null())
@@ -264,12 +345,14 @@ async fn a_phone_browser_renders_the_page() {
     let dir = artifacts();
     let screenshot = dir.join("status-page.png");
     let whole = dir.join("status-page-whole.png");
-    let _ = std::fs::remove_file(&screenshot);
-    let _ = std::fs::remove_file(&whole);
+    let desktop = dir.join("status-page-desktop.png");
+    for png in [&screenshot, &whole, &desktop] {
+        let _ = std::fs::remove_file(png);
+    }
 
     let (dom, layout) = {
         let (url, dir, page) = (url.clone(), dir.clone(), page.clone());
-        let (screenshot, whole) = (screenshot.clone(), whole.clone());
+        let (screenshot, whole, desktop) = (screenshot.clone(), whole.clone(), desktop.clone());
         tokio::task::spawn_blocking(move || {
             // The page as the browser parsed it.
             let dom = chromium(844, &["--dump-dom".into(), url.clone()]);
@@ -281,8 +364,16 @@ async fn a_phone_browser_renders_the_page() {
                     url.clone(),
                 ],
             );
-            // And the whole page, for a person to look at.
-            chromium(2400, &[format!("--screenshot={}", whole.display()), url]);
+            // And the whole page, for a person to look at, on a phone and on a desktop.
+            chromium(
+                2400,
+                &[format!("--screenshot={}", whole.display()), url.clone()],
+            );
+            chromium_sized(
+                1280,
+                1600,
+                &[format!("--screenshot={}", desktop.display()), url],
+            );
             // The layout: the same page in a phone-sized frame (a headless window is at least
             // 500 pixels wide) of a page whose script writes the widths the browser laid out.
             let probe = format!(
@@ -319,14 +410,17 @@ async fn a_phone_browser_renders_the_page() {
         assert!(seen.contains(&f.slug), "{} not in {seen}", f.slug);
     }
     for needle in [
-        "balena exporter",
+        "balena fleet monitor",
         concat!("Version ", env!("CARGO_PKG_VERSION")),
-        "Fleet Slug Online Devices On target Updating",
-        "sensors acme/sensors 3 4 2 1",
+        "Alerts firing (2)",
+        "Service Not Running critical since 2026-11-21 09:00 UTC sensor-reader on sensor-04 is \
+         restarting <again> & again acme/sensors · sensor-04",
+        "Fleet Slug Devices Expected online Offline Updating Failing services On target",
+        "sensors acme/sensors 4 4 1 1 2 2",
         "Failing services (2)",
-        "sensor-02 acme/sensors sensor-reader: exited",
-        "sensor-04 acme/sensors sensor-reader: restarting",
-        "Offline (2)",
+        "sensor-02 acme/sensors · balena dashboard sensor-reader: exited",
+        "sensor-04 acme/sensors · balena dashboard sensor-reader: restarting",
+        "Offline (1)",
         "Undervolted (1)",
         "Dashboards: Fleets · Services · Exporter",
         "Last successful crawl: 20",
@@ -362,7 +456,172 @@ async fn a_phone_browser_renders_the_page() {
     // A blank 390 × 844 PNG is about 3 KB; text and tables make tens of KB.
     assert!(png.len() > 20_000, "screenshot of {} bytes", png.len());
     assert_eq!(png_size(&std::fs::read(&whole).unwrap()), (390, 2400));
+    assert_eq!(png_size(&std::fs::read(&desktop).unwrap()), (1280, 1600));
     println!("screenshot: {}", screenshot.display());
     println!("whole page: {}", whole.display());
+    println!("desktop: {}", desktop.display());
+    exporter.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_alertmanager_that_is_down_leaves_a_note_and_the_page() {
+    let fake = FakeBalena::start(Account::sample()).await;
+    let refused = common::exporter::free_port();
+    let exporter = Exporter::start(
+        &fake.url(),
+        TOKEN,
+        &[("ALERTMANAGER_URL", &format!("http://127.0.0.1:{refused}"))],
+    )
+    .await;
+    exporter.wait_ready().await;
+    wait_for("the unreachable note", || async {
+        exporter
+            .get("/")
+            .await
+            .1
+            .contains("<p class=\"err\">Alertmanager unreachable since <span class=\"t\">")
+    })
+    .await;
+    let (status, page) = exporter.get("/").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<h2 id=\"fleets\">Fleets</h2>"), "{page}");
+    assert!(page.ends_with("</body></html>\n"));
+    exporter.stop().await.unwrap();
+
+    // Without ALERTMANAGER_URL the section says what to set.
+    let exporter = Exporter::start(&fake.url(), TOKEN, &[]).await;
+    let (_, page) = exporter.get("/").await;
+    assert!(
+        page.contains("Not configured: set <code>ALERTMANAGER_URL</code>"),
+        "{page}"
+    );
+    exporter.stop().await.unwrap();
+}
+
+/// Per fleet, the page's cells after the name: slug → [slug, devices, expected online,
+/// offline, updating, failing services, on target].
+fn fleet_cells(page: &str) -> HashMap<String, Vec<String>> {
+    let start = page
+        .find("<table class=\"fleets\">")
+        .expect("a fleets table");
+    let table = &page[start..start + page[start..].find("</tbody>").unwrap()];
+    table
+        .split("<tr class=\"")
+        .skip(1)
+        .map(|row| {
+            let cells: Vec<String> = row
+                .split("<td>")
+                .skip(2)
+                .map(|c| c[..c.find("</td>").unwrap()].to_string())
+                .collect();
+            (cells[0].clone(), cells)
+        })
+        .collect()
+}
+
+/// One truth: per fleet, the status page's offline and updating counts equal (a) the
+/// definitions computed from the fake account's own rows and (b) the recording rules
+/// `fleet:balena_devices_offline:count` and `fleet:balena_devices_updating:count` that the
+/// dashboards' stats read, evaluated by a real Prometheus with the shipped configuration.
+#[tokio::test(flavor = "multi_thread")]
+async fn offline_and_updating_are_one_number_on_the_page_and_in_prometheus() {
+    if !tools::require(&["prometheus"]) {
+        return;
+    }
+    let account = common::generate::account(6, 50);
+    // The account has every case the definitions tell apart.
+    let has = |what: &str, f: &dyn Fn(&Device) -> bool| {
+        let n = account.devices.iter().filter(|d| f(d)).count();
+        assert!(n > 0, "the generated account has no device {what}");
+        n
+    };
+    let cases = [
+        has("offline", &offline),
+        has("updating", &updating),
+        has("done while overall_status says updating", &|d| {
+            d.update_status.as_deref() == Some("done") && d.overall_status == "updating"
+        }),
+        has("inactive", &|d| d.overall_status == "inactive"),
+        has("configuring", &|d| {
+            matches!(
+                d.overall_status.as_str(),
+                "configuring" | "post-provisioning"
+            )
+        }),
+    ];
+    let fake = FakeBalena::start(account.clone()).await;
+    let exporter = Exporter::start(
+        &fake.url(),
+        common::generate::TOKEN,
+        &[("CRAWL_INTERVAL", "60"), ("REQUEST_TIMEOUT", "5")],
+    )
+    .await;
+    exporter.wait_ready().await;
+    let (_, page) = exporter.get("/").await;
+    let cells = fleet_cells(&page);
+
+    let prometheus = Prometheus::shipped(exporter.url.trim_start_matches("http://"));
+    let rules = [
+        "fleet:balena_devices_offline:count",
+        "fleet:balena_devices_updating:count",
+    ];
+    for rule in rules {
+        wait_for(&format!("{rule} for every fleet"), || async {
+            prometheus.query(rule).await.len() == account.fleets.len()
+        })
+        .await;
+    }
+    let mut by_rule: Vec<HashMap<String, f64>> = Vec::new();
+    for rule in rules {
+        by_rule.push(
+            prometheus
+                .query(rule)
+                .await
+                .into_iter()
+                .map(|(labels, v)| (labels["fleet_slug"].as_str().unwrap().to_string(), v))
+                .collect(),
+        );
+    }
+    let (mut offline_total, mut updating_total) = (0, 0);
+    for f in &account.fleets {
+        let devices: Vec<&Device> = account
+            .devices
+            .iter()
+            .filter(|d| d.fleet_id == f.id)
+            .collect();
+        let want_offline = devices.iter().filter(|d| offline(d)).count();
+        let want_updating = devices.iter().filter(|d| updating(d)).count();
+        let row = cells
+            .get(&f.slug)
+            .unwrap_or_else(|| panic!("no row for {}", f.slug));
+        let page_offline: usize = row[3].parse().unwrap();
+        let page_updating: usize = row[4].parse().unwrap();
+        assert_eq!(page_offline, want_offline, "offline of {}", f.slug);
+        assert_eq!(page_updating, want_updating, "updating of {}", f.slug);
+        assert_eq!(
+            by_rule[0][&f.slug], want_offline as f64,
+            "{}: {}",
+            rules[0], f.slug
+        );
+        assert_eq!(
+            by_rule[1][&f.slug], want_updating as f64,
+            "{}: {}",
+            rules[1], f.slug
+        );
+        offline_total += want_offline;
+        updating_total += want_updating;
+    }
+    println!(
+        "{} fleets, {} devices: offline {offline_total}, updating {updating_total} on the page, \
+         from the account's rows and in Prometheus alike (account: {} offline, {} updating, \
+         {} done while overall_status says updating, {} inactive, {} configuring)",
+        account.fleets.len(),
+        account.devices.len(),
+        cases[0],
+        cases[1],
+        cases[2],
+        cases[3],
+        cases[4]
+    );
     exporter.stop().await.unwrap();
 }

@@ -585,7 +585,10 @@ async fn http_surface() {
     let (status, page) = exporter.get("/").await;
     assert_eq!(status, 200);
     assert!(
-        page.contains("<td>sensors</td><td>acme/sensors</td><td>3</td><td>4</td>"),
+        // devices, expected online, offline, updating, failing services, on target
+        page.contains(
+            "<td>sensors</td><td>acme/sensors</td><td>4</td><td>4</td><td>1</td><td>1</td><td>2</td><td>2</td>"
+        ),
         "{page}"
     );
     assert_eq!(

@@ -165,7 +165,10 @@ async fn several_thousand_devices_over_pages() {
     assert!(crawl.iter().all(|r| r.authorized));
     let agent = format!("balena-exporter/{}", env!("CARGO_PKG_VERSION"));
     assert!(crawl.iter().all(|r| r.user_agent == agent), "{crawl:?}");
-    assert_eq!(value(&samples, "balena_crawl_api_requests", &[]), Some(11.0));
+    assert_eq!(
+        value(&samples, "balena_crawl_api_requests", &[]),
+        Some(11.0)
+    );
     exporter.stop().await.unwrap();
 }
 

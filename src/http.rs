@@ -147,119 +147,46 @@ pub fn routes(
     options: Options,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let state = warp::any().map(move || shared.clone());
-    let access = Arc::new(Guard {
+    let guard = Arc::new(Guard {
         access: options.access,
         failures: options.auth_failures.clone(),
     });
-    let guarded = guarded_by(access.clone());
-
-    let metrics = warp::path!("metrics")
-        .and(get_or_head())
-        .and(guarded.clone())
-        .and(warp::header::optional::<String>("accept-encoding"))
-        .and(state.clone())
-        .then(|encoding: Option<String>, shared: Arc<Shared>| async move {
-            if accepts_gzip(encoding.as_deref()) {
-                if let Some(gzip) = shared.metrics_gzip() {
-                    return parts(gzip, CONTENT_TYPE, true);
-                }
-            }
-            if let Some(plain) = shared.metrics_kept_plain() {
-                return parts(plain.to_vec(), CONTENT_TYPE, false);
-            }
-            inflated(move || shared.metrics_plain(), CONTENT_TYPE).await
-        });
-
-    let sd = warp::path!("sd")
-        .and(get_or_head())
-        .and(guarded.clone())
-        .and(warp::header::optional::<String>("accept-encoding"))
-        .and(state.clone())
-        .then(|encoding: Option<String>, shared: Arc<Shared>| async move {
-            let published = shared.load();
-            let Some(sd) = &published.sd else {
-                // Prometheus keeps its last target list on an error answer.
-                return text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "No successful crawl of the balena API yet.\n",
-                )
-                .into_response();
-            };
-            if let Some(gzip) = sd.gzip().filter(|_| accepts_gzip(encoding.as_deref())) {
-                let mut chunks = gzip.chunks().to_vec();
-                chunks.push(gzip.tail(b""));
-                return parts(chunks, SD_CONTENT_TYPE, true);
-            }
-            // Prometheus' HTTP service discovery does not ask for gzip.
-            if let Some(plain) = sd.plain() {
-                return parts(vec![plain.clone()], SD_CONTENT_TYPE, false);
-            }
-            let sd = sd.clone();
-            inflated(move || sd.text(), SD_CONTENT_TYPE).await
-        });
-
+    let guarded = guarded_by(guard.clone());
+    let encoding = warp::header::optional::<String>("accept-encoding");
+    let fleet_data = |path: BoxedFilter<()>| {
+        path.and(get_or_head())
+            .and(guarded.clone())
+            .and(encoding)
+            .and(state.clone())
+    };
+    let metrics = fleet_data(warp::path!("metrics").boxed()).then(metrics);
+    let sd = fleet_data(warp::path!("sd").boxed()).then(sd);
     let healthy = warp::path!("-" / "healthy")
         .and(get_or_head())
         .map(|| text(StatusCode::OK, "Healthy.\n"));
-
     let ready = warp::path!("-" / "ready")
         .and(get_or_head())
         .and(state.clone())
-        .map(
-            |shared: Arc<Shared>| match shared.load().readiness(Instant::now()) {
-                Ok(()) => text(StatusCode::OK, "Ready.\n"),
-                Err(why) => text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("Not ready: {why}.\n"),
-                ),
-            },
-        );
-
-    // The status page: in full for whoever may read fleet data; on a closed port, a page
-    // that says only what to set; behind credentials, a 401 that makes a browser ask.
+        .map(ready);
     let index = warp::path::end()
         .and(get_or_head())
+        .and(warp::any().map(move || guard.clone()))
         .and(warp::header::optional::<String>("authorization"))
         .and(state)
-        .map(move |header: Option<String>, shared: Arc<Shared>| {
-            match refusal(&access, header.as_deref()) {
-                None => parts(shared.status_page(), HTML, false),
-                Some(rejection) => {
-                    let mut response = Response::new(Bytes::from_static(CLOSED_PAGE.as_bytes()));
-                    response.headers_mut().insert(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("text/html; charset=utf-8"),
-                    );
-                    if let Some(Unauthorized(challenge)) = rejection.find::<Unauthorized>() {
-                        *response.status_mut() = StatusCode::UNAUTHORIZED;
-                        response.headers_mut().insert(
-                            header::WWW_AUTHENTICATE,
-                            HeaderValue::from_static(challenge),
-                        );
-                    }
-                    response.into_response()
-                }
-            }
-        });
-
+        .map(index);
     // Grafana has its own login; Alertmanager has none, so it is behind the credentials.
     let open = Guard {
         access: Access::Open,
         failures: options.auth_failures,
     };
-    let grafana = forwarded(
-        options.grafana,
-        "grafana",
-        NO_GRAFANA,
-        guarded_by(Arc::new(open)),
-    );
+    let open = guarded_by(Arc::new(open));
+    let grafana = forwarded(options.grafana, "grafana", NO_GRAFANA, open);
     let alertmanager = forwarded(
         options.alertmanager,
         "alertmanager",
         NO_ALERTMANAGER,
         guarded,
     );
-
     metrics
         .or(sd)
         .or(healthy)
@@ -268,6 +195,89 @@ pub fn routes(
         .or(grafana)
         .or(alertmanager)
         .recover(rejected)
+}
+
+/// `/metrics`: the last crawl's families and the exporter's own, in the form the client takes.
+async fn metrics(encoding: Option<String>, shared: Arc<Shared>) -> warp::reply::Response {
+    let gzip = accepts_gzip(encoding.as_deref()).then(|| shared.metrics_gzip());
+    let plain = shared.metrics_kept_plain().map(|p| p.to_vec());
+    body(gzip.flatten(), plain, CONTENT_TYPE, move || {
+        shared.metrics_plain()
+    })
+    .await
+}
+
+/// `/sd`: the target groups; 503 before the first successful crawl, since Prometheus keeps its
+/// last target list on an error answer. (Its HTTP service discovery does not ask for gzip.)
+async fn sd(encoding: Option<String>, shared: Arc<Shared>) -> warp::reply::Response {
+    let published = shared.load();
+    let Some(sd) = published.sd.clone() else {
+        let why = "No successful crawl of the balena API yet.\n";
+        return text(StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+    };
+    let gzip = sd
+        .gzip()
+        .filter(|_| accepts_gzip(encoding.as_deref()))
+        .map(|gzip| {
+            let mut chunks = gzip.chunks().to_vec();
+            chunks.push(gzip.tail(b""));
+            chunks
+        });
+    let plain = sd.plain().map(|plain| vec![plain.clone()]);
+    body(gzip, plain, SD_CONTENT_TYPE, move || sd.text()).await
+}
+
+/// The one ladder for a kept body: gzip when the client takes it and there is one, else the
+/// plain text when it is kept, else the gzip inflated for this request.
+async fn body<F>(
+    gzip: Option<Vec<Bytes>>,
+    plain: Option<Vec<Bytes>>,
+    content_type: &'static str,
+    inflate: F,
+) -> warp::reply::Response
+where
+    F: FnOnce() -> std::io::Result<Vec<u8>> + Send + 'static,
+{
+    match (gzip, plain) {
+        (Some(gzip), _) => parts(gzip, content_type, true),
+        (None, Some(plain)) => parts(plain, content_type, false),
+        (None, None) => inflated(inflate, content_type).await,
+    }
+}
+
+/// `/-/ready`: 200 once a crawl succeeded and its data is fresh; 503 with the reason.
+fn ready(shared: Arc<Shared>) -> warp::reply::Response {
+    match shared.load().readiness(Instant::now()) {
+        Ok(()) => text(StatusCode::OK, "Ready.\n").into_response(),
+        Err(why) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("Not ready: {why}.\n"),
+        )
+        .into_response(),
+    }
+}
+
+/// The status page: in full for whoever may read fleet data; on a closed port, a page that
+/// says only what to set; behind credentials, a 401 that makes a browser ask.
+fn index(
+    guard: Arc<Guard>,
+    authorization: Option<String>,
+    shared: Arc<Shared>,
+) -> warp::reply::Response {
+    let Some(rejection) = refusal(&guard, authorization.as_deref()) else {
+        return parts(shared.status_page(), HTML, false);
+    };
+    let mut response = Response::new(Bytes::from_static(CLOSED_PAGE.as_bytes()));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(HTML));
+    if let Some(Unauthorized(challenge)) = rejection.find::<Unauthorized>() {
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+        *response.status_mut() = StatusCode::UNAUTHORIZED;
+    }
+    response.into_response()
 }
 
 /// A body sent in `chunks` (shared, not copied), gzipped or not.

@@ -187,6 +187,50 @@ pub async fn serve<F>(
             },
             () = &mut shutdown => break,
         };
+        let connection = Connection {
+            stream,
+            peer,
+            limits,
+            stats: stats.clone(),
+            name,
+        };
+        tokio::spawn(connection.serve(service.clone(), permit, graceful.watcher()));
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// One accepted connection and what serving it needs.
+struct Connection {
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    limits: Limits,
+    stats: Arc<ConnStats>,
+    name: &'static str,
+}
+
+impl Connection {
+    /// Serves requests until the client closes, a limit ends the connection, or shutdown;
+    /// holds one of the `max_connections` slots meanwhile.
+    async fn serve<S>(
+        self,
+        service: S,
+        _permit: tokio::sync::OwnedSemaphorePermit,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) where
+        S: Service<hyper::Request<Incoming>, Response = warp::reply::Response, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send,
+    {
+        let Connection {
+            stream,
+            peer,
+            limits,
+            stats,
+            name,
+        } = self;
         // A response leaves in several writes (the body's parts, the exporter's own families):
         // with Nagle's algorithm on, each later write waits for the client's delayed ACK, about
         // 40 ms per response on Linux.
@@ -195,38 +239,26 @@ pub async fn serve<F>(
         }
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         stats.open.fetch_add(1, Ordering::Relaxed);
-        let service = service.clone();
-        let stats = stats.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let handler =
-                hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-                    request.extensions_mut().insert(Peer(peer));
-                    let mut service = service.clone();
-                    async move {
-                        Ok::<_, Infallible>(
-                            service.call(request).await.unwrap_or_else(|e| match e {}),
-                        )
-                    }
-                });
-            let io = TokioIo::new(Watchdog::new(stream, limits.stall_timeout));
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.head_timeout)
-                .max_buf_size(limits.max_head_bytes)
-                .serve_connection(io, handler);
-            let connection = watcher.watch(connection);
-            match tokio::time::timeout(limits.max_age, connection).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => stats.close(reason(&e)),
-                Err(_) => stats.close("max_age"),
+        let handler = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(Peer(peer));
+            let mut service = service.clone();
+            async move {
+                Ok::<_, Infallible>(service.call(request).await.unwrap_or_else(|e| match e {}))
             }
-            stats.open.fetch_sub(1, Ordering::Relaxed);
         });
+        let io = TokioIo::new(Watchdog::new(stream, limits.stall_timeout));
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.head_timeout)
+            .max_buf_size(limits.max_head_bytes)
+            .serve_connection(io, handler);
+        match tokio::time::timeout(limits.max_age, watcher.watch(connection)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => stats.close(reason(&e)),
+            Err(_) => stats.close("max_age"),
+        }
+        stats.open.fetch_sub(1, Ordering::Relaxed);
     }
-    drop(listener);
-    graceful.shutdown().await;
 }
 
 /// Why hyper ended a connection with an error.

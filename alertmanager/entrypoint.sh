@@ -45,15 +45,15 @@ config=$config_dir/alertmanager.yml
 # ---------------------------------------------------------------------------------------
 # Validation helpers. Each takes the variable's NAME, reads its value, and fails naming it.
 
-# The code the entrypoints share: env_value NAME (its value into $v), refuse_control_chars
-# NAME..., check_http_url NAME and derive_public_url; a generated copy of
-# scripts/entrypoint-lib.sh, beside this file in the image too.
-case $0 in
-  */*) lib=${0%/*}/entrypoint-lib.sh ;;
-  *) lib=./entrypoint-lib.sh ;;
-esac
-[ -r "$lib" ] || fail "cannot read $lib, which entrypoint.sh needs beside it"
-# shellcheck source=alertmanager/entrypoint-lib.sh
+# The code the entrypoints share (refuse_control_chars, check_http_url, derive_public_url):
+# scripts/entrypoint-lib.sh, which the image copies beside this file; in the repository it is
+# read from scripts/ (the checks run the entrypoints from there).
+here=.
+case $0 in */*) here=${0%/*} ;; esac
+lib=$here/entrypoint-lib.sh
+[ -r "$lib" ] || lib=$here/../scripts/entrypoint-lib.sh
+[ -r "$lib" ] || fail "cannot read entrypoint-lib.sh, which entrypoint.sh needs beside it"
+# shellcheck source=scripts/entrypoint-lib.sh
 . "$lib"
 
 get() { env_value "$1"; }

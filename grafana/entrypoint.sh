@@ -68,14 +68,15 @@ refuse_weak() {
   esac
 }
 
-# The code the entrypoints share: refuse_control_chars NAME..., derive_public_url, ...; a
-# generated copy of scripts/entrypoint-lib.sh, beside this file in the image too.
-case $0 in
-  */*) lib=${0%/*}/entrypoint-lib.sh ;;
-  *) lib=./entrypoint-lib.sh ;;
-esac
-[ -r "$lib" ] || fail "cannot read $lib, which entrypoint.sh needs beside it"
-# shellcheck source=grafana/entrypoint-lib.sh
+# The code the entrypoints share (refuse_control_chars, check_http_url, derive_public_url):
+# scripts/entrypoint-lib.sh, which the image copies beside this file; in the repository it is
+# read from scripts/ (the checks run the entrypoints from there).
+here=.
+case $0 in */*) here=${0%/*} ;; esac
+lib=$here/entrypoint-lib.sh
+[ -r "$lib" ] || lib=$here/../scripts/entrypoint-lib.sh
+[ -r "$lib" ] || fail "cannot read entrypoint-lib.sh, which entrypoint.sh needs beside it"
+# shellcheck source=scripts/entrypoint-lib.sh
 . "$lib"
 
 # Every variable this script reads, first: one line naming the first with a control character.

@@ -30,13 +30,14 @@ fail() {
 }
 
 # The code the entrypoints share (refuse_control_chars, check_http_url, derive_public_url):
-# a generated copy of scripts/entrypoint-lib.sh, beside this file in the image too.
-case $0 in
-  */*) lib=${0%/*}/entrypoint-lib.sh ;;
-  *) lib=./entrypoint-lib.sh ;;
-esac
-[ -r "$lib" ] || fail "cannot read $lib, which entrypoint.sh needs beside it"
-# shellcheck source=prometheus/entrypoint-lib.sh
+# scripts/entrypoint-lib.sh, which the image copies beside this file; in the repository it is
+# read from scripts/ (the checks run the entrypoints from there).
+here=.
+case $0 in */*) here=${0%/*} ;; esac
+lib=$here/entrypoint-lib.sh
+[ -r "$lib" ] || lib=$here/../scripts/entrypoint-lib.sh
+[ -r "$lib" ] || fail "cannot read entrypoint-lib.sh, which entrypoint.sh needs beside it"
+# shellcheck source=scripts/entrypoint-lib.sh
 . "$lib"
 
 # A checked value as a YAML double-quoted string: backslashes and quotes escaped. Control

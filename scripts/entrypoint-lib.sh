@@ -3,12 +3,9 @@
 # control characters in variables, one rule for URLs, and one derivation of the device's public
 # URL. POSIX sh: busybox ash runs it in the images, and the checks run it under dash too.
 #
-# scripts/entrypoint-lib.sh is the one file to edit. Each image is built from its own directory
-# (docker-compose.yml: build: ./prometheus, ./alertmanager, ./grafana), and a build cannot read
-# outside its context, so scripts/sync-entrypoint-lib copies this file into each of them as
-# entrypoint-lib.sh, marked generated; each Dockerfile.template copies it beside entrypoint.sh,
-# which sources it. scripts/check-prometheus, check-alertmanager and check-grafana fail when
-# their copy differs from this file.
+# The three images are built with the repository root as context (docker-compose.yml), and
+# each Dockerfile.template copies this file beside entrypoint.sh, which sources it; run from the
+# repository (as the checks do), entrypoint.sh reads it here.
 #
 # The sourcing entrypoint defines `fail MESSAGE` first: it prints MESSAGE as one line on stderr,
 # with the service's prefix, and exits 1. Messages from here name the variable and never show

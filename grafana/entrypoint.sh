@@ -71,10 +71,8 @@ refuse_weak() {
 # The code the entrypoints share (refuse_control_chars, check_http_url, derive_public_url):
 # scripts/entrypoint-lib.sh, which the image copies beside this file; in the repository it is
 # read from scripts/ (the checks run the entrypoints from there).
-here=.
-case $0 in */*) here=${0%/*} ;; esac
-lib=$here/entrypoint-lib.sh
-[ -r "$lib" ] || lib=$here/../scripts/entrypoint-lib.sh
+here=$(dirname "$0")
+[ -r "$here/entrypoint-lib.sh" ] && lib=$here/entrypoint-lib.sh || lib=$here/../scripts/entrypoint-lib.sh
 [ -r "$lib" ] || fail "cannot read entrypoint-lib.sh, which entrypoint.sh needs beside it"
 # shellcheck source=scripts/entrypoint-lib.sh
 . "$lib"

@@ -49,69 +49,65 @@ pub async fn start() -> std::io::Result<SocketAddr> {
     let whoami = warp::path!("actor" / "v1" / "whoami")
         .and(authorized)
         .map(|| warp::reply::json(&json!({"id": 1, "actorType": "user", "username": "demo"})));
-    let fleets = warp::path!("v7" / "application")
-        .and(authorized)
-        .and(warp::query::raw())
-        .map(|query: String| {
-            let (top, after) = page(&query);
-            let page: Vec<Value> = FLEETS
-                .iter()
-                .filter(|f| f.0 > after)
-                .take(top)
-                .map(fleet)
-                .collect();
-            warp::reply::json(&json!({ "d": page }))
-        });
-    let devices = warp::path!("v7" / "device")
-        .and(authorized)
-        .and(warp::query::raw())
-        .map(|query: String| {
-            let (top, after) = page(&query);
-            let minute = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs()
-                / 60;
-            let all = FLEETS
-                .iter()
-                .flat_map(|f| (0..DEVICES_PER_FLEET).map(move |n| (f, n)))
-                .filter(|(f, n)| f.0 * 100 + n > after)
-                .take(top)
-                .map(|(f, n)| device(f, n, minute));
-            warp::reply::json(&json!({ "d": all.collect::<Vec<_>>() }))
-        });
-    let services = warp::path!("v7" / "service")
-        .and(authorized)
-        .and(warp::query::raw())
-        .map(|query: String| {
-            let (top, after) = page(&query);
-            let page: Vec<Value> = SERVICES
-                .iter()
-                .filter(|s| s.1 > after)
-                .take(top)
-                .map(|&(_, id, name)| json!({"id": id, "service_name": name}))
-                .collect();
-            warp::reply::json(&json!({ "d": page }))
-        });
-    // Each fleet's target (fleet × 10) and the release before it; the kiosk agent is a
-    // one-shot job (restart: "no"), so its exits are not failures.
-    let releases = warp::path!("v7" / "release")
-        .and(authorized)
-        .and(warp::query::raw())
-        .map(|query: String| {
-            let (top, after) = page(&query);
-            let page: Vec<Value> = FLEETS
-                .iter()
-                .flat_map(|f| [f.0 * 10 - 1, f.0 * 10])
-                .filter(|id| *id > after)
-                .take(top)
-                .map(release)
-                .collect();
-            warp::reply::json(&json!({ "d": page }))
-        });
-    let routes = whoami.or(fleets).or(devices).or(services).or(releases);
+    let resource = |name: &'static str, rows: fn() -> Vec<(u64, Value)>| {
+        warp::path("v7")
+            .and(warp::path(name))
+            .and(warp::path::end())
+            .and(authorized)
+            .and(warp::query::raw())
+            .map(move |query: String| {
+                let (top, after) = page(&query);
+                let page: Vec<Value> = rows()
+                    .into_iter()
+                    .filter(|(id, _)| *id > after)
+                    .take(top)
+                    .map(|(_, row)| row)
+                    .collect();
+                warp::reply::json(&json!({ "d": page }))
+            })
+    };
+    let routes = whoami
+        .or(resource("application", fleets))
+        .or(resource("device", devices))
+        .or(resource("service", services))
+        .or(resource("release", releases));
     tokio::spawn(warp::serve(routes).incoming(listener).run());
     Ok(addr)
+}
+
+/// Every row of a resource with its id, in id order (the demo's account is small).
+fn fleets() -> Vec<(u64, Value)> {
+    FLEETS.iter().map(|f| (f.0, fleet(f))).collect()
+}
+
+fn devices() -> Vec<(u64, Value)> {
+    let minute = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+        / 60;
+    FLEETS
+        .iter()
+        .flat_map(|f| (0..DEVICES_PER_FLEET).map(move |n| (f, n)))
+        .map(|(f, n)| (f.0 * 100 + n, device(f, n, minute)))
+        .collect()
+}
+
+fn services() -> Vec<(u64, Value)> {
+    SERVICES
+        .iter()
+        .map(|&(_, id, name)| (id, json!({"id": id, "service_name": name})))
+        .collect()
+}
+
+/// Each fleet's target (fleet × 10) and the release before it; the kiosk agent is a one-shot
+/// job (restart: "no"), so its exits are not failures.
+fn releases() -> Vec<(u64, Value)> {
+    FLEETS
+        .iter()
+        .flat_map(|f| [f.0 * 10 - 1, f.0 * 10])
+        .map(|id| (id, release(id)))
+        .collect()
 }
 
 /// `$top` and the `id gt N` of the exporter's keyset query (no top: all; no id: from the start).

@@ -145,13 +145,13 @@ fn device(&(fleet, _, _, device_type): &(u64, &str, &str, &str), n: u64, minute:
     // A cheap deterministic hash of (device, minute) drives the changing values.
     let roll =
         (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ minute.wrapping_mul(0xBF58_476D_1CE4_E5B9)) >> 33;
-    let online = roll % 5 != 0;
+    let online = !roll.is_multiple_of(5);
     let status = if online {
         STATUSES[(roll % 4) as usize]
     } else {
         "disconnected"
     };
-    let release = if roll % 7 == 0 {
+    let release = if roll.is_multiple_of(7) {
         fleet * 10 - 1
     } else {
         fleet * 10
@@ -159,7 +159,7 @@ fn device(&(fleet, _, _, device_type): &(u64, &str, &str, &str), n: u64, minute:
     let reported = n != 0; // device 0 of each fleet has not reported hardware values yet
     let hw = |v: u64| if reported { json!(v) } else { Value::Null };
     let target = fleet * 10;
-    let updating = release != target && roll % 2 == 0;
+    let updating = release != target && roll.is_multiple_of(2);
     // One install per service of the release it runs; a failing one now and then; while
     // updating, the target's images downloading.
     let mut installs = Vec::new();
@@ -193,7 +193,7 @@ fn device(&(fleet, _, _, device_type): &(u64, &str, &str, &str), n: u64, minute:
         "cpu_usage": hw(roll % 5 * 20), "cpu_temp": hw(40 + roll % 6 * 5),
         "memory_usage": hw(300 + roll % 50 * 10), "memory_total": hw(3800),
         "storage_usage": hw(4000 + roll % 100 * 10), "storage_total": hw(29000),
-        "is_undervolted": roll % 11 == 0,
+        "is_undervolted": roll.is_multiple_of(11),
         "update_status": if updating { "downloading" } else { "done" },
         "last_update_status_event": humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         "overall_progress": if updating { json!(roll % 100) } else { Value::Null },

@@ -284,7 +284,7 @@ fn sort_options(options: &mut [VariableOption], sort: u64) -> Result<(), String>
         7 | 8 => options.sort_by(|a, b| natural(&a.text, &b.text)),
         other => return Err(format!("unknown variable sort {other}")),
     }
-    if sort % 2 == 0 && sort > 0 {
+    if sort.is_multiple_of(2) && sort > 0 {
         options.reverse();
     }
     Ok(())

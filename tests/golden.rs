@@ -1,8 +1,8 @@
-//! Golden file: the fleet and device families that `/metrics` serves for fixed API pages
-//! (tests/golden/*.json: fleets, services, releases, devices, as the server answers them), fed
-//! through the production render path, byte for byte, and `promtool check metrics` on them.
-//! `UPDATE_GOLDEN=1 cargo test --test golden` rewrites the file; review the diff before
-//! committing it.
+//! Golden files: what `/metrics` (its fleet and device families), `/sd` and the status page
+//! (its crawl part) serve for fixed API pages (tests/golden/*.json: fleets, services,
+//! releases, devices, as the server answers them), fed through the production render path,
+//! byte for byte; and `promtool check metrics` on the metrics. `UPDATE_GOLDEN=1 cargo test
+//! --test golden` rewrites the files; review the diff before committing it.
 //!
 //! The pages hold two fleets of the same name in two organizations, hostile names, tag keys
 //! that differ only by case, services, an unknown status, a device that has reported nothing,
@@ -18,6 +18,8 @@ use balena_exporter::render::{Pages, Rendered, Settings};
 use common::promtext;
 
 const GOLDEN: &str = "tests/golden/metrics.prom";
+const GOLDEN_SD: &str = "tests/golden/sd.json";
+const GOLDEN_STATUS: &str = "tests/golden/status.html";
 
 fn page(name: &str) -> Vec<u8> {
     std::fs::read(format!("tests/golden/{name}.json")).unwrap()
@@ -36,12 +38,12 @@ fn rendered() -> Rendered {
         sd: Arc::new(SdConfig {
             mode: SdMode::Lan { port: 80 },
             fleets: FleetFilter::default(),
-            include_offline: false,
+            include_offline: true,
             metrics_path: "/metrics".into(),
             file: None,
             own_uuid: None,
         }),
-        dashboard: None,
+        dashboard: Some("https://dashboard.balena-cloud.com".into()),
     };
     let crawl = CrawlConfig {
         interval: Duration::from_secs(60),
@@ -61,17 +63,29 @@ fn text() -> String {
     String::from_utf8(rendered().metrics.text().unwrap()).unwrap()
 }
 
-#[test]
-fn rendering_matches_the_golden_file() {
-    let text = text();
+/// `text` is `file`'s content (or, with `UPDATE_GOLDEN`, becomes it).
+fn matches_golden(file: &str, text: &str) {
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(GOLDEN, &text).unwrap();
+        std::fs::write(file, text).unwrap();
     }
-    let golden = std::fs::read_to_string(GOLDEN).unwrap();
+    let golden = std::fs::read_to_string(file).unwrap();
     assert_eq!(
         text, golden,
-        "production rendering differs from {GOLDEN}; UPDATE_GOLDEN=1 rewrites it"
+        "production rendering differs from {file}; UPDATE_GOLDEN=1 rewrites it"
     );
+}
+
+#[test]
+fn rendering_matches_the_golden_file() {
+    matches_golden(GOLDEN, &text());
+}
+
+#[test]
+fn sd_and_status_page_match_their_golden_files() {
+    let rendered = rendered();
+    let sd = String::from_utf8(rendered.sd.text().unwrap()).unwrap();
+    matches_golden(GOLDEN_SD, &sd);
+    matches_golden(GOLDEN_STATUS, &rendered.fleets_html);
 }
 
 #[test]

@@ -16,12 +16,10 @@ mod support;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use balena_exporter::balena::{self, model};
-use balena_exporter::config::{FleetFilter, SdConfig, SdMode};
-use balena_exporter::render::{self, Rendering};
+use balena_exporter::render;
 use balena_exporter::snapshot;
 use balena_exporter::state::Body;
 use support::{Recorded, PAGE_SIZE};
@@ -93,37 +91,19 @@ fn phase<T>(phases: &mut Vec<Phase>, name: &'static str, work: impl FnOnce() -> 
     value
 }
 
-fn settings() -> render::Settings {
-    render::Settings {
-        device_metrics: true,
-        sd: Arc::new(SdConfig {
-            mode: SdMode::Lan { port: 80 },
-            fleets: FleetFilter::default(),
-            include_offline: false,
-            metrics_path: "/metrics".into(),
-            file: None,
-            own_uuid: None,
-        }),
-        dashboard: None,
-    }
-}
-
 /// One crawl's work after the bytes have arrived, as the crawler does it.
 fn crawl(recorded: &Recorded, phases: &mut Vec<Phase>) -> render::Rendered {
     let mut rendering = phase(phases, "fleets and service names", || {
-        let mut converter = snapshot::Converter::new(true, true);
-        let mut fleets = Vec::new();
-        balena::page(&recorded.fleet_list, |page: Vec<model::Fleet>| {
-            fleets.extend(page.into_iter().map(|f| converter.fleet(f)))
-        })
-        .expect("fleets");
-        balena::page(&recorded.service_list, |page| converter.add_services(page))
+        let mut reading = render::Reading::new(&support::settings(), &support::crawl_config());
+        reading.fleet_page(&recorded.fleet_list).expect("fleets");
+        reading
+            .service_page(&recorded.service_list)
             .expect("services");
-        Rendering::new(&settings(), converter, fleets)
+        reading.devices()
     });
     phase(phases, "device pages: decode, convert, render", || {
         for page in &recorded.pages {
-            balena::page(page, |page| rendering.add_devices(page)).expect("device page");
+            rendering.device_page(page).expect("device page");
         }
     });
     phase(phases, "finish: fleet families, join, status page", || {

@@ -1,13 +1,16 @@
 //! The in-process part of a crawl, at 10, 1,000, 10,000 and 100,000 devices, with criterion:
 //!
-//! - `decode`: the API's device pages (JSON) → `Snapshot` (serde, then the fleet join);
-//! - `render`: `Snapshot` + health → the `/metrics` text (`metrics::render`, once per crawl);
-//! - `publish`: the text → the gzip body (`gzip::Writer`, as `metrics::render_head` feeds it).
+//! - `decode`: the API's device pages (JSON) → the typed rows (serde only);
+//! - `render`: the API's pages → a crawl's renderings (`render::Pages`, the production render
+//!   path: decode, convert, the `/metrics` families gzipped as they are written, `/sd`, the
+//!   status page);
+//! - `health`: the exporter's own families, rendered per scrape.
 //!
 //! `cargo bench --bench render` (add `-- render/` etc. to filter). After criterion's own
 //! report it prints a table of medians and sizes and leaves it in `target/bench/render.md`.
-//! `RENDER_DUMP=DIR cargo bench --bench render` only writes each size's snapshot text to
-//! `DIR/<devices>.prom`: compare two versions of the renderer byte for byte with `cmp`.
+//! `RENDER_DUMP=DIR cargo bench --bench render` only writes each size's fleet and device
+//! families to `DIR/<devices>.prom`: compare two versions of the renderer byte for byte with
+//! `cmp`.
 
 mod support;
 
@@ -16,19 +19,18 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use balena_exporter::balena::ApiStats;
-use balena_exporter::gzip;
-use balena_exporter::metrics::{self, Health};
-use balena_exporter::snapshot::{Device, Service, Snapshot, Text};
-use criterion::{BatchSize, BenchmarkId, Criterion};
+use balena_exporter::balena::{self, model, ApiStats};
+use balena_exporter::metrics::Health;
+use balena_exporter::render::Pages;
+use criterion::{BenchmarkId, Criterion};
 use support::{Recorded, PAGE_SIZE, SIZES};
 
 struct Input {
     recorded: Recorded,
+    pages: Pages,
+    /// The fleet and device families' text, and the body kept for them (gzipped).
     text_bytes: usize,
     gzip_bytes: usize,
-    /// Heap held by the snapshot (strings, device vectors), without allocator overhead.
-    snapshot_bytes: usize,
 }
 
 fn inputs() -> Vec<Input> {
@@ -37,83 +39,19 @@ fn inputs() -> Vec<Input> {
         .iter()
         .map(|&n| {
             let recorded = runtime.block_on(Recorded::sized(n, PAGE_SIZE));
-            let snapshot = recorded.snapshot();
-            assert_eq!(snapshot.device_count(), n, "every generated device decodes");
-            let text = metrics::render(Some(&snapshot), true, &health());
-            let text_bytes = text.len();
-            let gzip_bytes = publish(text).compressed_len();
+            let pages = recorded.pages();
+            let rendered = recorded.render(&pages);
+            assert_eq!(rendered.devices, n, "every generated device decodes");
+            let text_bytes = rendered.metrics.text().expect("inflates").len();
+            let gzip_bytes = rendered.metrics.gzip().map_or(0, |g| g.compressed_len());
             Input {
                 recorded,
+                pages,
                 text_bytes,
                 gzip_bytes,
-                snapshot_bytes: snapshot_heap(&snapshot),
             }
         })
         .collect()
-}
-
-/// Heap held by the snapshot: fleets' device vectors, and each distinct string once (they
-/// are shared `Arc<str>`s: a string the crawl saw many times is stored once).
-fn snapshot_heap(snapshot: &Snapshot) -> usize {
-    let mut seen = std::collections::HashSet::new();
-    let mut heap = 0;
-    let mut text = |s: &Text, heap: &mut usize| {
-        if seen.insert(Arc::as_ptr(s) as *const u8) {
-            // Two reference counts ahead of the bytes.
-            *heap += 2 * std::mem::size_of::<usize>() + s.len();
-        }
-    };
-    for f in &snapshot.fleets {
-        heap += f.devices.capacity() * std::mem::size_of::<Device>();
-        for s in [
-            &f.name,
-            &f.slug,
-            &f.organization,
-            &f.device_type,
-            &f.target_release,
-        ] {
-            text(s, &mut heap);
-        }
-        for d in &f.devices {
-            for s in [
-                &d.uuid,
-                &d.name,
-                &d.device_type,
-                &d.status,
-                &d.heartbeat,
-                &d.os_version,
-                &d.os_variant,
-                &d.supervisor_version,
-                &d.release,
-                &d.update_status,
-            ] {
-                text(s, &mut heap);
-            }
-            heap += d.addresses.capacity() * std::mem::size_of::<Text>();
-            heap += d.services.capacity() * std::mem::size_of::<Service>();
-            heap += d.tags.capacity() * std::mem::size_of::<(Text, Text)>();
-            for s in d
-                .addresses
-                .iter()
-                .chain(d.services.iter().flat_map(|s| [&s.name, &s.status]))
-            {
-                text(s, &mut heap);
-            }
-            for (k, v) in &d.tags {
-                text(k, &mut heap);
-                text(v, &mut heap);
-            }
-        }
-    }
-    heap
-}
-
-fn publish(text: String) -> gzip::Head {
-    let mut writer = gzip::Writer::new();
-    for chunk in text.as_bytes().chunks(64 * 1024) {
-        writer.write(chunk);
-    }
-    writer.finish()
 }
 
 fn health() -> Health {
@@ -122,7 +60,7 @@ fn health() -> Health {
 
 fn benches(c: &mut Criterion, inputs: &[Input]) {
     let health = health();
-    for name in ["decode", "render", "publish"] {
+    for name in ["decode", "render", "health"] {
         let mut group = c.benchmark_group(name);
         for input in inputs {
             let n = input.recorded.devices;
@@ -133,8 +71,8 @@ fn benches(c: &mut Criterion, inputs: &[Input]) {
             let id = BenchmarkId::from_parameter(n);
             group.bench_with_input(id, input, |b, input| match name {
                 "decode" => bench_decode(b, input),
-                "render" => bench_render(b, input, &health),
-                _ => bench_publish(b, input, &health),
+                "render" => b.iter(|| black_box(input.recorded.render(&input.pages))),
+                _ => b.iter(|| black_box(health.render())),
             });
         }
         group.finish();
@@ -144,21 +82,12 @@ fn benches(c: &mut Criterion, inputs: &[Input]) {
 type Bencher<'a> = criterion::Bencher<'a, criterion::measurement::WallTime>;
 
 fn bench_decode(b: &mut Bencher, input: &Input) {
-    b.iter(|| black_box(input.recorded.snapshot()));
-}
-
-fn bench_render(b: &mut Bencher, input: &Input, health: &Health) {
-    let snapshot = input.recorded.snapshot();
-    b.iter(|| black_box(metrics::render(Some(&snapshot), true, health)));
-}
-
-fn bench_publish(b: &mut Bencher, input: &Input, health: &Health) {
-    let text = metrics::render(Some(&input.recorded.snapshot()), true, health);
-    b.iter_batched(
-        || text.clone(),
-        |text| black_box(publish(text)),
-        BatchSize::LargeInput,
-    );
+    b.iter(|| {
+        for page in &input.pages.devices {
+            balena::page(page, |rows: Vec<model::Device>| drop(black_box(rows)))
+                .expect("device page");
+        }
+    });
 }
 
 /// Other ways to serve the body, at 10,000 devices, to weigh them against the numbers above:
@@ -169,14 +98,16 @@ fn alternatives(c: &mut Criterion, inputs: &[Input]) -> Option<(usize, usize)> {
     let input = inputs
         .iter()
         .find(|i| i.recorded.devices == ALTERNATIVES_AT)?;
-    let text = metrics::render(Some(&input.recorded.snapshot()), true, &health());
+    let rendered = input.recorded.render(&input.pages);
+    let text = String::from_utf8(rendered.metrics.text().expect("inflates")).expect("UTF-8")
+        + &health().render();
     let level6 = |text: &[u8]| {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
         gz.write_all(text).expect("gzip to memory");
         gz.finish().expect("gzip to memory")
     };
     let level6_bytes = level6(text.as_bytes()).len();
-    let gzip = publish(text.clone());
+    let gzip = rendered.metrics.gzip()?.clone();
     let mut group = c.benchmark_group("alternatives");
     group.sample_size(10);
     group.warm_up_time(Duration::from_secs(1));
@@ -208,7 +139,8 @@ fn main() {
     let inputs = inputs();
     if let Some(dir) = std::env::var_os("RENDER_DUMP") {
         for input in &inputs {
-            let text = metrics::render_snapshot(&input.recorded.snapshot(), true);
+            let rendered = input.recorded.render(&input.pages);
+            let text = rendered.metrics.text().expect("inflates");
             let file = std::path::Path::new(&dir).join(format!("{}.prom", input.recorded.devices));
             std::fs::write(file, text).expect("dump");
         }
@@ -221,21 +153,20 @@ fn main() {
     let time =
         |group: &str, id: &str| median(&out, group, id).map_or("—".into(), support::duration);
     let mut table = String::from(
-        "| devices | fleets | decode: pages → snapshot | snapshot in memory | render: snapshot → text | text | publish: gzip | gzip |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| devices | fleets | decode: device pages → rows | render: pages → renderings | text | gzip | health per scrape |\n\
+         |---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for input in &inputs {
         let n = input.recorded.devices.to_string();
         table.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
             support::thousands(input.recorded.devices as u64),
             input.recorded.fleets,
             time("decode", &n),
-            support::size(input.snapshot_bytes as u64),
             time("render", &n),
             support::size(input.text_bytes as u64),
-            time("publish", &n),
             support::size(input.gzip_bytes as u64),
+            time("health", &n),
         ));
     }
     if let Some((level6_bytes, level1_bytes)) = alternatives {

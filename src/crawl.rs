@@ -1,18 +1,17 @@
 //! The crawl loop: confirm the token, read the fleets, the service names, the restart policies
-//! of the releases in use and the devices in
-//! keyset pages, render each device page as it arrives (on the blocking pool: decoding and
-//! rendering are the crawl's CPU), and hand the outcome to the publisher. A crawl costs the
+//! of the releases in use and the devices in keyset pages, feed each page to the render path
+//! (`render::Reading`, then `render::Rendering`; device pages on the blocking pool: decoding
+//! and rendering are the crawl's CPU), and hand the outcome to the publisher. A crawl costs the
 //! same number of requests whatever the number of fleets. A failed crawl is logged in one line
 //! and retried with backoff; the publisher keeps the last good data meanwhile.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::balena::{self, model, query, ApiError, ApiStats, Client, Resource};
-use crate::config::{CrawlConfig, TagFilter};
+use crate::balena::{query, ApiError, ApiStats, Client, Resource};
+use crate::config::CrawlConfig;
 use crate::publish::{Outcome, Publisher};
-use crate::render::{self, Rendered, Rendering};
-use crate::snapshot::Converter;
+use crate::render::{self, Reading, Rendered, Rendering};
 
 /// The longest wait after a 429, in crawl intervals: a `Retry-After` longer than this (a bad
 /// header, say) would stop crawling for that long, so it is cut to this and the cut logged.
@@ -112,10 +111,27 @@ impl Crawler {
         }
     }
 
-    /// whoami, then fleet pages, service pages and device pages, each ending on an empty
-    /// page: a constant number of requests in the number of fleets. The first crawl also asks
-    /// once whether the server has device coordinates.
+    /// whoami, then fleet pages, service and release pages and device pages, each ending on
+    /// an empty page: a constant number of requests in the number of fleets. The first crawl
+    /// also asks once whether the server has device coordinates.
     async fn crawl(&mut self, settings: &render::Settings) -> Result<Rendered, ApiError> {
+        self.whoami().await?;
+        let location = self.config.location && self.detect_location().await;
+        let reading = self.read_fleets(settings).await?;
+        let ids = reading.fleet_ids();
+        let rendering = self.read_devices(reading.devices(), &ids, location).await?;
+        let rendered = on_blocking(move || rendering.finish(SystemTime::now())).await;
+        if rendered.orphans > 0 {
+            log::info!(
+                "devices of fleets not watched or created during the crawl skipped_devices={}",
+                rendered.orphans
+            );
+        }
+        Ok(rendered)
+    }
+
+    /// Confirms the token, logging who it belongs to when that changes.
+    async fn whoami(&mut self) -> Result<(), ApiError> {
         let actor = self.client.whoami().await?;
         let who = format!(
             "actor_type={} username={}",
@@ -126,41 +142,36 @@ impl Crawler {
             log::info!("authenticated {who}");
             self.actor = Some(who);
         }
-        let location = self.config.location && self.detect_location().await;
-        let config = &self.config;
+        Ok(())
+    }
 
-        let mut converter = Converter::new(config.services, config.tags != TagFilter::None)
-            .excluding(&config.ignore_services);
-        let mut fleets = Vec::new();
-        let mut visible = 0;
+    /// The fleet pages, then (when services are read and a fleet is watched) the service and
+    /// release pages.
+    async fn read_fleets(&self, settings: &render::Settings) -> Result<Reading, ApiError> {
+        let config = &self.config;
+        let mut reading = Reading::new(settings, config);
         self.client
             .read_pages(
                 Resource::Application,
                 config.page_size,
                 |top, after| query::fleets(&config.tags, top, after),
-                |body| {
-                    balena::page(body, |page: Vec<model::Fleet>| {
-                        visible += page.len();
-                        for fleet in page {
-                            if config.fleets.matches(&fleet.slug, &fleet.app_name) {
-                                fleets.push(converter.fleet(fleet));
-                            }
-                        }
-                    })
-                },
+                |body| reading.fleet_page(body),
             )
             .await?;
-        let ids: Vec<u64> = fleets.iter().map(|f| f.id).collect();
-        if ids.is_empty() && visible > 0 {
-            log::warn!("no fleet matches FLEETS visible_fleets={visible}");
+        let watched = !reading.fleet_ids().is_empty();
+        if !watched && reading.visible_fleets() > 0 {
+            log::warn!(
+                "no fleet matches FLEETS visible_fleets={}",
+                reading.visible_fleets()
+            );
         }
-        if config.services && !ids.is_empty() {
+        if config.services && watched {
             self.client
                 .read_pages(
                     Resource::Service,
                     config.page_size,
                     query::services,
-                    |body| balena::page(body, |page| converter.add_services(page)),
+                    |body| reading.service_page(body),
                 )
                 .await?;
             self.client
@@ -168,41 +179,46 @@ impl Crawler {
                     Resource::Release,
                     config.page_size,
                     query::releases,
-                    |body| balena::page(body, |page| converter.add_releases(page)),
+                    |body| reading.release_page(body),
                 )
                 .await?;
         }
-        let mut rendering = Rendering::new(settings, converter, fleets);
-        if !ids.is_empty() {
-            let only = (!config.fleets.is_all()).then_some(ids.as_slice());
-            let reads = query::DeviceReads {
-                services: config.services,
-                tags: &config.tags,
-                location,
-            };
-            let mut pages = self
-                .client
-                .pages(Resource::Device, config.page_size, |top, after| {
-                    query::devices(only, &reads, top, after)
-                });
-            while let Some(body) = pages.next().await? {
-                let (back, ids) = on_blocking(move || {
-                    let ids = balena::page(&body, |page| rendering.add_devices(page));
-                    (rendering, ids)
-                })
-                .await;
-                rendering = back;
-                pages.advance(ids)?;
-            }
+        Ok(reading)
+    }
+
+    /// The device pages of the fleets `ids` (none when no fleet is watched), each rendered on
+    /// the blocking pool as it arrives.
+    async fn read_devices(
+        &self,
+        mut rendering: Rendering,
+        ids: &[u64],
+        location: bool,
+    ) -> Result<Rendering, ApiError> {
+        if ids.is_empty() {
+            return Ok(rendering);
         }
-        let rendered = on_blocking(move || rendering.finish(SystemTime::now())).await;
-        if rendered.orphans > 0 {
-            log::info!(
-                "devices of fleets not watched or created during the crawl skipped_devices={}",
-                rendered.orphans
-            );
+        let config = &self.config;
+        let only = (!config.fleets.is_all()).then_some(ids);
+        let reads = query::DeviceReads {
+            services: config.services,
+            tags: &config.tags,
+            location,
+        };
+        let mut pages = self
+            .client
+            .pages(Resource::Device, config.page_size, |top, after| {
+                query::devices(only, &reads, top, after)
+            });
+        while let Some(body) = pages.next().await? {
+            let (back, ids) = on_blocking(move || {
+                let ids = rendering.device_page(&body);
+                (rendering, ids)
+            })
+            .await;
+            rendering = back;
+            pages.advance(ids)?;
         }
-        Ok(rendered)
+        Ok(rendering)
     }
 
     /// Whether to read coordinates: asked of the server once (never failing a crawl); until

@@ -5,21 +5,23 @@
 //! - [`config`]: the table of environment variables → one validated `Config`; errors name the variable.
 //! - [`balena`]: the API client (literal OData queries, keyset paging, retry, typed errors,
 //!   request counts) and its serde models.
-//! - [`crawl`]: the crawl loop: API pages → `Rendering`, one log line per outcome, backoff.
+//! - [`crawl`]: the crawl loop: API pages → the render path, one log line per outcome, backoff.
 //! - [`definitions`]: what the words mean (inactive, configuring, offline, updating, failing
 //!   service, offline since), once, for every surface.
-//! - [`snapshot`]: plain data about fleets and devices, converted from the API's rows, and
+//! - [`snapshot`]: plain rows about fleets and devices, converted from the API's rows, and
 //!   per-fleet counts.
-//! - [`render`]: one crawl's renderings, built device page by device page, keeping no device.
+//! - [`render`]: the one render path: a crawl's API pages (fleets, services, releases, then
+//!   devices page by page, keeping no device) → `/metrics` families, `/sd`, the status page;
+//!   the crawler, the tests and the benches all feed it.
 //! - [`publish`]: a crawl's renderings → what the handlers serve, and `SD_FILE`; records each
 //!   crawl in the health metrics.
-//! - [`metrics`]: every metric family (`FAMILIES`); writes the fleet and device families as
-//!   devices arrive, and the exporter's own health at scrape time.
+//! - [`metrics`]: the only place metric names live: the families table, the exporter's own
+//!   health (rendered at scrape time) and the text writer of the fleet and device families.
 //! - [`gzip`]: a gzip body compressed once per crawl (in segments, family by family) and
 //!   completed per request.
 //! - [`sd`]: Prometheus HTTP service discovery of fleet devices, and its file_sd copy.
 //! - [`tags`]: balena tag keys as valid, unique Prometheus label names.
-//! - [`status`]: the HTML status page.
+//! - [`status`]: the HTML status page: the survey of the devices, and the HTML.
 //! - [`alerts`]: the alerts firing now, polled from Alertmanager in the background for the
 //!   status page.
 //! - [`state`]: what the handlers serve: the last publication (swapped atomically, its bodies

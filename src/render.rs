@@ -1,15 +1,17 @@
-//! One crawl's renderings, built as its device pages arrive: the `/metrics` families, the `/sd`
-//! target groups and the status page's lists. Each device is converted, written into every
-//! family, group and list it belongs to, and dropped; only the fleets and their counts are
-//! kept until the end of the crawl. A crawl that fails drops its rendering, and the last good
-//! publication stays.
+//! The one render path: a crawl's API pages, in the order they are read (fleet pages, service
+//! pages, release pages: `Reading`; then device pages: `Rendering`), become the `/metrics`
+//! families, the `/sd` target groups and the status page's fleets part (`Rendered`). Each
+//! device is converted, written into every family, group and list it belongs to, and dropped;
+//! only the fleets and their counts are kept until the end of the crawl. The crawler feeds it
+//! page by page as the API answers; tests and benches feed it recorded or generated pages
+//! (`Pages`). A crawl that fails drops its rendering, and the last good publication stays.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::balena::model;
-use crate::config::SdConfig;
+use crate::balena::{self, model};
+use crate::config::{CrawlConfig, FleetFilter, SdConfig, TagFilter};
 use crate::metrics::Families;
 use crate::sd;
 use crate::snapshot::{by_slug, Converter, Fleet, Tally};
@@ -23,6 +25,112 @@ pub struct Settings {
     pub sd: Arc<SdConfig>,
     /// The balena dashboard the status page's devices link to (`BALENA_DASHBOARD_URL`).
     pub dashboard: Option<Arc<str>>,
+}
+
+/// The pages read before the devices: the fleets (those the crawl watches are kept), the
+/// service names and the releases' restart policies.
+pub struct Reading {
+    settings: Settings,
+    watched: FleetFilter,
+    converter: Converter,
+    fleets: Vec<Fleet>,
+    /// Fleets the token sees, watched or not.
+    visible: usize,
+}
+
+impl Reading {
+    /// A crawl configured by `crawl` (which fleets, whether services and tags are read, the
+    /// services never counted as failing), rendered as `settings` say.
+    pub fn new(settings: &Settings, crawl: &CrawlConfig) -> Reading {
+        let converter = Converter::new(crawl.services, crawl.tags != TagFilter::None)
+            .excluding(&crawl.ignore_services);
+        Reading {
+            settings: settings.clone(),
+            watched: crawl.fleets.clone(),
+            converter,
+            fleets: Vec::new(),
+            visible: 0,
+        }
+    }
+
+    /// A page of fleets (`balena::page`: the ids of its rows, or why it does not decode).
+    pub fn fleet_page(&mut self, body: &[u8]) -> Result<Vec<u64>, serde_json::Error> {
+        balena::page(body, |page: Vec<model::Fleet>| {
+            self.visible += page.len();
+            for fleet in page {
+                if self.watched.matches(&fleet.slug, &fleet.app_name) {
+                    self.fleets.push(self.converter.fleet(fleet));
+                }
+            }
+        })
+    }
+
+    /// A page of services: their names.
+    pub fn service_page(&mut self, body: &[u8]) -> Result<Vec<u64>, serde_json::Error> {
+        balena::page(body, |page| self.converter.add_services(page))
+    }
+
+    /// A page of releases: their services' restart policies.
+    pub fn release_page(&mut self, body: &[u8]) -> Result<Vec<u64>, serde_json::Error> {
+        balena::page(body, |page| self.converter.add_releases(page))
+    }
+
+    /// The ids of the watched fleets, in the order read.
+    pub fn fleet_ids(&self) -> Vec<u64> {
+        self.fleets.iter().map(|f| f.id).collect()
+    }
+
+    /// Fleets the token sees, watched or not.
+    pub fn visible_fleets(&self) -> usize {
+        self.visible
+    }
+
+    /// The rendering the device pages go into.
+    pub fn devices(self) -> Rendering {
+        Rendering::new(&self.settings, self.converter, self.fleets)
+    }
+}
+
+/// One crawl's API page bodies, in the order the crawler reads them: what tests and benches
+/// feed the render path with, as the crawler does page by page.
+#[derive(Clone, Debug, Default)]
+pub struct Pages {
+    pub fleets: Vec<Vec<u8>>,
+    pub services: Vec<Vec<u8>>,
+    pub releases: Vec<Vec<u8>>,
+    pub devices: Vec<Vec<u8>>,
+}
+
+impl Pages {
+    /// The renderings of these pages, as the crawler makes them, as of `now`; an error when a
+    /// page does not decode (the crawl would fail).
+    pub fn render(
+        &self,
+        settings: &Settings,
+        crawl: &CrawlConfig,
+        now: SystemTime,
+    ) -> Result<Rendered, serde_json::Error> {
+        let mut reading = Reading::new(settings, crawl);
+        for body in &self.fleets {
+            reading.fleet_page(body)?;
+        }
+        let watched = !reading.fleets.is_empty();
+        if crawl.services && watched {
+            for body in &self.services {
+                reading.service_page(body)?;
+            }
+            for body in &self.releases {
+                reading.release_page(body)?;
+            }
+        }
+        let mut rendering = reading.devices();
+        if watched {
+            for body in &self.devices {
+                rendering.device_page(body)?;
+            }
+        }
+        Ok(rendering.finish(now))
+    }
 }
 
 pub struct Rendering {
@@ -56,10 +164,10 @@ pub struct Rendered {
 impl Rendering {
     /// A rendering of the devices of `fleets`, converted by `converter` (which knows the
     /// service names, and whether services and tags were read).
-    pub fn new(settings: &Settings, converter: Converter, fleets: Vec<Fleet>) -> Rendering {
+    fn new(settings: &Settings, converter: Converter, fleets: Vec<Fleet>) -> Rendering {
         Rendering {
-            families: Families::new(settings.device_metrics, &converter, true),
-            sd: sd::Writer::new(settings.sd.clone(), true),
+            families: Families::new(settings.device_metrics, converter.reads()),
+            sd: sd::Writer::new(settings.sd.clone()),
             survey: Survey::new(&fleets),
             dashboard: settings.dashboard.clone(),
             tallies: vec![Tally::default(); fleets.len()],
@@ -71,8 +179,13 @@ impl Rendering {
         }
     }
 
+    /// A page of devices (`balena::page`: the ids of its rows, or why it does not decode).
+    pub fn device_page(&mut self, body: &[u8]) -> Result<Vec<u64>, serde_json::Error> {
+        balena::page(body, |page| self.add_devices(page))
+    }
+
     /// Renders a page of devices.
-    pub fn add_devices(&mut self, page: Vec<model::Device>) {
+    fn add_devices(&mut self, page: Vec<model::Device>) {
         for device in page {
             let fleet = device.fleet.as_ref().and_then(|r| self.index.get(&r.__id));
             let Some(&i) = fleet else {
@@ -114,4 +227,223 @@ impl Rendering {
             orphans: self.orphans,
         }
     }
+}
+
+/// For unit tests that describe fleets and devices as plain rows: the API pages those rows
+/// are converted from, rendered through the production path.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::collections::BTreeMap;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::config::SdMode;
+    use crate::snapshot::{Device, Text};
+
+    /// The release every device runs (its installs are of it); another is a target it does not.
+    const RUNNING: u64 = 1;
+    const ELSEWHERE: u64 = 2;
+    const MIB: f64 = 1024.0 * 1024.0;
+
+    pub fn sd_config(mode: SdMode) -> SdConfig {
+        SdConfig {
+            mode,
+            fleets: FleetFilter::default(),
+            include_offline: false,
+            metrics_path: "/metrics".into(),
+            file: None,
+            own_uuid: None,
+        }
+    }
+
+    pub fn settings(sd: SdConfig) -> Settings {
+        Settings {
+            device_metrics: true,
+            sd: Arc::new(sd),
+            dashboard: None,
+        }
+    }
+
+    /// Every fleet, services and all tags read.
+    pub fn crawl() -> CrawlConfig {
+        CrawlConfig {
+            interval: Duration::from_secs(60),
+            page_size: 1000,
+            fleets: FleetFilter::default(),
+            services: true,
+            tags: TagFilter::All,
+            location: true,
+            ignore_services: Vec::new(),
+        }
+    }
+
+    /// `fleets` rendered as a crawl at `now` (Unix seconds) renders them.
+    pub fn render(settings: &Settings, fleets: &[(Fleet, Vec<Device>)], now: u64) -> Rendered {
+        let now = UNIX_EPOCH + Duration::from_secs(now);
+        pages(fleets)
+            .render(settings, &crawl(), now)
+            .expect("the pages decode")
+    }
+
+    /// The pages a server would answer for `fleets`: one page of each kind. Fleet ids are
+    /// their positions (from 1); services are named by id in order of first appearance.
+    pub fn pages(fleets: &[(Fleet, Vec<Device>)]) -> Pages {
+        let mut services: BTreeMap<String, u64> = BTreeMap::new();
+        let mut fleet_rows = Vec::new();
+        let mut device_rows = Vec::new();
+        for (i, (f, devices)) in fleets.iter().enumerate() {
+            let id = i as u64 + 1;
+            fleet_rows.push(fleet_row(id, f));
+            for d in devices {
+                device_rows.push(device_row(id, d, &mut services));
+            }
+        }
+        let service_rows: Vec<Value> = services
+            .iter()
+            .map(|(name, id)| json!({"id": id, "service_name": name}))
+            .collect();
+        let page = |rows: Vec<Value>| json!({ "d": rows }).to_string().into_bytes();
+        Pages {
+            fleets: vec![page(fleet_rows)],
+            services: vec![page(service_rows)],
+            releases: vec![],
+            devices: vec![page(device_rows)],
+        }
+    }
+
+    fn tag_rows(tags: &[(Text, Text)]) -> Vec<Value> {
+        tags.iter()
+            .map(|(k, v)| json!({"tag_key": &**k, "value": &**v}))
+            .collect()
+    }
+
+    fn fleet_row(id: u64, f: &Fleet) -> Value {
+        let target: Vec<Value> = if f.target_release.is_empty() {
+            vec![]
+        } else {
+            vec![json!({"commit": &*f.target_release})]
+        };
+        json!({
+            "id": id, "app_name": &*f.name, "slug": &*f.slug,
+            "organization": [{"handle": &*f.organization}],
+            "is_for__device_type": [{"slug": &*f.device_type}],
+            "should_be_running__release": target,
+            "application_tag": tag_rows(&f.tags),
+        })
+    }
+
+    fn time(seconds: Option<f64>) -> Value {
+        seconds.map_or(Value::Null, |s| {
+            let t = UNIX_EPOCH + Duration::from_millis((s * 1e3).round() as u64);
+            Value::from(humantime::format_rfc3339_millis(t).to_string())
+        })
+    }
+
+    /// `ratio` in percent, as the API has it.
+    fn percent(ratio: Option<f64>) -> Value {
+        ratio.map_or(Value::Null, |r| {
+            Value::from((r * 100.0 * 1e6).round() / 1e6)
+        })
+    }
+
+    fn device_row(fleet: u64, d: &Device, services: &mut BTreeMap<String, u64>) -> Value {
+        let target = match d.on_target_release {
+            Some(true) => json!({"__id": RUNNING}),
+            Some(false) => json!({"__id": ELSEWHERE}),
+            None => Value::Null,
+        };
+        let installs: Vec<Value> = d
+            .services
+            .iter()
+            .map(|s| {
+                let next = services.len() as u64 + 1;
+                let id = *services.entry(s.name.to_string()).or_insert(next);
+                json!({
+                    "status": &*s.status, "download_progress": percent(s.download_progress),
+                    "is_provided_by__release": {"__id": RUNNING},
+                    "installs__image": [{"is_a_build_of__service": {"__id": id}}],
+                })
+            })
+            .collect();
+        let mib = |bytes: Option<f64>| bytes.map(|b| b / MIB);
+        let update_status = (&*d.update_status != "none").then(|| &*d.update_status);
+        json!({
+            "id": d.id, "uuid": &*d.uuid, "device_name": &*d.name,
+            "belongs_to__application": {"__id": fleet},
+            "is_of__device_type": [{"slug": &*d.device_type}],
+            "is_online": d.online, "overall_status": &*d.status,
+            "api_heartbeat_state": &*d.heartbeat, "os_version": &*d.os_version,
+            "os_variant": &*d.os_variant, "supervisor_version": &*d.supervisor_version,
+            "is_running__release": [{"id": RUNNING, "commit": &*d.release}],
+            "should_be_running__release": target,
+            "last_connectivity_event": time(d.last_connectivity_seconds),
+            "cpu_usage": percent(d.cpu_ratio), "cpu_temp": d.temperature_celsius,
+            "memory_usage": mib(d.memory_used_bytes), "memory_total": mib(d.memory_total_bytes),
+            "storage_usage": mib(d.storage_used_bytes),
+            "storage_total": mib(d.storage_total_bytes),
+            "is_undervolted": d.undervolted, "is_web_accessible": d.web_accessible,
+            "ip_address": d.addresses.iter().map(|a| &**a).collect::<Vec<_>>().join(" "),
+            "update_status": update_status,
+            "last_update_status_event": time(d.update_status_changed_seconds),
+            "overall_progress": percent(d.update_progress),
+            "changed_api_heartbeat_state_on__date": time(d.heartbeat_changed_seconds),
+            "latitude": d.latitude, "longitude": d.longitude,
+            "image_install": installs, "device_tag": tag_rows(&d.tags),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+    use crate::config::SdMode;
+
+    fn text(body: &Body) -> String {
+        String::from_utf8(body.text().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn devices_join_fleets_and_orphans_are_left_out() {
+        let fleets = br#"{"d":[{"id":2,"app_name":"b","slug":"org/b"},{"id":1,"app_name":"a","slug":"org/a"}]}"#;
+        let devices = br#"{"d":[{"id":3,"belongs_to__application":{"__id":1},"overall_status":"brand-new-status"},
+            {"id":4,"belongs_to__application":{"__id":9}},
+            {"id":5,"belongs_to__application":{"__id":1},"overall_status":"operational","is_online":true},
+            {"id":6,"belongs_to__application":{"__id":2},"api_heartbeat_state":"online"}]}"#;
+        let pages = Pages {
+            fleets: vec![fleets.to_vec()],
+            devices: vec![devices.to_vec()],
+            ..Pages::default()
+        };
+        let settings = settings(sd_config(SdMode::Lan { port: 80 }));
+        let rendered = pages.render(&settings, &crawl(), UNIX_EPOCH_NOW).unwrap();
+        assert_eq!(
+            (rendered.fleets, rendered.devices, rendered.orphans),
+            (2, 3, 1)
+        );
+        let metrics = text(&rendered.metrics);
+        // Fleets by slug; the counts of each.
+        assert!(metrics.contains(
+            "balena_devices_online{fleet_name=\"a\",fleet_slug=\"org/a\"} 1\n\
+             balena_devices_online{fleet_name=\"b\",fleet_slug=\"org/b\"} 0\n"
+        ));
+        for line in [
+            "balena_fleet_devices_by_status{fleet_name=\"a\",fleet_slug=\"org/a\",status=\"brand-new-status\"} 1",
+            "balena_fleet_devices_by_status{fleet_name=\"a\",fleet_slug=\"org/a\",status=\"operational\"} 1",
+            "balena_fleet_devices_by_status{fleet_name=\"a\",fleet_slug=\"org/a\",status=\"updating\"} 0",
+            "balena_fleet_devices_by_heartbeat{fleet_name=\"b\",fleet_slug=\"org/b\",state=\"online\"} 1",
+        ] {
+            assert!(metrics.lines().any(|l| l == line), "{line}\n{metrics}");
+        }
+        // A page that does not decode fails the crawl.
+        let bad = Pages {
+            devices: vec![b"{\"d\":[{\"id\":\"x\"}]}".to_vec()],
+            ..pages
+        };
+        assert!(bad.render(&settings, &crawl(), UNIX_EPOCH_NOW).is_err());
+    }
+
+    const UNIX_EPOCH_NOW: SystemTime = SystemTime::UNIX_EPOCH;
 }

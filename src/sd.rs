@@ -8,15 +8,14 @@ use std::sync::Arc;
 
 use crate::config::{SdConfig, SdMode};
 use crate::gzip;
-use crate::snapshot::{Device, Fleet, Snapshot};
+use crate::snapshot::{Device, Fleet};
 use crate::tags;
 
 /// The target groups of one crawl as a JSON array, one group per line.
 pub struct Writer {
     config: Arc<SdConfig>,
     stream: gzip::Stream,
-    /// None: the text is kept as it is (`render`).
-    deflater: Option<gzip::Deflater>,
+    deflater: gzip::Deflater,
     groups: usize,
     /// Watched devices seen, and whether any had its public device URL on (for the note).
     watched: usize,
@@ -29,12 +28,12 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn new(config: Arc<SdConfig>, gzip: bool) -> Writer {
+    pub fn new(config: Arc<SdConfig>) -> Writer {
         let mut stream = gzip::Stream::new();
         stream.text().push(b'[');
         Writer {
             stream,
-            deflater: gzip.then(gzip::Deflater::new),
+            deflater: gzip::Deflater::new(),
             groups: 0,
             watched: 0,
             public_url: false,
@@ -71,7 +70,17 @@ impl Writer {
         out.extend_from_slice(if self.groups == 0 { b"\n" } else { b",\n" });
         self.groups += 1;
         out.extend_from_slice(b"{\"targets\":[");
-        match &config.mode {
+        self.targets(d);
+        self.stream.text().extend_from_slice(b"],\"labels\":{");
+        self.labels(f, d, scheme);
+        self.stream.text().extend_from_slice(b"}}");
+        self.stream.spill(&mut self.deflater);
+    }
+
+    /// The device's targets, as JSON strings separated by commas.
+    fn targets(&mut self, d: &Device) {
+        let out = self.stream.text();
+        match &self.config.mode {
             SdMode::Public { domain } => {
                 self.target.clear();
                 self.target.push_str(&d.uuid);
@@ -99,7 +108,11 @@ impl Writer {
                 }
             }
         }
-        out.extend_from_slice(b"],\"labels\":{");
+    }
+
+    /// The group's labels, as JSON object members.
+    fn labels(&mut self, f: &Fleet, d: &Device, scheme: &str) {
+        let out = self.stream.text();
         // Tags as Prometheus' own discoveries offer them (`__meta_ec2_tag_<key>`): for
         // relabelling, dropped after it unless a rule keeps them.
         for (names, tags) in [
@@ -114,7 +127,7 @@ impl Writer {
             }
         }
         let labels = [
-            ("__metrics_path__", config.metrics_path.as_str()),
+            ("__metrics_path__", self.config.metrics_path.as_str()),
             ("__scheme__", scheme),
             ("device_name", &d.name),
             ("device_type", &d.device_type),
@@ -133,10 +146,6 @@ impl Writer {
             json(out, name);
             out.push(b':');
             json(out, value);
-        }
-        out.extend_from_slice(b"}}");
-        if let Some(deflater) = &mut self.deflater {
-            self.stream.spill(deflater);
         }
     }
 
@@ -159,13 +168,9 @@ impl Writer {
 
     /// The JSON as a stream, and its compressor.
     pub fn finish(mut self) -> (gzip::Stream, gzip::Deflater) {
-        self.close();
-        (self.stream, self.deflater.unwrap_or_default())
-    }
-
-    fn close(&mut self) {
         let end: &[u8] = if self.groups == 0 { b"]\n" } else { b"\n]\n" };
         self.stream.text().extend_from_slice(end);
+        (self.stream, self.deflater)
     }
 }
 
@@ -173,28 +178,6 @@ impl Writer {
 fn json(out: &mut Vec<u8>, text: &str) {
     // Writing to memory cannot fail.
     let _ = serde_json::to_writer(out, text);
-}
-
-/// A whole snapshot's target groups as JSON: `[]` when no device is selected.
-pub fn render(snapshot: &Snapshot, config: &SdConfig) -> String {
-    let mut writer = fed(snapshot, config);
-    writer.close();
-    String::from_utf8_lossy(writer.stream.text()).into_owned()
-}
-
-/// The note of `Writer::note` for a whole snapshot.
-pub fn public_url_note(snapshot: &Snapshot, config: &SdConfig) -> Option<String> {
-    fed(snapshot, config).note()
-}
-
-fn fed(snapshot: &Snapshot, config: &SdConfig) -> Writer {
-    let mut writer = Writer::new(Arc::new(config.clone()), false);
-    for f in &snapshot.fleets {
-        for d in &f.devices {
-            writer.add(f, d);
-        }
-    }
-    writer
 }
 
 /// Writes what `json` reads to `path` through a temporary file in the same directory and a
@@ -216,6 +199,23 @@ pub fn write_file(path: &Path, json: &mut impl Read) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use crate::config::FleetFilter;
+    use crate::render::testing;
+
+    type Account = Vec<(Fleet, Vec<Device>)>;
+
+    /// The renderings of `account` with `config`: the `/sd` JSON and the note.
+    fn rendered(account: &Account, config: &SdConfig) -> (String, Option<String>) {
+        let r = testing::render(&testing::settings(config.clone()), account, 0);
+        (String::from_utf8(r.sd.text().unwrap()).unwrap(), r.sd_note)
+    }
+
+    fn render(account: &Account, config: &SdConfig) -> String {
+        rendered(account, config).0
+    }
+
+    fn public_url_note(account: &Account, config: &SdConfig) -> Option<String> {
+        rendered(account, config).1
+    }
 
     #[test]
     fn a_note_when_no_device_has_a_public_url() {
@@ -227,8 +227,8 @@ mod tests {
         let mut c = public();
         let mut s = snapshot();
         assert_eq!(public_url_note(&s, &c), None, "devices 1 and 5 have one");
-        for f in &mut s.fleets {
-            for d in &mut f.devices {
+        for (_, devices) in &mut s {
+            for d in devices {
                 d.web_accessible = false;
             }
         }
@@ -237,7 +237,7 @@ mod tests {
         c.mode = SdMode::Lan { port: 80 };
         assert_eq!(public_url_note(&s, &c), None, "lan mode needs no URL");
         assert_eq!(
-            public_url_note(&Snapshot::default(), &public()),
+            public_url_note(&Account::new(), &public()),
             None,
             "no devices"
         );
@@ -258,40 +258,34 @@ mod tests {
         }
     }
 
-    fn snapshot() -> Snapshot {
-        Snapshot {
-            fleets: vec![
+    fn snapshot() -> Account {
+        vec![
+            (
                 Fleet {
                     name: "sensors".into(),
                     slug: "acme/sensors".into(),
-                    devices: vec![
-                        device(1, true, true, &["192.168.1.10", "10.114.101.2"]),
-                        device(2, false, true, &["192.168.1.11"]),
-                        device(3, true, false, &[]),
-                        device(4, true, false, &["fe80::1"]),
-                    ],
                     ..Fleet::default()
                 },
+                vec![
+                    device(1, true, true, &["192.168.1.10", "10.114.101.2"]),
+                    device(2, false, true, &["192.168.1.11"]),
+                    device(3, true, false, &[]),
+                    device(4, true, false, &["fe80::1"]),
+                ],
+            ),
+            (
                 Fleet {
                     name: "gateways".into(),
                     slug: "acme/gateways".into(),
-                    devices: vec![device(5, true, true, &["192.168.2.5"])],
                     ..Fleet::default()
                 },
-            ],
-            ..Snapshot::default()
-        }
+                vec![device(5, true, true, &["192.168.2.5"])],
+            ),
+        ]
     }
 
     fn config(mode: SdMode) -> SdConfig {
-        SdConfig {
-            mode,
-            fleets: FleetFilter::default(),
-            include_offline: false,
-            metrics_path: "/metrics".into(),
-            file: None,
-            own_uuid: None,
-        }
+        testing::sd_config(mode)
     }
 
     fn targets(json: &str) -> Vec<Vec<String>> {
@@ -358,8 +352,8 @@ mod tests {
     #[test]
     fn tags_are_meta_labels_for_relabelling() {
         let mut s = snapshot();
-        s.fleets[1].tags = vec![("region".into(), "eu".into())];
-        s.fleets[1].devices[0].tags = vec![
+        s[1].0.tags = vec![("region".into(), "eu".into())];
+        s[1].1[0].tags = vec![
             ("Env".into(), "prod".into()),
             ("env".into(), "staging".into()),
             ("rack.position".into(), "A/3".into()),

@@ -1,7 +1,7 @@
 //! Plain data about fleets and devices as of one crawl, in base units, converted from the
 //! API's answers row by row (`Converter`), and the per-fleet counts (`Tally`). No HTTP and no
-//! Prometheus types: renderers read it. The crawl hands each device on as it is converted;
-//! a whole `Snapshot` is built only where all devices are wanted at once (tests, benches).
+//! Prometheus types: renderers read it. The crawl hands each device on to the renderings as it
+//! is converted, and keeps none (`render::Rendering`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -43,12 +43,10 @@ pub const KNOWN_UPDATE_STATUSES: &[&str] = &[
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Snapshot {
-    /// Sorted by slug; each fleet's devices sorted by id.
-    pub fleets: Vec<Fleet>,
-    /// Whether the crawl read services (image installs) and tags: when not, their families
-    /// are left out, rather than shown empty.
+/// Which optional data a crawl reads: when services (image installs) or tags are not read,
+/// their families are left out rather than shown empty.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reads {
     pub services: bool,
     pub tags: bool,
 }
@@ -64,7 +62,6 @@ pub struct Fleet {
     pub target_release: Text,
     /// Fleet tags (key, value), sorted by key.
     pub tags: Vec<(Text, Text)>,
-    pub devices: Vec<Device>,
 }
 
 /// The state of one service of a device, from its image installs.
@@ -226,25 +223,6 @@ fn with_known<'a>(known: &[&'a str], seen: &'a BTreeMap<Text, usize>) -> BTreeMa
     counts
 }
 
-impl Fleet {
-    /// The counts of the fleet's devices.
-    pub fn tally(&self) -> Tally {
-        let mut tally = Tally::default();
-        for d in &self.devices {
-            tally.add(d);
-        }
-        tally
-    }
-
-    pub fn online(&self) -> usize {
-        self.tally().online
-    }
-
-    pub fn on_target_release(&self) -> usize {
-        self.tally().on_target_release
-    }
-}
-
 /// One allocation per distinct text: statuses, versions, releases, device types, service
 /// names, tag keys and values repeat across thousands of devices.
 #[derive(Default)]
@@ -300,10 +278,12 @@ impl Converter {
         }
     }
 
-    /// Whether services were read, and tags: when not, their families are left out rather
-    /// than shown empty.
-    pub fn reads(&self) -> (bool, bool) {
-        (self.services.is_some(), self.tags)
+    /// Whether services were read, and tags.
+    pub fn reads(&self) -> Reads {
+        Reads {
+            services: self.services.is_some(),
+            tags: self.tags,
+        }
     }
 
     pub fn fleet(&mut self, fleet: model::Fleet) -> Fleet {
@@ -340,93 +320,9 @@ struct Policies<'a> {
     excluded: &'a [String],
 }
 
-/// Builds a whole snapshot page by page: fleets, then services, then devices.
-pub struct Builder {
-    fleets: Vec<Fleet>,
-    index: HashMap<u64, usize>,
-    orphans: usize,
-    converter: Converter,
-}
-
-impl Builder {
-    /// `services`: whether services are read (named by `add_services`); `tags`: whether tags are.
-    pub fn new(services: bool, tags: bool) -> Builder {
-        Builder {
-            fleets: Vec::new(),
-            index: HashMap::new(),
-            orphans: 0,
-            converter: Converter::new(services, tags),
-        }
-    }
-
-    /// Adds the fleets `keep` accepts.
-    pub fn add_fleets(&mut self, page: Vec<model::Fleet>, keep: impl Fn(&model::Fleet) -> bool) {
-        for fleet in page.into_iter().filter(|f| keep(f)) {
-            self.index.insert(fleet.id, self.fleets.len());
-            self.fleets.push(self.converter.fleet(fleet));
-        }
-    }
-
-    /// Adds service names.
-    pub fn add_services(&mut self, page: Vec<model::Service>) {
-        self.converter.add_services(page);
-    }
-
-    /// Ids of the fleets, in the order they were given.
-    pub fn fleet_ids(&self) -> Vec<u64> {
-        self.fleets.iter().map(|f| f.id).collect()
-    }
-
-    /// Adds devices to their fleets. Devices of fleets not given (filtered out, or created
-    /// after the fleets were read) are left out and counted.
-    pub fn add_devices(&mut self, page: Vec<model::Device>) {
-        for device in page {
-            match device.fleet.as_ref().and_then(|r| self.index.get(&r.__id)) {
-                Some(&i) => {
-                    let device = self.converter.device(device);
-                    self.fleets[i].devices.push(device)
-                }
-                None => self.orphans += 1,
-            }
-        }
-    }
-
-    /// The snapshot (fleets by slug, devices by id) and the number of devices left out.
-    pub fn finish(mut self) -> (Snapshot, usize) {
-        self.fleets.sort_by(by_slug);
-        for fleet in &mut self.fleets {
-            fleet.devices.sort_by_key(|d| d.id);
-            fleet.devices.shrink_to_fit();
-        }
-        let (services, tags) = self.converter.reads();
-        (
-            Snapshot {
-                fleets: self.fleets,
-                services,
-                tags,
-            },
-            self.orphans,
-        )
-    }
-}
-
 /// The order fleets are shown in: by slug, then id.
 pub fn by_slug(a: &Fleet, b: &Fleet) -> std::cmp::Ordering {
     a.slug.cmp(&b.slug).then(a.id.cmp(&b.id))
-}
-
-impl Snapshot {
-    /// Joins devices to their fleets in one go (see `Builder`); returns the devices left out.
-    pub fn from_api(fleets: Vec<model::Fleet>, devices: Vec<model::Device>) -> (Snapshot, usize) {
-        let mut builder = Builder::new(false, false);
-        builder.add_fleets(fleets, |_| true);
-        builder.add_devices(devices);
-        builder.finish()
-    }
-
-    pub fn device_count(&self) -> usize {
-        self.fleets.iter().map(|f| f.devices.len()).sum()
-    }
 }
 
 impl Fleet {
@@ -439,7 +335,6 @@ impl Fleet {
             device_type: strings.get(f.device_type.as_ref().map_or("", |t| &t.slug)),
             target_release: strings.get(f.target_release.as_ref().map_or("", |r| &r.commit)),
             tags: tags(f.tags, strings),
-            devices: Vec::new(),
         }
     }
 }
@@ -745,37 +640,5 @@ mod tests {
         assert_eq!(off.on_target_release, Some(false));
         assert_eq!(none.on_target_release, Some(false));
         assert_eq!(no_target.on_target_release, None);
-    }
-
-    #[test]
-    fn devices_join_fleets_and_orphans_are_dropped() {
-        let fleets: Vec<model::Fleet> = serde_json::from_str(
-            r#"[{"id":2,"app_name":"b","slug":"org/b"},{"id":1,"app_name":"a","slug":"org/a"}]"#,
-        )
-        .unwrap();
-        let devices: Vec<model::Device> = serde_json::from_str(
-            r#"[{"id":5,"belongs_to__application":{"__id":1},"overall_status":"operational","is_online":true},
-                {"id":3,"belongs_to__application":{"__id":1},"overall_status":"brand-new-status"},
-                {"id":4,"belongs_to__application":{"__id":9}},
-                {"id":6,"belongs_to__application":{"__id":2},"api_heartbeat_state":"online"}]"#,
-        )
-        .unwrap();
-        let (s, orphans) = Snapshot::from_api(fleets, devices);
-        assert_eq!(orphans, 1);
-        assert_eq!(
-            s.fleets.iter().map(|f| &*f.slug).collect::<Vec<_>>(),
-            ["org/a", "org/b"]
-        );
-        let a = &s.fleets[0];
-        assert_eq!(a.devices.iter().map(|d| d.id).collect::<Vec<_>>(), [3, 5]);
-        assert_eq!(a.online(), 1);
-        let tally = a.tally();
-        let statuses = tally.by_status();
-        assert_eq!(statuses["operational"], 1);
-        assert_eq!(statuses["brand-new-status"], 1);
-        assert_eq!(statuses["updating"], 0);
-        assert_eq!(statuses.len(), KNOWN_STATUSES.len() + 1);
-        assert_eq!(s.fleets[1].tally().by_heartbeat()["online"], 1);
-        assert_eq!(s.device_count(), 3);
     }
 }

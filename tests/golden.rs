@@ -1,149 +1,91 @@
-//! Golden file: the fleet and device families rendered for a fixed snapshot, byte for byte,
-//! and `promtool check metrics` on them. `UPDATE_GOLDEN=1 cargo test --test golden` rewrites
-//! the file; review the diff before committing it.
+//! Golden files: what `/metrics` (its fleet and device families), `/sd` and the status page
+//! (its crawl part) serve for fixed API pages (tests/golden/*.json: fleets, services,
+//! releases, devices, as the server answers them), fed through the production render path,
+//! byte for byte; and `promtool check metrics` on the metrics. `UPDATE_GOLDEN=1 cargo test
+//! --test golden` rewrites the files; review the diff before committing it.
+//!
+//! The pages hold two fleets of the same name in two organizations, hostile names, tag keys
+//! that differ only by case, services, an unknown status, a device that has reported nothing,
+//! a device of a fleet not watched and a fleet without devices.
 
 mod common;
 
-use balena_exporter::metrics;
-use balena_exporter::snapshot::{Device, Fleet, Service, Snapshot};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use balena_exporter::config::{CrawlConfig, FleetFilter, SdConfig, SdMode, TagFilter};
+use balena_exporter::render::{Pages, Rendered, Settings};
 use common::promtext;
 
-const GOLDEN: &str = "tests/golden/snapshot.prom";
+const GOLDEN: &str = "tests/golden/metrics.prom";
+const GOLDEN_SD: &str = "tests/golden/sd.json";
+const GOLDEN_STATUS: &str = "tests/golden/status.html";
 
-/// Two fleets of the same name in two organizations, hostile names, an unknown status, a
-/// device that has reported nothing, and a fleet without devices.
-fn snapshot() -> Snapshot {
-    let reported = Device {
-        id: 1,
-        uuid: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa01".into(),
-        name: "pi \"kitchen\" \\ 1\nsecond line".into(),
-        device_type: "raspberrypi4-64".into(),
-        online: true,
-        status: "operational".into(),
-        heartbeat: "online".into(),
-        os_version: "balenaOS 6.0.13".into(),
-        os_variant: "prod".into(),
-        supervisor_version: "16.7.4".into(),
-        release: "0123456789abcdef0123456789abcdef".into(),
-        on_target_release: Some(true),
-        last_connectivity_seconds: Some(1_795_292_830.768),
-        cpu_ratio: Some(0.4),
-        temperature_celsius: Some(55.0),
-        memory_used_bytes: Some(104_857_600.0),
-        memory_total_bytes: Some(3_984_588_800.0),
-        storage_used_bytes: Some(4_194_304_000.0),
-        storage_total_bytes: Some(30_408_704_000.0),
-        undervolted: Some(false),
-        web_accessible: true,
-        addresses: vec!["192.168.1.10".into()],
-        update_status: "downloading".into(),
-        update_progress: Some(0.8),
-        update_status_changed_seconds: Some(1_795_292_000.5),
-        heartbeat_changed_seconds: Some(1_795_200_000.0),
-        latitude: Some(48.1372),
-        longitude: Some(11.5756),
-        services: vec![
-            Service {
-                name: "main".into(),
-                status: "Running".into(),
-                download_progress: Some(0.6),
-                failing: false,
-            },
-            Service {
-                name: "sensor \"reader\"".into(),
-                status: "Handing over".into(),
-                download_progress: None,
-                failing: false,
-            },
-        ],
-        tags: vec![
-            ("Env".into(), "prod".into()),
-            ("customer".into(), "O'Brien & Söhne \"GmbH\"".into()),
-            ("env".into(), "staging\nline".into()),
-            ("rack.position".into(), "A/3".into()),
-        ],
+fn page(name: &str) -> Vec<u8> {
+    std::fs::read(format!("tests/golden/{name}.json")).unwrap()
+}
+
+/// The pages rendered as a crawl of every fleet, with services and tags, renders them.
+fn rendered() -> Rendered {
+    let pages = Pages {
+        fleets: vec![page("fleets")],
+        services: vec![page("services")],
+        releases: vec![page("releases")],
+        devices: vec![page("devices")],
     };
-    let silent = Device {
-        id: 2,
-        uuid: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa02".into(),
-        name: "Küche-Gerät ☃".into(),
-        device_type: "raspberrypi4-64".into(),
-        status: "a-status-from-the-future".into(),
-        heartbeat: "unknown".into(),
-        on_target_release: Some(false),
-        update_status: "none".into(),
-        services: vec![Service {
-            name: "main".into(),
-            status: "exited".into(),
-            download_progress: None,
-            failing: true,
-        }],
-        ..Device::default()
+    let settings = Settings {
+        device_metrics: true,
+        sd: Arc::new(SdConfig {
+            mode: SdMode::Lan { port: 80 },
+            fleets: FleetFilter::default(),
+            include_offline: true,
+            metrics_path: "/metrics".into(),
+            file: None,
+            own_uuid: None,
+        }),
+        dashboard: Some("https://dashboard.balena-cloud.com".into()),
     };
-    let other = Device {
-        id: 3,
-        uuid: "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbb01".into(),
-        name: "other".into(),
-        device_type: "intel-nuc".into(),
-        status: "disconnected".into(),
-        heartbeat: "offline".into(),
-        undervolted: Some(true),
-        update_status: "done".into(),
-        heartbeat_changed_seconds: Some(1_795_100_000.0),
-        ..Device::default()
-    };
-    Snapshot {
-        fleets: vec![
-            Fleet {
-                id: 1,
-                name: "kiosks".into(),
-                slug: "acme/kiosks".into(),
-                organization: "acme".into(),
-                device_type: "raspberrypi4-64".into(),
-                target_release: "0123456789abcdef0123456789abcdef".into(),
-                tags: vec![("region".into(), "eu-west".into())],
-                devices: vec![reported, silent],
-            },
-            Fleet {
-                id: 7,
-                name: "empty \"fleet\"".into(),
-                slug: "acme/empty".into(),
-                organization: "acme".into(),
-                device_type: "raspberrypi3".into(),
-                target_release: "".into(),
-                tags: vec![],
-                devices: vec![],
-            },
-            Fleet {
-                id: 3,
-                name: "kiosks".into(),
-                slug: "globex/kiosks".into(),
-                organization: "globex".into(),
-                device_type: "intel-nuc".into(),
-                target_release: "".into(),
-                tags: vec![
-                    ("Region".into(), "ap".into()),
-                    ("region".into(), "東京".into()),
-                ],
-                devices: vec![other],
-            },
-        ],
+    let crawl = CrawlConfig {
+        interval: Duration::from_secs(60),
+        page_size: 1000,
+        fleets: FleetFilter::default(),
         services: true,
-        tags: true,
+        tags: TagFilter::All,
+        location: true,
+        ignore_services: vec![],
+    };
+    let now = UNIX_EPOCH + Duration::from_secs(1_795_300_000);
+    pages.render(&settings, &crawl, now).unwrap()
+}
+
+/// What `/metrics` serves before the exporter's own families.
+fn text() -> String {
+    String::from_utf8(rendered().metrics.text().unwrap()).unwrap()
+}
+
+/// `text` is `file`'s content (or, with `UPDATE_GOLDEN`, becomes it).
+fn matches_golden(file: &str, text: &str) {
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(file, text).unwrap();
     }
+    let golden = std::fs::read_to_string(file).unwrap();
+    assert_eq!(
+        text, golden,
+        "production rendering differs from {file}; UPDATE_GOLDEN=1 rewrites it"
+    );
 }
 
 #[test]
 fn rendering_matches_the_golden_file() {
-    let text = metrics::render_snapshot(&snapshot(), true);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(GOLDEN, &text).unwrap();
-    }
-    let golden = std::fs::read_to_string(GOLDEN).unwrap();
-    assert_eq!(
-        text, golden,
-        "rendering differs from {GOLDEN}; UPDATE_GOLDEN=1 rewrites it"
-    );
+    matches_golden(GOLDEN, &text());
+}
+
+#[test]
+fn sd_and_status_page_match_their_golden_files() {
+    let rendered = rendered();
+    let sd = String::from_utf8(rendered.sd.text().unwrap()).unwrap();
+    matches_golden(GOLDEN_SD, &sd);
+    matches_golden(GOLDEN_STATUS, &rendered.fleets_html);
 }
 
 #[test]
@@ -159,7 +101,12 @@ fn golden_file_passes_promtool_check_metrics() {
 
 #[test]
 fn labels_round_trip_and_same_named_fleets_stay_apart() {
-    let samples = promtext::parse(&metrics::render_snapshot(&snapshot(), true));
+    let rendered = rendered();
+    assert_eq!(
+        (rendered.fleets, rendered.devices, rendered.orphans),
+        (3, 3, 1)
+    );
+    let samples = promtext::parse(&text());
     let online = promtext::family(&samples, "balena_devices_online");
     assert_eq!(online.len(), 3);
     assert_eq!(

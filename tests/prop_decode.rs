@@ -1,7 +1,7 @@
 //! Bad API bodies never panic or hang: random bytes, random JSON and mutated recordings of a
-//! real balena API decode to the models or fail with an error, and whatever decodes joins into
-//! a snapshot (each device once, or counted as an orphan) that renders as metrics, service
-//! discovery and the status page.
+//! real balena API decode to the models or fail with an error, and whatever decodes, fed as
+//! pages through the production render path, joins (each device once, or counted as an
+//! orphan) and renders as metrics, service discovery and the status page.
 
 mod common;
 
@@ -10,15 +10,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use balena_exporter::balena::model::{Actor, Device, Envelope, Fleet};
-use balena_exporter::config::{FleetFilter, SdConfig, SdMode};
-use balena_exporter::snapshot::{Builder, Snapshot};
-use balena_exporter::status::CrawlReport;
-use balena_exporter::{metrics, sd, status};
+use balena_exporter::config::{CrawlConfig, FleetFilter, SdConfig, SdMode, TagFilter};
+use balena_exporter::render::{Pages, Reading, Rendered, Settings};
+use balena_exporter::status::{self, CrawlReport};
 use common::{promtext, props};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
-use proptest::test_runner::TestCaseResult;
 
 const CASES: u32 = 256;
 
@@ -745,11 +743,45 @@ fn sd_configs() -> Vec<SdConfig> {
     vec![lan, public]
 }
 
-/// Renders `s` every way the exporter does, checking what a user would see.
-fn render_all(s: &Snapshot) -> TestCaseResult {
-    let text = metrics::render_snapshot(s, true);
+/// A crawl of every fleet that reads neither services nor tags.
+fn crawl() -> CrawlConfig {
+    CrawlConfig {
+        interval: std::time::Duration::from_secs(60),
+        page_size: 1000,
+        fleets: FleetFilter::default(),
+        services: false,
+        tags: TagFilter::None,
+        location: true,
+        ignore_services: vec![],
+    }
+}
+
+fn render(pages: &Pages, sd: &SdConfig, device_metrics: bool) -> Result<Rendered, TestCaseError> {
+    let settings = Settings {
+        device_metrics,
+        sd: Arc::new(sd.clone()),
+        dashboard: None,
+    };
+    pages
+        .render(&settings, &crawl(), std::time::SystemTime::now())
+        .map_err(|e| TestCaseError::fail(format!("pages that decode do not render: {e}")))
+}
+
+fn body_text(body: &balena_exporter::state::Body) -> Result<String, TestCaseError> {
+    let bytes = body
+        .text()
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    String::from_utf8(bytes).map_err(|e| TestCaseError::fail(e.to_string()))
+}
+
+/// Renders `pages` every way the exporter does, checking what a user would see; the
+/// rendering of the first way.
+fn render_all(pages: &Pages) -> Result<Rendered, TestCaseError> {
+    let configs = sd_configs();
+    let rendered = render(pages, &configs[0], true)?;
+    let text_of = body_text(&rendered.metrics)?;
     // Panics (a failure) on any line that is not a sample of the text format.
-    let samples = promtext::parse(&text);
+    let samples = promtext::parse(&text_of);
     for sample in &samples {
         // Nothing may be infinite or NaN: the API's numbers are finite, and so are their
         // conversions (MiB to bytes past ±1.7e302 MiB would not be: such values are dropped).
@@ -762,37 +794,34 @@ fn render_all(s: &Snapshot) -> TestCaseResult {
         );
     }
     let fleet_devices = promtext::family(&samples, "balena_fleet_devices");
-    prop_assert_eq!(fleet_devices.len(), s.fleets.len());
+    prop_assert_eq!(fleet_devices.len(), rendered.fleets);
     let counted: f64 = fleet_devices.iter().map(|f| f.value).sum();
-    prop_assert_eq!(counted, s.device_count() as f64);
+    prop_assert_eq!(counted, rendered.devices as f64);
     prop_assert_eq!(
         promtext::family(&samples, "balena_device_info").len(),
-        s.device_count()
+        rendered.devices
     );
-    prop_assert!(!metrics::render_snapshot(s, false).contains("balena_device_"));
-    let head = metrics::render_head(Some(s), true).inflate();
-    prop_assert_eq!(head.ok(), Some(text.into_bytes()));
+    if let Some(gzip) = rendered.metrics.gzip() {
+        prop_assert_eq!(gzip.inflate().ok(), Some(text_of.clone().into_bytes()));
+    }
+    let off = render(pages, &configs[0], false)?;
+    prop_assert!(!body_text(&off.metrics)?.contains("balena_device_"));
 
-    for config in sd_configs() {
-        let json = sd::render(s, &config);
+    for config in &configs {
+        let json = body_text(&render(pages, config, true)?.sd)?;
         let groups: Vec<serde_json::Value> =
             serde_json::from_str(&json).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        prop_assert!(groups.len() <= s.device_count());
+        prop_assert!(groups.len() <= rendered.devices);
         for group in &groups {
             prop_assert!(group["targets"].as_array().is_some_and(|t| !t.is_empty()));
         }
-        let _ = sd::public_url_note(s, &config);
     }
 
-    let html = status::render(
-        Some(s),
-        &CrawlReport::default(),
-        None,
-        &balena_exporter::alerts::Alerts::NotConfigured,
-    );
+    let (head, rest) = status::page(&CrawlReport::default(), Some(&rendered.fleets_html));
+    let html = head + &rest;
     // A row per fleet (the 100 largest), with its severity, and a total row.
-    prop_assert!(html.matches("<tr class=\"").count() >= s.fleets.len().min(100));
-    Ok(())
+    prop_assert!(html.matches("<tr class=\"").count() >= rendered.fleets.min(100));
+    Ok(rendered)
 }
 
 #[test]
@@ -840,11 +869,13 @@ fn any_body_decodes_or_fails_cleanly_and_what_decodes_renders() {
             }
             if let Ok(fleets) = serde_json::from_slice::<Envelope<Fleet>>(&body.0) {
                 count[1].fetch_add(1, Ordering::Relaxed);
-                let mut builder = Builder::new(false, false);
-                builder.add_fleets(fleets.d, |_| true);
-                let (snapshot, orphans) = builder.finish();
-                prop_assert_eq!(orphans, 0);
-                render_all(&snapshot)?;
+                let pages = Pages {
+                    fleets: vec![body.0.clone()],
+                    ..Pages::default()
+                };
+                let rendered = render_all(&pages)?;
+                prop_assert_eq!(rendered.orphans, 0);
+                prop_assert_eq!(rendered.fleets, fleets.d.len());
             }
             if let Ok(devices) = serde_json::from_slice::<Envelope<Device>>(&body.0) {
                 count[2].fetch_add(1, Ordering::Relaxed);
@@ -856,25 +887,27 @@ fn any_body_decodes_or_fails_cleanly_and_what_decodes_renders() {
                     .collect();
                 ids.sort_unstable();
                 ids.dedup();
-                let fleet_json: Vec<String> = ids
+                let fleets: Vec<serde_json::Value> = ids
                     .iter()
                     .map(|id| {
                         serde_json::json!(
                             {"id": id, "app_name": format!("fleet {id}"), "slug": format!("o/{id}")}
                         )
-                        .to_string()
                     })
                     .collect();
-                let fleets = fleet_json
-                    .iter()
-                    .map(|json| serde_json::from_str(json).expect("a fleet"))
-                    .collect();
+                let pages = Pages {
+                    fleets: vec![serde_json::json!({ "d": fleets }).to_string().into_bytes()],
+                    devices: vec![body.0.clone()],
+                    ..Pages::default()
+                };
                 let without_fleet = devices.d.iter().filter(|d| d.fleet.is_none()).count();
                 let total = devices.d.len();
-                let (snapshot, orphans) = Snapshot::from_api(fleets, devices.d);
-                prop_assert_eq!(orphans, without_fleet);
-                prop_assert_eq!(snapshot.device_count(), total - without_fleet);
-                render_all(&snapshot)?;
+                let rendered = render_all(&pages)?;
+                // Without a fleet to watch, the crawl reads no devices.
+                if !ids.is_empty() {
+                    prop_assert_eq!(rendered.orphans, without_fleet);
+                    prop_assert_eq!(rendered.devices, total - without_fleet);
+                }
             }
             Ok(())
         },
@@ -889,31 +922,51 @@ fn any_body_decodes_or_fails_cleanly_and_what_decodes_renders() {
     );
 }
 
-/// (fleet reference, id, uuid) of every device that names a fleet in `fleet_ids`, sorted.
-fn joined(devices: &[Device<'_>], fleet_ids: &[u64]) -> Vec<(u64, u64, String)> {
+/// (fleet slug, uuid) of every device that names a fleet of `fleets`, sorted: a device of a
+/// fleet id listed twice joins the last fleet of that id.
+fn joined(devices: &[Device<'_>], fleets: &[Fleet<'_>]) -> Vec<(String, String)> {
+    let slugs: std::collections::HashMap<u64, &str> =
+        fleets.iter().map(|f| (f.id, &*f.slug)).collect();
     let mut keys: Vec<_> = devices
         .iter()
         .filter_map(|d| {
-            let fleet = d.fleet.as_ref()?.__id;
-            fleet_ids
-                .contains(&fleet)
-                .then(|| (fleet, d.id, d.uuid.to_string()))
+            let slug = slugs.get(&d.fleet.as_ref()?.__id)?;
+            Some((slug.to_string(), d.uuid.to_string()))
         })
         .collect();
     keys.sort();
     keys
 }
 
+/// `body`'s rows in pages of the given sizes (and a last page with the rest), as a server
+/// that pages them would answer.
+fn paged(body: &[u8], sizes: &[usize]) -> Vec<Vec<u8>> {
+    let Ok(serde_json::Value::Object(mut envelope)) = serde_json::from_slice(body) else {
+        return vec![body.to_vec()];
+    };
+    let Some(serde_json::Value::Array(mut rows)) = envelope.remove("d") else {
+        return vec![body.to_vec()];
+    };
+    let mut pages = Vec::new();
+    for &size in sizes {
+        let rest = rows.split_off(size.min(rows.len()));
+        let page = std::mem::replace(&mut rows, rest);
+        pages.push(serde_json::json!({ "d": page }).to_string().into_bytes());
+    }
+    pages.push(serde_json::json!({ "d": rows }).to_string().into_bytes());
+    pages
+}
+
 #[test]
-fn decoded_fleets_and_devices_join_into_a_snapshot() {
+fn decoded_fleets_and_devices_join_and_render() {
     let cases = Arc::new(AtomicUsize::new(0));
     let decoded = Arc::new(AtomicUsize::new(0));
     let (all, both) = (cases.clone(), decoded.clone());
     props::check(
-        "decoded_fleets_and_devices_join_into_a_snapshot",
+        "decoded_fleets_and_devices_join_and_render",
         CASES,
         || (fleet_body(), device_body(), vec(1usize..5, 0..6)),
-        move |(fleet_body, device_body, pages)| {
+        move |(fleet_body, device_body, sizes)| {
             all.fetch_add(1, Ordering::Relaxed);
             let decode = || {
                 let fleets = serde_json::from_slice::<Envelope<Fleet>>(&fleet_body.0).ok()?;
@@ -925,60 +978,85 @@ fn decoded_fleets_and_devices_join_into_a_snapshot() {
             };
             both.fetch_add(1, Ordering::Relaxed);
             let fleet_ids: Vec<u64> = fleets.iter().map(|f| f.id).collect();
-            let expected = joined(&devices, &fleet_ids);
-            let device_total = devices.len();
-            let fleet_total = fleets.len();
-
-            let (snapshot, orphans) = Snapshot::from_api(fleets, devices);
+            let expected = joined(&devices, &fleets);
+            let pages = Pages {
+                fleets: vec![fleet_body.0.clone()],
+                devices: vec![device_body.0.clone()],
+                ..Pages::default()
+            };
+            let rendered = render_all(&pages)?;
+            let settings = Settings {
+                device_metrics: true,
+                sd: Arc::new(sd_configs().remove(0)),
+                dashboard: None,
+            };
+            let mut reading = Reading::new(&settings, &crawl());
+            prop_assert!(reading.fleet_page(&fleet_body.0).is_ok());
+            prop_assert_eq!(reading.fleet_ids(), fleet_ids.clone());
+            prop_assert_eq!(rendered.fleets, fleets.len());
+            if fleet_ids.is_empty() {
+                return Ok(());
+            }
             // Each device that names a decoded fleet is in that fleet, once; the rest are
             // counted as orphans.
-            let mut present: Vec<_> = snapshot
-                .fleets
-                .iter()
-                .flat_map(|f| {
-                    f.devices
-                        .iter()
-                        .map(move |d| (f.id, d.id, d.uuid.to_string()))
-                })
-                .collect();
+            let text = body_text(&rendered.metrics)?;
+            let samples = promtext::parse(&text);
+            let mut present: Vec<(String, String)> =
+                promtext::family(&samples, "balena_device_info")
+                    .iter()
+                    .map(|s| {
+                        (
+                            s.label("fleet_slug").to_string(),
+                            s.label("uuid").to_string(),
+                        )
+                    })
+                    .collect();
             present.sort();
             prop_assert_eq!(&present, &expected);
-            prop_assert_eq!(orphans, device_total - expected.len());
-            prop_assert_eq!(snapshot.fleets.len(), fleet_total);
-            // Fleets by slug, each fleet's devices by id.
-            prop_assert!(snapshot
-                .fleets
+            prop_assert_eq!(rendered.orphans, devices.len() - expected.len());
+            // Fleets by slug; each fleet's counts add up.
+            let info = promtext::family(&samples, "balena_fleet_info");
+            prop_assert!(info
                 .windows(2)
-                .all(|w| (&w[0].slug, w[0].id) <= (&w[1].slug, w[1].id)));
-            for f in &snapshot.fleets {
-                prop_assert!(f.devices.windows(2).all(|w| w[0].id <= w[1].id));
-                prop_assert!(f.online() <= f.devices.len());
-                prop_assert!(f.on_target_release() <= f.devices.len());
-                prop_assert_eq!(
-                    f.tally().by_status().values().sum::<usize>(),
-                    f.devices.len()
-                );
-                prop_assert_eq!(
-                    f.tally().by_heartbeat().values().sum::<usize>(),
-                    f.devices.len()
-                );
+                .all(|w| w[0].label("fleet_slug") <= w[1].label("fleet_slug")));
+            let per_fleet = |name| promtext::family(&samples, name);
+            let (online, all_devices) = (
+                per_fleet("balena_devices_online"),
+                per_fleet("balena_fleet_devices"),
+            );
+            prop_assert!(online
+                .iter()
+                .zip(&all_devices)
+                .all(|(o, d)| o.value <= d.value));
+            for family in [
+                "balena_fleet_devices_by_status",
+                "balena_fleet_devices_by_heartbeat",
+                "balena_fleet_devices_on_target_release",
+            ] {
+                let sum: f64 = per_fleet(family).iter().map(|s| s.value).sum();
+                if family.ends_with("on_target_release") {
+                    prop_assert!(sum <= expected.len() as f64, "{}", family);
+                } else {
+                    prop_assert_eq!(sum, expected.len() as f64, "{}", family);
+                }
             }
 
-            // Page by page (as the crawl builds it), the same snapshot.
-            let (fleets, mut devices) = decode().expect("decodes as before");
-            let mut builder = Builder::new(false, false);
-            builder.add_fleets(fleets, |_| true);
-            prop_assert_eq!(builder.fleet_ids(), fleet_ids);
-            for size in pages {
-                let rest = devices.split_off(size.min(devices.len()));
-                builder.add_devices(std::mem::replace(&mut devices, rest));
-            }
-            builder.add_devices(devices);
-            let (paged, paged_orphans) = builder.finish();
-            prop_assert_eq!(&paged, &snapshot);
-            prop_assert_eq!(paged_orphans, orphans);
-
-            render_all(&snapshot)
+            // Page by page (as the crawl reads them), the same renderings as in one page.
+            // (Both re-encoded: serde_json's parser may read a re-written float a bit off.)
+            let in_one = render_all(&Pages {
+                devices: paged(&device_body.0, &[]),
+                ..pages.clone()
+            })?;
+            let by_pages = Pages {
+                devices: paged(&device_body.0, &sizes),
+                ..pages
+            };
+            let paged = render_all(&by_pages)?;
+            prop_assert_eq!(body_text(&paged.metrics)?, body_text(&in_one.metrics)?);
+            prop_assert_eq!(body_text(&paged.sd)?, body_text(&in_one.sd)?);
+            prop_assert_eq!(&paged.fleets_html, &in_one.fleets_html);
+            prop_assert_eq!(paged.orphans, rendered.orphans);
+            Ok(())
         },
     );
     let (cases, decoded) = (

@@ -19,9 +19,12 @@ pub mod generate;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use balena_exporter::balena::{self, model, query};
-use balena_exporter::config::TagFilter;
-use balena_exporter::snapshot::{self, Snapshot};
+use std::sync::Arc;
+use std::time::Duration;
+
+use balena_exporter::balena::{model, query};
+use balena_exporter::config::{CrawlConfig, FleetFilter, SdConfig, SdMode, TagFilter};
+use balena_exporter::render::{self, Pages, Rendered};
 use bytes::Bytes;
 
 /// The sizes every figure is taken at.
@@ -208,18 +211,21 @@ impl Recorded {
         map
     }
 
-    /// The snapshot a crawl of this account builds (the exporter's own decoding and join,
-    /// page by page).
-    pub fn snapshot(&self) -> Snapshot {
-        let mut builder = snapshot::Builder::new(true, true);
-        balena::page(&self.fleet_list, |page| builder.add_fleets(page, |_| true))
-            .expect("fleet list parses");
-        balena::page(&self.service_list, |page| builder.add_services(page))
-            .expect("service list parses");
-        for page in &self.pages {
-            balena::page(page, |page| builder.add_devices(page)).expect("device page parses");
+    /// The pages a crawl of this account reads (no release pages: the fake has none).
+    pub fn pages(&self) -> Pages {
+        Pages {
+            fleets: vec![self.fleet_list.to_vec()],
+            services: vec![self.service_list.to_vec()],
+            releases: vec![],
+            devices: self.pages.iter().map(|p| p.to_vec()).collect(),
         }
-        builder.finish().0
+    }
+
+    /// What a crawl of this account renders: the production render path, page by page.
+    pub fn render(&self, pages: &Pages) -> Rendered {
+        pages
+            .render(&settings(), &crawl_config(), std::time::SystemTime::now())
+            .expect("recorded pages decode")
     }
 
     /// Response bytes of a steady crawl's bodies (with the empty pages that end fleets,
@@ -280,5 +286,34 @@ pub fn duration(seconds: f64) -> String {
         format!("{:.1} ms", seconds * 1e3)
     } else {
         format!("{seconds:.2} s")
+    }
+}
+
+/// The exporter's default rendering: device families, `lan` service discovery.
+pub fn settings() -> render::Settings {
+    render::Settings {
+        device_metrics: true,
+        sd: Arc::new(SdConfig {
+            mode: SdMode::Lan { port: 80 },
+            fleets: FleetFilter::default(),
+            include_offline: false,
+            metrics_path: "/metrics".into(),
+            file: None,
+            own_uuid: None,
+        }),
+        dashboard: None,
+    }
+}
+
+/// The exporter's default crawl: every fleet, services, every tag.
+pub fn crawl_config() -> CrawlConfig {
+    CrawlConfig {
+        interval: Duration::from_secs(60),
+        page_size: PAGE_SIZE,
+        fleets: FleetFilter::default(),
+        services: true,
+        tags: TagFilter::All,
+        location: true,
+        ignore_services: vec![],
     }
 }

@@ -114,6 +114,15 @@ where
             auth_failures: auth_failures.clone(),
         },
     );
+    let internal = http::routes(
+        shared,
+        http::Options {
+            access: config::Access::Open,
+            grafana: None,
+            alertmanager: None,
+            auth_failures,
+        },
+    );
     let limits = server::Limits::new(config.max_connections);
     if limits.max_connections < config.max_connections {
         log::info!(
@@ -123,6 +132,27 @@ where
         );
     }
     let crawling = tokio::spawn(crawl::Crawler::new(client, config.crawl).run(publisher));
+    let stats = [public_stats, internal_stats];
+    serve(listeners, [public, internal], limits, stats, shutdown).await;
+    crawling.abort();
+    if let Some(polling) = polling {
+        polling.abort();
+    }
+    Ok(())
+}
+
+/// Serves the public listener, and the internal one if there is one, each with its routes
+/// and connection counts, until `shutdown` completes; then lets both finish gracefully.
+async fn serve<R>(
+    listeners: Listeners,
+    [public, internal]: [R; 2],
+    limits: server::Limits,
+    [public_stats, internal_stats]: [Arc<server::ConnStats>; 2],
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) where
+    R: warp::Filter + Clone + Send + Sync + 'static,
+    R::Extract: warp::Reply,
+{
     // One shutdown signal, heard by both servers.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -133,41 +163,30 @@ where
         let _ = stopped.wait_for(|s| *s).await;
     };
     let internal = listeners.internal.map(|listener| {
-        let routes = http::routes(
-            shared,
-            http::Options {
-                access: config::Access::Open,
-                grafana: None,
-                alertmanager: None,
-                auth_failures,
-            },
-        );
-        tokio::spawn(server::serve(
+        let stopped = until_stopped(stopped.clone());
+        let serving = server::serve(
             listener,
-            routes,
+            internal,
             limits,
             internal_stats,
             "internal",
-            until_stopped(stopped.clone()),
-        ))
+            stopped,
+        );
+        tokio::spawn(serving)
     });
+    let stopped = until_stopped(stopped);
     server::serve(
         listeners.public,
         public,
         limits,
         public_stats,
         "public",
-        until_stopped(stopped),
+        stopped,
     )
     .await;
     if let Some(internal) = internal {
         let _ = internal.await;
     }
-    crawling.abort();
-    if let Some(polling) = polling {
-        polling.abort();
-    }
-    Ok(())
 }
 
 /// Starts the alerts poller of the Alertmanager at `url`, which renders the status page's

@@ -6,6 +6,8 @@
 //! ("unreachable since ..."), logged once per change, never a panic.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
@@ -111,6 +113,8 @@ pub enum PollError {
 pub struct Poller {
     client: reqwest::Client,
     url: String,
+    /// Failed polls, for `balena_alertmanager_poll_errors_total`.
+    errors: Arc<AtomicU64>,
 }
 
 impl Poller {
@@ -124,7 +128,14 @@ impl Poller {
         Ok(Poller {
             client,
             url: api_url(base),
+            errors: Arc::default(),
         })
+    }
+
+    /// Counts failed polls in `errors` (the exporter's `balena_alertmanager_poll_errors_total`).
+    pub fn counting(mut self, errors: Arc<AtomicU64>) -> Poller {
+        self.errors = errors;
+        self
     }
 
     /// Asks once: the alerts firing, the most severe and oldest first, at most `KEPT`, and
@@ -153,7 +164,11 @@ impl Poller {
         publish(&last);
         loop {
             ticks.tick().await;
-            let next = match self.poll().await {
+            let polled = self.poll().await;
+            if polled.is_err() {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            let next = match polled {
                 Ok((alerts, total)) => {
                     if !matches!(last, Alerts::Firing { .. }) {
                         log::info!("alertmanager answered alerts={total}");
@@ -345,7 +360,10 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let poller = Poller::new(&format!("http://127.0.0.1:{port}")).unwrap();
+        let errors = Arc::new(AtomicU64::new(0));
+        let poller = Poller::new(&format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .counting(errors.clone());
         assert!(matches!(poller.poll().await, Err(PollError::Request(_))));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let task = tokio::spawn(poller.run(Duration::from_millis(20), move |a| {
@@ -360,6 +378,8 @@ mod tests {
         // stays the same for a refused connection: nothing more is published.
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(rx.try_recv().is_err(), "published again");
+        // ... but every failed poll is counted.
+        assert!(errors.load(Ordering::Relaxed) >= 3, "{errors:?}");
         task.abort();
     }
 }

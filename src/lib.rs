@@ -80,6 +80,7 @@ where
     let health = metrics::Health::new(client.stats(), counted)
         .with_dashboard(config.balena_dashboard_url.clone());
     let auth_failures = health.auth_failures();
+    let poll_errors = health.alertmanager_poll_errors();
     let health = Arc::new(health);
     let publisher = publish::Publisher::start(
         publish::Settings {
@@ -99,6 +100,7 @@ where
         config.alertmanager_url.as_deref(),
         config.crawl.interval,
         &shared,
+        poll_errors,
     )?;
     let upstream = |url: Option<String>, prefix| {
         url.as_deref()
@@ -195,6 +197,7 @@ fn poll_alerts(
     url: Option<&str>,
     crawl_interval: std::time::Duration,
     shared: &Arc<state::Shared>,
+    errors: Arc<std::sync::atomic::AtomicU64>,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     let set = |shared: &state::Shared, alerts: &alerts::Alerts| {
         shared.set_alerts(bytes::Bytes::from(status::alerts_part(alerts)));
@@ -203,7 +206,7 @@ fn poll_alerts(
         set(shared, &alerts::Alerts::NotConfigured);
         return Ok(None);
     };
-    let poller = alerts::Poller::new(url)?;
+    let poller = alerts::Poller::new(url)?.counting(errors);
     let shared = shared.clone();
     let publish = move |a: &alerts::Alerts| set(&shared, a);
     Ok(Some(tokio::spawn(

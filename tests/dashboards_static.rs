@@ -363,12 +363,12 @@ fn the_image_puts_the_dashboards_where_the_provider_reads_them() {
             .unwrap_or_else(|| panic!("grafana/Dockerfile.template: no COPY {source}"))
     };
     assert_eq!(
-        copy_destination("provisioning/"),
+        copy_destination("grafana/provisioning/"),
         "/etc/grafana/provisioning"
     );
     let provider = yaml_value("grafana/provisioning/dashboards/balena.yml", "path");
     assert_eq!(
-        copy_destination("dashboards/"),
+        copy_destination("grafana/dashboards/"),
         provider.trim_end_matches('/'),
         "the dashboard provider's path is not where the Dockerfile copies the dashboards"
     );

@@ -330,6 +330,11 @@ pub const HTTP_AUTH_FAILURES: Def = counter(
     &[],
     "Requests whose credentials (METRICS_TOKEN, or METRICS_USERNAME and METRICS_PASSWORD) were wrong.",
 );
+pub const ALERTMANAGER_POLL_ERRORS: Def = counter(
+    "balena_alertmanager_poll_errors_total",
+    &[],
+    "Failed polls of Alertmanager's alerts for the status page (ALERTMANAGER_URL): unreachable, an error status or an answer that does not decode.",
+);
 pub const DASHBOARD_INFO: Def = gauge(
     "balena_dashboard_info",
     &["url"],
@@ -398,6 +403,7 @@ pub const FAMILIES: &[&Def] = &[
     &HTTP_LIMIT,
     &HTTP_CLOSED,
     &HTTP_AUTH_FAILURES,
+    &ALERTMANAGER_POLL_ERRORS,
     &DASHBOARD_INFO,
     &BUILD_INFO,
 ];

@@ -35,6 +35,8 @@ pub struct Health {
     listeners: Vec<(&'static str, Arc<ConnStats>)>,
     /// Requests refused for wrong credentials (counted by the routes).
     auth_failures: Arc<AtomicU64>,
+    /// Failed polls of Alertmanager (counted by the alerts poller).
+    poll_errors: Arc<AtomicU64>,
     /// The balena dashboard device links open, if any.
     dashboard: Option<String>,
 }
@@ -86,6 +88,7 @@ impl Health {
             api,
             listeners,
             auth_failures: Arc::default(),
+            poll_errors: Arc::default(),
             dashboard: None,
         }
     }
@@ -99,6 +102,11 @@ impl Health {
     /// The count of requests refused for wrong credentials, for the routes to add to.
     pub fn auth_failures(&self) -> Arc<AtomicU64> {
         self.auth_failures.clone()
+    }
+
+    /// The count of failed polls of Alertmanager, for the alerts poller to add to.
+    pub fn alertmanager_poll_errors(&self) -> Arc<AtomicU64> {
+        self.poll_errors.clone()
     }
 
     pub fn crawl_succeeded(&self, duration: Duration, requests: u64, finished: SystemTime) {
@@ -158,6 +166,9 @@ impl Health {
         let failures = self.auth_failures.load(Ordering::Relaxed);
         let help = HTTP_AUTH_FAILURES.help.to_string();
         Family::new(&mut out, &HTTP_AUTH_FAILURES, help).add(&[], failures as f64);
+        let errors = self.poll_errors.load(Ordering::Relaxed);
+        let help = ALERTMANAGER_POLL_ERRORS.help.to_string();
+        Family::new(&mut out, &ALERTMANAGER_POLL_ERRORS, help).add(&[], errors as f64);
         if let Some(url) = &self.dashboard {
             let help = DASHBOARD_INFO.help.to_string();
             Family::new(&mut out, &DASHBOARD_INFO, help).add(&[("url", url)], 1.0);

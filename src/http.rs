@@ -400,6 +400,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn wrong_credentials_are_counted_and_missing_ones_are_not() {
+        use crate::config::{MetricsAuth, Secret};
+        let guard = Guard {
+            access: Access::Credentials(MetricsAuth {
+                token: Some(Secret::new("0123456789abcdef")),
+                basic: None,
+            }),
+            failures: Arc::default(),
+        };
+        let count = || guard.failures.load(Ordering::Relaxed);
+        assert!(refusal(&guard, None).is_some());
+        assert_eq!(
+            count(),
+            0,
+            "a request without credentials (a browser's first) is no guess"
+        );
+        assert!(refusal(&guard, Some("Bearer 0123456789abcdef")).is_none());
+        assert_eq!(count(), 0);
+        assert!(refusal(&guard, Some("Bearer 0123456789abcdeX")).is_some());
+        assert!(refusal(&guard, Some("Basic b3BzOnBhNTV3b3Jk")).is_some());
+        assert_eq!(count(), 2);
+        let open = Guard {
+            access: Access::Open,
+            failures: Arc::default(),
+        };
+        assert!(refusal(&open, Some("Bearer nonsense")).is_none());
+        assert_eq!(open.failures.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
     fn gzip_negotiation() {
         for (header, want) in [
             (None, false),

@@ -525,6 +525,86 @@ mod tests {
     }
 
     #[test]
+    fn release_restart_policies_and_excluded_names_say_what_is_failing() {
+        let mut converter = Converter::new(true, false).excluding(&["provision".into()]);
+        converter.add_services(
+            serde_json::from_str(
+                r#"[{"id":1,"service_name":"main"},{"id":2,"service_name":"migrate"},
+                   {"id":3,"service_name":"provision"},{"id":4,"service_name":"agent"}]"#,
+            )
+            .unwrap(),
+        );
+        // Release 7 says migrate is a one-shot job and agent may end on success; release 8
+        // (a composition of another shape) says nothing, so balena's default (always) holds.
+        converter.add_releases(
+            serde_json::from_str(
+                r#"[{"id":7,"composition":{"version":"2.1","services":{
+                      "main":{"build":"."},"migrate":{"restart":"no"},
+                      "agent":{"restart":"on-failure"}}}},
+                   {"id":8,"composition":null}]"#,
+            )
+            .unwrap(),
+        );
+        let mut device = |release: u64, status: &str| {
+            let install = |service: u64| {
+                format!(
+                    r#"{{"installs__image":[{{"is_a_build_of__service":{{"__id":{service}}}}}],"status":"{status}","is_provided_by__release":{{"__id":{release}}}}}"#
+                )
+            };
+            let json = format!(
+                r#"{{"id":1,"overall_status":"operational","is_running__release":[{{"id":{release},"commit":"c"}}],
+                "image_install":[{},{},{},{}]}}"#,
+                install(1),
+                install(2),
+                install(3),
+                install(4)
+            );
+            let d = converter.device(serde_json::from_str(&json).unwrap());
+            d.services
+                .iter()
+                .map(|s| (s.name.to_string(), s.failing))
+                .collect::<Vec<_>>()
+        };
+        let failing = |pairs: &[(&str, bool)]| {
+            pairs
+                .iter()
+                .map(|(n, f)| (n.to_string(), *f))
+                .collect::<Vec<_>>()
+        };
+        // Exited on release 7: main (always, by default) fails; migrate (no) and agent
+        // (on-failure) ended as designed; provision is excluded by name.
+        assert_eq!(
+            device(7, "exited"),
+            failing(&[
+                ("agent", false),
+                ("main", true),
+                ("migrate", false),
+                ("provision", false)
+            ])
+        );
+        // Dead is failing whatever the policy, unless excluded.
+        assert_eq!(
+            device(7, "Dead"),
+            failing(&[
+                ("agent", true),
+                ("main", true),
+                ("migrate", true),
+                ("provision", false)
+            ])
+        );
+        // Release 8 says no policy: every exited service but the excluded one fails.
+        assert_eq!(
+            device(8, "exited"),
+            failing(&[
+                ("agent", true),
+                ("main", true),
+                ("migrate", true),
+                ("provision", false)
+            ])
+        );
+    }
+
+    #[test]
     fn services_prefer_the_running_release_and_ignore_lingering_ones() {
         let names = HashMap::from([(1, Text::from("main")), (2, Text::from("sensor-reader"))]);
         let install = |service: u64, release: u64, status: &str, progress: &str| {

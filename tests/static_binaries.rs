@@ -15,7 +15,12 @@
 //! `DIST_DIR` (default `dist`, relative to the crate root) says where the binaries are. Startup
 //! times are printed (see `--show-output`), never asserted: qemu and a busy machine vary a lot.
 
-mod common;
+#[path = "common"]
+mod common {
+    pub mod exporter;
+    pub mod fake;
+    pub mod promtext;
+}
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

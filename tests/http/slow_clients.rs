@@ -3,7 +3,7 @@
 //! line every two seconds, never finishing. Scrapes must be answered again within 60 s, and
 //! every slow client closed by the exporter, counted by reason.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -3,7 +3,7 @@
 //! the exporter on loopback, whose query API must report `up` 1 and the API's values, and the
 //! shipped rules on a healthy, realistic account, where no alert may even be pending.
 
-mod common;
+use crate::common;
 
 use common::exporter::{wait_for, Exporter};
 use common::fake::{Account, FakeBalena};

@@ -16,7 +16,7 @@
 //! live check of every query is in
 //! `dashboards_live.rs`.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -7,7 +7,7 @@
 //! fleet, the page's offline and updating counts equal the definitions computed from the
 //! account's own rows, and the recording rules a real Prometheus evaluates.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! The binary as a user runs it: startup errors, logs, signals.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -1,7 +1,7 @@
 //! The shipped on-device Prometheus configuration (`prometheus/`), run by a real
 //! `prometheus` with the compose service address replaced by the exporter's loopback one.
 
-mod common;
+use crate::common;
 
 use common::exporter::{wait_for, Exporter};
 use common::fake::{Account, FakeBalena};

@@ -1,7 +1,7 @@
 //! `/sd` and its file copy, black-box: what each mode and filter selects, 503 before the
 //! first crawl, and a failed crawl never emptying the target list.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -3,7 +3,7 @@
 //! its remote-write receiver on gets the exporter's series with the device Prometheus' values.
 //! Secrets go into files the configuration names, never into the configuration or the log.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

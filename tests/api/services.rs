@@ -2,7 +2,7 @@
 //! location, checked against the fake API's own answers to flat reads (not the nested ones the
 //! exporter sends), and the switches that leave them out.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -3,7 +3,7 @@
 //! it on purpose, and the internal port serves the on-device Prometheus without credentials.
 //! Every GET route answers HEAD too.
 
-mod common;
+use crate::common;
 
 use common::exporter::Exporter;
 use common::fake::{Account, FakeBalena};

@@ -3,7 +3,7 @@
 //! does not grow with the number of fleets; a server that ignores the keyset filter fails the
 //! crawl as `paging` and the last good data stays.
 
-mod common;
+use crate::common;
 
 use common::exporter::{wait_for, Exporter};
 use common::fake::{Account, Device, FakeBalena, Fault, Fleet, Recorded, Release};

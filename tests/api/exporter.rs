@@ -1,7 +1,7 @@
 //! Black-box tests: the fake balena API and the exporter on loopback sockets; assertions are
 //! on what a user reads from `/metrics`, `/-/ready` and `/`, and on what the API received.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! reaches it: what passes through, what is refused (paths leaving the prefix, big bodies),
 //! and the credentials in front of Alertmanager.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 

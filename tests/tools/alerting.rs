@@ -6,7 +6,7 @@
 //! started never page. Then the token is rejected: one monitor alert arrives, and a device
 //! alert that fires at the same time is held back.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};

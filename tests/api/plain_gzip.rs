@@ -4,7 +4,7 @@
 //! of the same publication decode to the same text, but for the exporter's own process and
 //! connection figures, which are read anew for each request.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 

@@ -15,7 +15,7 @@
 //! and queries with data are printed, also for `--demo` (`first_open_in_demo_mode`). The lints
 //! of the files themselves are in `dashboards_static.rs`.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

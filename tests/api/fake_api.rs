@@ -2,7 +2,7 @@
 //! the facts recorded in shared/balena-api/. URLs are written literally: reqwest keeps
 //! `$ ( ) , / : ; =` and existing `%XX` escapes as they are, and sends `'` as `%27`.
 
-mod common;
+use crate::common;
 use common::fake::*;
 
 use std::time::Duration;

@@ -105,7 +105,7 @@ impl Running {
 
     /// With only `vars` (and the loopback address).
     fn bare(args: &[&str], vars: &[(&str, &str)]) -> Running {
-        let port = common::exporter::free_port();
+        let port = common::net::free_port();
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("stderr.log");
         let child = Command::new(BIN)

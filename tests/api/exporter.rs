@@ -5,7 +5,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::exporter::{wait_for, Exporter};
+use common::exporter::{start_ready, wait_for, Exporter};
 use common::fake::{Account, Device, FakeBalena, Fault};
 use common::promtext::{family, value, Sample};
 
@@ -53,9 +53,7 @@ fn on_target(account: &Account, d: &Device) -> Option<bool> {
 #[tokio::test]
 async fn every_fleet_and_device_value_equals_the_api() {
     let account = Account::sample();
-    let fake = FakeBalena::start(account.clone()).await;
-    let exporter = Exporter::start(&fake.url(), TOKEN, &[]).await;
-    exporter.wait_ready().await;
+    let (fake, exporter) = start_ready(account.clone(), &[]).await;
     let samples = exporter.metrics().await;
 
     // Fleet counts equal the API's own `$count` answers.
@@ -120,9 +118,9 @@ async fn every_fleet_and_device_value_equals_the_api() {
             );
         }
         let on = account
-            .devices
-            .iter()
-            .filter(|d| d.fleet_id == f.id && on_target(&account, d) == Some(true))
+            .devices_of(f.id)
+            .into_iter()
+            .filter(|d| on_target(&account, d) == Some(true))
             .count();
         assert_eq!(
             fleet_value(
@@ -177,38 +175,30 @@ async fn every_fleet_and_device_value_equals_the_api() {
             ),
             Some(1.0)
         );
-        assert_eq!(
-            get("balena_device_cpu_usage_ratio"),
-            d.cpu_usage.map(|p| p as f64 / 100.0)
-        );
-        assert_eq!(
-            get("balena_device_cpu_temperature_celsius"),
-            d.cpu_temp.map(|t| t as f64)
-        );
-        assert_eq!(
-            get("balena_device_memory_used_bytes"),
-            d.memory_usage.map(|m| m as f64 * MIB)
-        );
-        assert_eq!(
-            get("balena_device_memory_total_bytes"),
-            d.memory_total.map(|m| m as f64 * MIB)
-        );
-        assert_eq!(
-            get("balena_device_storage_used_bytes"),
-            d.storage_usage.map(|m| m as f64 * MIB)
-        );
-        assert_eq!(
-            get("balena_device_storage_total_bytes"),
-            d.storage_total.map(|m| m as f64 * MIB)
-        );
-        assert_eq!(
-            get("balena_device_undervolted"),
-            Some(if d.is_undervolted { 1.0 } else { 0.0 })
-        );
-        assert_eq!(
-            get("balena_device_on_target_release"),
-            on_target(&account, d).map(|b| if b { 1.0 } else { 0.0 })
-        );
+        let mib = |m: Option<i64>| m.map(|m| m as f64 * MIB);
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        let expected = [
+            (
+                "balena_device_cpu_usage_ratio",
+                d.cpu_usage.map(|p| p as f64 / 100.0),
+            ),
+            (
+                "balena_device_cpu_temperature_celsius",
+                d.cpu_temp.map(|t| t as f64),
+            ),
+            ("balena_device_memory_used_bytes", mib(d.memory_usage)),
+            ("balena_device_memory_total_bytes", mib(d.memory_total)),
+            ("balena_device_storage_used_bytes", mib(d.storage_usage)),
+            ("balena_device_storage_total_bytes", mib(d.storage_total)),
+            ("balena_device_undervolted", Some(flag(d.is_undervolted))),
+            (
+                "balena_device_on_target_release",
+                on_target(&account, d).map(flag),
+            ),
+        ];
+        for (family, want) in expected {
+            assert_eq!(get(family), want, "{family} of {}", d.device_name);
+        }
         assert_eq!(
             get("balena_device_last_connectivity_timestamp_seconds").is_some(),
             d.last_connectivity_event.is_some()
@@ -251,9 +241,7 @@ async fn hostile_names_round_trip_and_same_named_fleets_stay_apart() {
         d.device_name = name.into();
     }
     account.fleets[2].app_name = "gate \"ways\"\\\n\u{e9}".into();
-    let fake = FakeBalena::start(account.clone()).await;
-    let exporter = Exporter::start(&fake.url(), TOKEN, &[]).await;
-    exporter.wait_ready().await;
+    let (_fake, exporter) = start_ready(account.clone(), &[]).await;
     let samples = exporter.metrics().await;
     for (d, name) in account.devices.iter().zip(names) {
         assert_eq!(
@@ -347,9 +335,7 @@ async fn api_failures_keep_the_last_good_values_and_recover() {
         (Fault::Malformed, "decode"),
     ];
     let account = Account::sample();
-    let fake = FakeBalena::start(account.clone()).await;
-    let exporter = Exporter::start(&fake.url(), TOKEN, &[]).await;
-    exporter.wait_ready().await;
+    let (fake, exporter) = start_ready(account.clone(), &[]).await;
     let mut good = exporter.metrics().await;
     let online = |s: &[Sample]| fleet_value(s, "balena_devices_online", "acme/sensors", &[]);
     assert_eq!(online(&good), Some(3.0));
@@ -397,14 +383,11 @@ async fn api_failures_keep_the_last_good_values_and_recover() {
 
 #[tokio::test]
 async fn a_429_is_waited_out_not_hammered() {
-    let fake = FakeBalena::start(Account::sample()).await;
-    let exporter = Exporter::start(
-        &fake.url(),
-        TOKEN,
+    let (fake, exporter) = start_ready(
+        Account::sample(),
         &[("CRAWL_INTERVAL", "1"), ("REQUEST_TIMEOUT", "0.5")],
     )
     .await;
-    exporter.wait_ready().await;
     fake.set_fault(Some(Fault::RateLimited {
         retry_after_secs: 4,
     }));
@@ -419,14 +402,11 @@ async fn a_429_is_waited_out_not_hammered() {
 
 #[tokio::test]
 async fn a_day_long_retry_after_is_cut_to_five_intervals() {
-    let fake = FakeBalena::start(Account::sample()).await;
-    let exporter = Exporter::start(
-        &fake.url(),
-        TOKEN,
+    let (fake, exporter) = start_ready(
+        Account::sample(),
         &[("CRAWL_INTERVAL", "0.2"), ("REQUEST_TIMEOUT", "0.1")],
     )
     .await;
-    exporter.wait_ready().await;
     fake.set_fault(Some(Fault::RateLimited {
         retry_after_secs: 86_400,
     }));
@@ -485,8 +465,7 @@ async fn transient_errors_are_retried_within_a_crawl() {
 async fn ready_turns_503_when_data_goes_stale() {
     let fake = FakeBalena::start(Account::sample()).await;
     // stale after 3 intervals + the timeout = 1.8 s
-    let exporter = Exporter::start(&fake.url(), TOKEN, &[]).await;
-    exporter.wait_ready().await;
+    let exporter = Exporter::ready_on(&fake, &[]).await;
     fake.set_fault(Some(Fault::Hang));
     wait_for("/-/ready to go stale", || async {
         let (status, body) = exporter.get("/-/ready").await;
@@ -502,9 +481,7 @@ async fn ready_turns_503_when_data_goes_stale() {
 #[tokio::test]
 async fn fleets_and_devices_that_disappear_disappear() {
     let account = Account::sample();
-    let fake = FakeBalena::start(account.clone()).await;
-    let exporter = Exporter::start(&fake.url(), TOKEN, &[]).await;
-    exporter.wait_ready().await;
+    let (fake, exporter) = start_ready(account.clone(), &[]).await;
     let mut smaller = account.clone();
     smaller.fleets.retain(|f| f.slug != "acme/gateways");
     smaller.devices.retain(|d| d.fleet_id != 3 && d.id != 1);
@@ -526,14 +503,8 @@ async fn fleets_and_devices_that_disappear_disappear() {
 
 #[tokio::test]
 async fn fleet_filter_by_slug_or_name() {
-    let fake = FakeBalena::start(Account::sample()).await;
-    let exporter = Exporter::start(
-        &fake.url(),
-        TOKEN,
-        &[("FLEETS", "globex/sensors, gateways")],
-    )
-    .await;
-    exporter.wait_ready().await;
+    let (fake, exporter) =
+        start_ready(Account::sample(), &[("FLEETS", "globex/sensors, gateways")]).await;
     let samples = exporter.metrics().await;
     let slugs: Vec<_> = family(&samples, "balena_devices_online")
         .iter()
@@ -558,9 +529,7 @@ async fn fleet_filter_by_slug_or_name() {
 
 #[tokio::test]
 async fn device_metrics_can_be_turned_off() {
-    let fake = FakeBalena::start(Account::sample()).await;
-    let exporter = Exporter::start(&fake.url(), TOKEN, &[("DEVICE_METRICS", "false")]).await;
-    exporter.wait_ready().await;
+    let (_fake, exporter) = start_ready(Account::sample(), &[("DEVICE_METRICS", "false")]).await;
     let samples = exporter.metrics().await;
     assert!(samples
         .iter()
@@ -573,13 +542,8 @@ async fn device_metrics_can_be_turned_off() {
 async fn http_surface() {
     let fake = FakeBalena::start(Account::sample()).await;
     // One crawl only during this test, so that any later API request comes from a scrape.
-    let exporter = Exporter::start(
-        &fake.url(),
-        TOKEN,
-        &[("CRAWL_INTERVAL", "60"), ("REQUEST_TIMEOUT", "5")],
-    )
-    .await;
-    exporter.wait_ready().await;
+    let exporter =
+        Exporter::ready_on(&fake, &[("CRAWL_INTERVAL", "60"), ("REQUEST_TIMEOUT", "5")]).await;
 
     // Plain and gzip bodies of /metrics are compared byte for byte in tests/plain_gzip.rs.
     let (status, page) = exporter.get("/").await;

@@ -7,6 +7,7 @@ mod common {
     pub mod exporter;
     pub mod fake;
     pub mod generate;
+    pub mod net;
     pub mod promtext;
 }
 

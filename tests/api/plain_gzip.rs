@@ -11,7 +11,7 @@ use std::io::Read;
 use balena_exporter::state::PLAIN_MAX;
 use common::exporter::Exporter;
 use common::fake::FakeBalena;
-use common::generate::{self, TOKEN};
+use common::generate;
 
 /// The body of `path` without and with gzip asked for: (plain, the gzipped one decoded, its
 /// size as sent).
@@ -55,9 +55,8 @@ fn steady(body: &[u8]) -> Vec<String> {
 async fn plain_and_gzip_decode_to_the_same_text(devices: usize, large: bool) {
     let fake = FakeBalena::start(generate::sized(devices)).await;
     // One crawl only: no other publication can land between the requests.
-    let exporter = Exporter::start(
-        &fake.url(),
-        TOKEN,
+    let exporter = Exporter::ready_on(
+        &fake,
         &[
             ("CRAWL_INTERVAL", "3600"),
             ("REQUEST_TIMEOUT", "30"),
@@ -65,7 +64,6 @@ async fn plain_and_gzip_decode_to_the_same_text(devices: usize, large: bool) {
         ],
     )
     .await;
-    exporter.wait_ready().await;
 
     let content_type = "text/plain; version=0.0.4; charset=utf-8";
     let (plain, unzipped, zipped) = both(&exporter, "/metrics", content_type).await;

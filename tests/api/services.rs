@@ -102,8 +102,7 @@ async fn expected_services(fake: &FakeBalena) -> BTreeMap<(String, String), (Str
 }
 
 async fn started(fake: &FakeBalena, vars: &[(&str, &str)]) -> (Exporter, Vec<Sample>) {
-    let exporter = Exporter::start(&fake.url(), TOKEN, vars).await;
-    exporter.wait_ready().await;
+    let exporter = Exporter::ready_on(fake, vars).await;
     let samples = exporter.metrics().await;
     (exporter, samples)
 }

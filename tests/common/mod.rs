@@ -7,6 +7,8 @@
 //! for those three only and goes with this file once they are modules of a binary.
 #![allow(dead_code)]
 pub mod exporter;
+pub mod fake;
+pub mod net;
 pub mod prometheus;
 pub mod promtext;
 pub mod props;

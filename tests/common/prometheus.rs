@@ -41,7 +41,7 @@ impl Prometheus {
         }
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).unwrap();
-        let port = super::exporter::free_port();
+        let port = super::net::free_port();
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config_path.display()))
             .arg(format!(
@@ -207,7 +207,7 @@ impl Prometheus {
         edit: impl Fn(&str, String, &str) -> String,
     ) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
-        let port = super::exporter::free_port();
+        let port = super::net::free_port();
         let own = format!("127.0.0.1:{port}");
         let source = dir.path().join("source");
         std::fs::create_dir_all(source.join("rules")).unwrap();

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use common::exporter::{free_port, wait_for};
+use common::exporter::wait_for;
 use common::fake::{Account, FakeBalena};
+use common::net::free_port;
 use common::promtext::{parse, value};
 
 const CLIENTS: usize = 1_100;

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::Value;
 use warp::Filter;
 
-use common::exporter::{free_port, wait_for, Exporter};
-use common::fake::{Account, Device, FakeBalena, Fleet};
+use common::exporter::{start_ready, wait_for};
+use common::fake::{Account, Device, Fleet};
+use common::net::free_port;
 use common::prometheus::{test_addresses, Prometheus};
 
 const TOKEN: &str = "alerting-token";
@@ -181,9 +182,7 @@ async fn one_notification_per_fleet_and_none_while_the_monitor_is_blind() {
         return;
     }
     let mut account = account();
-    let fake = FakeBalena::start(account.clone()).await;
-    let exporter = Exporter::start(&fake.url(), TOKEN, &[("INTERNAL_PORT", "1")]).await;
-    exporter.wait_ready().await;
+    let (fake, exporter) = start_ready(account.clone(), &[("INTERNAL_PORT", "1")]).await;
     let internal = exporter.internal_url.clone().unwrap();
     let (webhook, inbox) = receiver().await;
 

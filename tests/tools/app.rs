@@ -3,7 +3,7 @@
 
 use crate::common;
 
-use common::exporter::{wait_for, Exporter};
+use common::exporter::{start_ready, wait_for, Exporter};
 use common::fake::{Account, FakeBalena};
 use common::prometheus::Prometheus;
 
@@ -52,8 +52,7 @@ async fn a_deploy_with_only_the_token_is_closed_outside_and_scraped_inside() {
         .collect();
     // Nothing else: the harness would open the port for other tests.
     vars.push(("PUBLIC_METRICS", "false"));
-    let exporter = Exporter::start(&fake.url(), "sample-token", &vars).await;
-    exporter.wait_ready().await;
+    let exporter = Exporter::ready_on(&fake, &vars).await;
     for path in ["/metrics", "/sd"] {
         assert_eq!(exporter.get(path).await.0, 403, "{path} from outside");
     }
@@ -123,14 +122,11 @@ async fn shipped_config_discovers_and_scrapes_a_device_through_sd() {
     }
     account.devices[0].ip_address = Some("127.0.0.2".into());
     let device = account.devices[0].clone();
-    let fake = FakeBalena::start(account).await;
-    let exporter = Exporter::start(
-        &fake.url(),
-        "sample-token",
+    let (_fake, exporter) = start_ready(
+        account,
         &[("SD_MODE", "lan"), ("SD_LAN_PORT", &port.to_string())],
     )
     .await;
-    exporter.wait_ready().await;
     let prometheus = Prometheus::shipped(exporter.url.trim_start_matches("http://"));
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

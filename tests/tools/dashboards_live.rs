@@ -26,12 +26,10 @@ use common::dashboards::{
     dashboards, provisioned_uid, read, variable_query, with_uid, Dashboard, VariableOption,
     BUILTINS,
 };
-use common::exporter::Exporter;
-use common::fake::{Account, FakeBalena};
+use common::exporter::{start_ready, Exporter};
+use common::fake::Account;
 use common::prometheus::Prometheus;
 use common::promql::{selectors, variable_promql, variable_refs};
-
-const TOKEN: &str = "sample-token";
 
 /// A panel query allowed to return no series on the machine that runs the live test, and why.
 /// The exception is narrow: it applies only while the machine lacks the hardware
@@ -752,14 +750,11 @@ async fn every_panel_and_variable_query_returns_data() {
             .expect("prometheus-node-exporter (Debian package; scripts/test installs it)"),
     );
 
-    let fake = FakeBalena::start(account).await;
-    let exporter = Exporter::start(
-        &fake.url(),
-        TOKEN,
+    let (_fake, exporter) = start_ready(
+        account,
         &[("SD_MODE", "lan"), ("SD_LAN_PORT", &port.to_string())],
     )
     .await;
-    exporter.wait_ready().await;
     let prometheus = Prometheus::shipped(exporter.url.trim_start_matches("http://"));
     // With a scrape a second: five of the exporter, three of the device (Prometheus passes
     // discovered targets on to scraping every 5 s, so the device's scrapes start later).

@@ -1,6 +1,6 @@
-//! The exporter with the real tools the app ships (Debian's Prometheus, promtool, Alertmanager,
-//! the node exporter): the app's Prometheus configuration, alerts, the dashboards (static lints
-//! and live queries), and remote write. A test whose program is missing skips itself
+//! The exporter with the real programs the app ships or a user runs (Debian's Prometheus,
+//! promtool, Alertmanager, the node exporter, chromium): the app's Prometheus configuration,
+//! alerts, the dashboards (static lints and live queries), remote write, and the status page. A test whose program is missing skips itself
 //! (`common::tools::require`). One binary: one link step for all of them.
 
 #[path = "../common"]
@@ -9,6 +9,7 @@ mod common {
     pub mod exporter;
     pub mod fake;
     pub mod generate;
+    pub mod net;
     pub mod prometheus;
     pub mod promql;
     pub mod promtext;
@@ -21,3 +22,4 @@ mod dashboards_live;
 mod dashboards_static;
 mod prometheus;
 mod remote_write;
+mod status_page;

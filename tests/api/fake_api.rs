@@ -46,6 +46,17 @@ async fn get(fake: &FakeBalena, path_and_query: &str) -> Answer {
     get_with(fake, path_and_query, Some(&format!("Bearer {TOKEN}"))).await
 }
 
+/// Asserts the body of each (path and query, body).
+async fn assert_bodies(fake: &FakeBalena, cases: &[(&str, &str)]) {
+    for (path_and_query, body) in cases {
+        assert_eq!(
+            get(fake, path_and_query).await.body,
+            *body,
+            "{path_and_query}"
+        );
+    }
+}
+
 async fn sample() -> FakeBalena {
     FakeBalena::start(Account::sample()).await
 }
@@ -384,35 +395,29 @@ async fn expanded_keys_come_first_then_fields_in_select_order() {
 #[tokio::test]
 async fn links_that_are_not_expanded_are_id_objects_or_null() {
     let fake = sample().await;
-    let a = get(&fake, "/v7/device?$select=belongs_to__application,is_running__release,should_be_running__release&$filter=id%20eq%208").await;
-    assert_eq!(
-        a.body,
-        r#"{"d":[{"belongs_to__application":{"__id":3},"is_running__release":null,"should_be_running__release":null}]}"#
-    );
-    let b = get(
-        &fake,
-        "/v7/device?$select=is_pinned_on__release,should_be_running__release&$filter=id%20eq%204",
-    )
-    .await;
-    assert_eq!(
-        b.body,
-        r#"{"d":[{"is_pinned_on__release":{"__id":10},"should_be_running__release":{"__id":10}}]}"#
-    );
-    let f = get(
-        &fake,
-        "/v7/application?$select=organization,is_for__device_type&$filter=id%20eq%202",
-    )
-    .await;
     // Ids of organizations and device types are derived: handles and slugs sorted, 1-based.
-    assert_eq!(
-        f.body,
-        r#"{"d":[{"organization":{"__id":2},"is_for__device_type":{"__id":2}}]}"#
-    );
-    let nulls = get(&fake, "/v7/device?$select=cpu_usage,cpu_temp,memory_usage,memory_total,storage_usage,storage_total,os_version&$filter=id%20eq%208").await;
-    assert_eq!(
-        nulls.body,
-        r#"{"d":[{"cpu_usage":null,"cpu_temp":null,"memory_usage":null,"memory_total":null,"storage_usage":null,"storage_total":null,"os_version":null}]}"#
-    );
+    assert_bodies(
+        &fake,
+        &[
+            (
+                "/v7/device?$select=belongs_to__application,is_running__release,should_be_running__release&$filter=id%20eq%208",
+                r#"{"d":[{"belongs_to__application":{"__id":3},"is_running__release":null,"should_be_running__release":null}]}"#,
+            ),
+            (
+                "/v7/device?$select=is_pinned_on__release,should_be_running__release&$filter=id%20eq%204",
+                r#"{"d":[{"is_pinned_on__release":{"__id":10},"should_be_running__release":{"__id":10}}]}"#,
+            ),
+            (
+                "/v7/application?$select=organization,is_for__device_type&$filter=id%20eq%202",
+                r#"{"d":[{"organization":{"__id":2},"is_for__device_type":{"__id":2}}]}"#,
+            ),
+            (
+                "/v7/device?$select=cpu_usage,cpu_temp,memory_usage,memory_total,storage_usage,storage_total,os_version&$filter=id%20eq%208",
+                r#"{"d":[{"cpu_usage":null,"cpu_temp":null,"memory_usage":null,"memory_total":null,"storage_usage":null,"storage_total":null,"os_version":null}]}"#,
+            ),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]

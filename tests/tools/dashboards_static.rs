@@ -238,17 +238,7 @@ fn every_variable_used_is_defined() {
                 d.name()
             );
         }
-        let mut texts: Vec<(String, String)> = d
-            .queries()
-            .into_iter()
-            .map(|(panel, ref_id, expr)| (format!("panel {panel:?} target {ref_id}"), expr))
-            .collect();
-        for var in d.variables() {
-            if let Some(query) = variable_query(var) {
-                texts.push((format!("variable {}", var["name"]), query.to_string()));
-            }
-        }
-        for (place, text) in texts {
+        for (place, text) in d.expressions() {
             for (_, name) in variable_refs(&text) {
                 let builtin = BUILTINS.iter().any(|(b, _)| *b == name);
                 assert!(
@@ -274,11 +264,6 @@ fn device_dashboards_select_only_the_chosen_devices() {
     let dashboards = dashboards();
     for uid in DEVICE_DASHBOARDS {
         let d = with_uid(&dashboards, uid).unwrap_or_else(|| panic!("no dashboard with uid {uid}"));
-        let texts: Vec<(String, String)> = d
-            .queries()
-            .into_iter()
-            .map(|(panel, ref_id, expr)| (format!("panel {panel:?} target {ref_id}"), expr))
-            .collect();
         // The device variable lists only devices of the chosen fleets, and both list only
         // targets of the devices job.
         for var in d.variables() {
@@ -302,7 +287,12 @@ fn device_dashboards_select_only_the_chosen_devices() {
                 d.name()
             );
         }
-        for (place, expr) in texts {
+        // The panels' queries (the variables' are checked above).
+        let panels = d
+            .expressions()
+            .into_iter()
+            .filter(|(p, _)| p.starts_with("panel "));
+        for (place, expr) in panels {
             let found = selectors(&expr);
             assert!(
                 !found.is_empty(),
@@ -326,13 +316,7 @@ fn device_dashboards_select_only_the_chosen_devices() {
 fn every_metric_is_documented_in_the_readme() {
     let readme = read("README.md");
     for d in dashboards() {
-        let mut texts: Vec<String> = d.queries().into_iter().map(|(_, _, e)| e).collect();
-        texts.extend(
-            d.variables()
-                .iter()
-                .filter_map(|v| variable_query(v).map(String::from)),
-        );
-        for text in texts {
+        for (_, text) in d.expressions() {
             for name in metric_names(&text) {
                 let documented = if name.starts_with("process_") {
                     readme.contains("`process_*`")
@@ -654,17 +638,7 @@ fn old_definition(expr: &str) -> Option<&'static str> {
 fn no_query_uses_the_old_definitions() {
     let mut checked = 0;
     for d in dashboards() {
-        let mut texts: Vec<(String, String)> = d
-            .queries()
-            .into_iter()
-            .map(|(panel, ref_id, expr)| (format!("panel {panel:?} target {ref_id}"), expr))
-            .collect();
-        for var in d.variables() {
-            if let Some(query) = variable_query(var) {
-                texts.push((format!("variable {}", var["name"]), query.to_string()));
-            }
-        }
-        for (place, expr) in texts {
+        for (place, expr) in d.expressions() {
             if let Some(why) = old_definition(&expr) {
                 panic!("{}: {place} computes {why}: {expr}", d.name());
             }

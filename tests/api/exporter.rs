@@ -381,39 +381,57 @@ async fn api_failures_keep_the_last_good_values_and_recover() {
     exporter.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_429_is_waited_out_not_hammered() {
-    let (fake, exporter) = start_ready(
-        Account::sample(),
-        &[("CRAWL_INTERVAL", "1"), ("REQUEST_TIMEOUT", "0.5")],
-    )
-    .await;
-    fake.set_fault(Some(Fault::RateLimited {
-        retry_after_secs: 4,
-    }));
+/// Makes paused time (`#[tokio::test(start_paused = true)]`) pass a millisecond at a time.
+/// Paused time jumps to the next timer whenever every task waits, even while an answer is on
+/// its way over a loopback socket: a request's timeout could then fire before its answer. With
+/// a timer every millisecond, an exchange over loopback takes a few milliseconds as it does in
+/// real time, and a wait with nothing on the wire (a backoff, a `Retry-After`) still takes no
+/// real time. The task ends with the test's runtime.
+fn step_paused_time() {
+    tokio::spawn(async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+}
+
+/// A ready exporter crawling every `interval` seconds (requests time out after `timeout`),
+/// whose API answers 429 with `Retry-After: retry_after_secs` from now on; the request log
+/// starts empty. For `start_paused` tests: the clock steps (`step_paused_time`).
+async fn rate_limited(
+    interval: &str,
+    timeout: &str,
+    retry_after_secs: u64,
+) -> (FakeBalena, Exporter) {
+    step_paused_time();
+    let vars = [("CRAWL_INTERVAL", interval), ("REQUEST_TIMEOUT", timeout)];
+    let (fake, exporter) = start_ready(Account::sample(), &vars).await;
+    fake.set_fault(Some(Fault::RateLimited { retry_after_secs }));
     fake.clear_requests();
+    (fake, exporter)
+}
+
+/// How many requests the API answered 429.
+fn limited(fake: &FakeBalena) -> usize {
+    fake.requests().iter().filter(|r| r.status == 429).count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_is_waited_out_not_hammered() {
+    let (fake, exporter) = rate_limited("1", "0.5", 4).await;
     tokio::time::sleep(Duration::from_millis(3500)).await;
     // With a 1 s interval the exporter would crawl 3 or 4 times in 3.5 s; Retry-After: 4
     // allows one request.
-    let limited = fake.requests().iter().filter(|r| r.status == 429).count();
-    assert_eq!(limited, 1, "{:?}", fake.requests());
+    assert_eq!(limited(&fake), 1, "{:?}", fake.requests());
     exporter.stop().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_day_long_retry_after_is_cut_to_five_intervals() {
-    let (fake, exporter) = start_ready(
-        Account::sample(),
-        &[("CRAWL_INTERVAL", "0.2"), ("REQUEST_TIMEOUT", "0.1")],
-    )
-    .await;
-    fake.set_fault(Some(Fault::RateLimited {
-        retry_after_secs: 86_400,
-    }));
-    fake.clear_requests();
+    let (fake, exporter) = rate_limited("0.2", "0.1", 86_400).await;
     // Five intervals are 1 s: the exporter asks again after 1 s, not after a day.
     wait_for("a second 429 within seconds", || async {
-        fake.requests().iter().filter(|r| r.status == 429).count() >= 2
+        limited(&fake) >= 2
     })
     .await;
     let requests = fake.requests();
@@ -545,7 +563,7 @@ async fn http_surface() {
     let exporter =
         Exporter::ready_on(&fake, &[("CRAWL_INTERVAL", "60"), ("REQUEST_TIMEOUT", "5")]).await;
 
-    // Plain and gzip bodies of /metrics are compared byte for byte in tests/plain_gzip.rs.
+    // Plain and gzip bodies of /metrics are compared byte for byte in plain_gzip.rs.
     let (status, page) = exporter.get("/").await;
     assert_eq!(status, 200);
     assert!(

@@ -85,18 +85,19 @@ fn one_crawl(fake: &FakeBalena) -> Vec<Recorded> {
     requests[start..end].to_vec()
 }
 
+/// Pages of `page_size` rows, and one crawl during a test (the next one is 30 s away).
+fn paged(page_size: &str) -> [(&str, &str); 3] {
+    [
+        ("PAGE_SIZE", page_size),
+        ("CRAWL_INTERVAL", "30"),
+        ("REQUEST_TIMEOUT", "5"),
+    ]
+}
+
 #[tokio::test]
 async fn several_thousand_devices_over_pages() {
     let account = generated(3, 2500);
-    let (fake, exporter) = start_ready(
-        account.clone(),
-        &[
-            ("PAGE_SIZE", "1000"),
-            ("CRAWL_INTERVAL", "30"),
-            ("REQUEST_TIMEOUT", "5"),
-        ],
-    )
-    .await;
+    let (fake, exporter) = start_ready(account.clone(), &paged("1000")).await;
     let samples = exporter.metrics().await;
     assert_eq!(family(&samples, "balena_device_online").len(), 2500);
     let total: f64 = family(&samples, "balena_fleet_devices")
@@ -173,15 +174,7 @@ async fn several_thousand_devices_over_pages() {
 async fn requests_per_crawl_do_not_grow_with_fleets() {
     let mut counts = Vec::new();
     for fleets in [2, 200] {
-        let (fake, exporter) = start_ready(
-            generated(fleets, 450),
-            &[
-                ("PAGE_SIZE", "250"),
-                ("CRAWL_INTERVAL", "30"),
-                ("REQUEST_TIMEOUT", "5"),
-            ],
-        )
-        .await;
+        let (fake, exporter) = start_ready(generated(fleets, 450), &paged("250")).await;
         let samples = exporter.metrics().await;
         assert_eq!(
             family(&samples, "balena_devices_online").len(),
@@ -205,15 +198,7 @@ async fn a_server_that_caps_pages_loses_no_fleet_and_no_device() {
     let account = generated(150, 700);
     let fake = FakeBalena::start(account.clone()).await;
     fake.set_max_top(Some(100));
-    let exporter = Exporter::ready_on(
-        &fake,
-        &[
-            ("PAGE_SIZE", "1000"),
-            ("CRAWL_INTERVAL", "30"),
-            ("REQUEST_TIMEOUT", "5"),
-        ],
-    )
-    .await;
+    let exporter = Exporter::ready_on(&fake, &paged("1000")).await;
     let samples = exporter.metrics().await;
     assert_eq!(family(&samples, "balena_devices_online").len(), 150);
     let mut expected: Vec<String> = account.devices.iter().map(|d| d.uuid.clone()).collect();
@@ -245,15 +230,7 @@ async fn devices_deleted_and_added_between_pages_cost_no_other_device() {
     let account = generated(4, 400);
     let fake = FakeBalena::start(account.clone()).await;
     fake.set_churn(8);
-    let exporter = Exporter::ready_on(
-        &fake,
-        &[
-            ("PAGE_SIZE", "50"),
-            ("CRAWL_INTERVAL", "30"),
-            ("REQUEST_TIMEOUT", "5"),
-        ],
-    )
-    .await;
+    let exporter = Exporter::ready_on(&fake, &paged("50")).await;
     let samples = exporter.metrics().await;
     let now = fake.account();
     // Deleted during the crawl: the first device of each of the first 8 pages.

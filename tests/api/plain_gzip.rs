@@ -55,15 +55,12 @@ fn steady(body: &[u8]) -> Vec<String> {
 async fn plain_and_gzip_decode_to_the_same_text(devices: usize, large: bool) {
     let fake = FakeBalena::start(generate::sized(devices)).await;
     // One crawl only: no other publication can land between the requests.
-    let exporter = Exporter::ready_on(
-        &fake,
-        &[
-            ("CRAWL_INTERVAL", "3600"),
-            ("REQUEST_TIMEOUT", "30"),
-            ("SD_MODE", "lan"),
-        ],
-    )
-    .await;
+    let vars = [
+        ("CRAWL_INTERVAL", "3600"),
+        ("REQUEST_TIMEOUT", "30"),
+        ("SD_MODE", "lan"),
+    ];
+    let exporter = Exporter::ready_on(&fake, &vars).await;
 
     let content_type = "text/plain; version=0.0.4; charset=utf-8";
     let (plain, unzipped, zipped) = both(&exporter, "/metrics", content_type).await;

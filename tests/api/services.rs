@@ -301,6 +301,15 @@ fn check_tags(series: &Sample, rows: &[(String, String)]) {
     }
 }
 
+/// (key, value) of the tag rows whose expanded `link` has `field` equal to `id`.
+fn tags_of(rows: &[Value], link: &str, field: &str, id: &str) -> Vec<(String, String)> {
+    let text = |v: &Value| v.as_str().unwrap().to_string();
+    rows.iter()
+        .filter(|t| t[link][0][field] == id)
+        .map(|t| (text(&t["tag_key"]), text(&t["value"])))
+        .collect()
+}
+
 #[tokio::test]
 async fn every_tag_equals_the_api_and_the_allow_list_narrows_them() {
     let fake = FakeBalena::start(Account::sample()).await;
@@ -313,17 +322,7 @@ async fn every_tag_equals_the_api_and_the_allow_list_narrows_them() {
     assert!(device_tags.len() >= 5);
     let device_series = family(&samples, "balena_device_tags");
     for s in &device_series {
-        let rows: Vec<(String, String)> = device_tags
-            .iter()
-            .filter(|t| t["device"][0]["uuid"] == s.label("uuid"))
-            .map(|t| {
-                (
-                    t["tag_key"].as_str().unwrap().into(),
-                    t["value"].as_str().unwrap().into(),
-                )
-            })
-            .collect();
-        check_tags(s, &rows);
+        check_tags(s, &tags_of(&device_tags, "device", "uuid", s.label("uuid")));
     }
     let fleet_tags = rows(
         &fake,
@@ -331,17 +330,8 @@ async fn every_tag_equals_the_api_and_the_allow_list_narrows_them() {
     )
     .await;
     for s in &family(&samples, "balena_fleet_tags") {
-        let rows: Vec<(String, String)> = fleet_tags
-            .iter()
-            .filter(|t| t["application"][0]["slug"] == s.label("fleet_slug"))
-            .map(|t| {
-                (
-                    t["tag_key"].as_str().unwrap().into(),
-                    t["value"].as_str().unwrap().into(),
-                )
-            })
-            .collect();
-        check_tags(s, &rows);
+        let slug = s.label("fleet_slug");
+        check_tags(s, &tags_of(&fleet_tags, "application", "slug", slug));
     }
     // Keys that differ only by case stay apart: the sample device 5 has env and Env.
     let sample = Account::sample();

@@ -6,6 +6,7 @@
 //! binary each and say `mod common;`. Each of them uses a part of these modules; the allow is
 //! for those three only and goes with this file once they are modules of a binary.
 #![allow(dead_code)]
+pub mod child;
 pub mod exporter;
 pub mod fake;
 pub mod net;

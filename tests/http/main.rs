@@ -3,6 +3,7 @@
 
 #[path = "../common"]
 mod common {
+    pub mod child;
     pub mod exporter;
     pub mod fake;
     pub mod net;

@@ -5,13 +5,14 @@
 
 use crate::common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use common::child::quiet;
 use common::exporter::wait_for;
 use common::fake::{Account, FakeBalena};
 use common::net::free_port;
@@ -41,15 +42,6 @@ fn raise_open_files(wanted: u64) {
     }
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_beyond_the_open_files_limit_cannot_lock_scrapes_out() {
     raise_open_files(4_096);
@@ -57,7 +49,7 @@ async fn slow_clients_beyond_the_open_files_limit_cannot_lock_scrapes_out() {
     let port = free_port();
     let address = format!("127.0.0.1:{port}");
     // The exporter's own limit is 1024, as in a container.
-    let exporter = Killed(
+    let exporter = quiet(
         Command::new("sh")
             .args(["-c", "ulimit -n 1024 && exec \"$0\""])
             .arg(env!("CARGO_BIN_EXE_balena-exporter"))
@@ -70,11 +62,8 @@ async fn slow_clients_beyond_the_open_files_limit_cannot_lock_scrapes_out() {
                 ("PORT", &port.to_string()),
                 ("CRAWL_INTERVAL", "5"),
                 ("RUST_LOG", "warn"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            ]),
+        "the exporter",
     );
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(90))

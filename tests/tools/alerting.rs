@@ -8,13 +8,14 @@
 
 use crate::common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 use warp::Filter;
 
+use common::child::quiet;
 use common::exporter::{start_ready, wait_for};
 use common::fake::{Account, Device, Fleet};
 use common::net::free_port;
@@ -23,15 +24,6 @@ use common::prometheus::{test_addresses, Prometheus};
 const TOKEN: &str = "alerting-token";
 /// Long enough for the monitor alert to arrive before a device alert's group is sent.
 const GROUP_WAIT: &str = "15s";
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Two fleets: kiosks k1-k4, k-spare (deactivated later), k-old (offline since 2020),
 /// k-quiet and k-unknown (offline since before the monitor started, their heartbeat change
@@ -191,7 +183,7 @@ async fn one_notification_per_fleet_and_none_while_the_monitor_is_blind() {
     let am_port = free_port();
     let am = format!("127.0.0.1:{am_port}");
     let templates = std::fs::canonicalize("alertmanager/templates").unwrap();
-    let _alertmanager = Killed(
+    let _alertmanager = quiet(
         Command::new("sh")
             .arg("alertmanager/entrypoint.sh")
             .env_clear()
@@ -213,11 +205,8 @@ async fn one_notification_per_fleet_and_none_while_the_monitor_is_blind() {
                 ("ALERT_GROUP_WAIT", GROUP_WAIT),
                 ("ALERT_GROUP_INTERVAL", "1h"),
                 ("ALERT_REPEAT_INTERVAL", "2h"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            ]),
+        "alertmanager/entrypoint.sh",
     );
     let http = reqwest::Client::new();
     wait_for("alertmanager ready", || async {

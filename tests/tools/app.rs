@@ -3,6 +3,7 @@
 
 use crate::common;
 
+use common::child::quiet;
 use common::exporter::{start_ready, wait_for, Exporter};
 use common::fake::{Account, FakeBalena};
 use common::prometheus::Prometheus;
@@ -87,16 +88,6 @@ async fn a_deploy_with_only_the_token_is_closed_outside_and_scraped_inside() {
     .await;
 }
 
-/// A node exporter killed when dropped.
-struct NodeExporter(std::process::Child);
-
-impl Drop for NodeExporter {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn shipped_config_discovers_and_scrapes_a_device_through_sd() {
     if !common::tools::require(&["prometheus", "prometheus-node-exporter"]) {
@@ -108,13 +99,10 @@ async fn shipped_config_discovers_and_scrapes_a_device_through_sd() {
         .local_addr()
         .unwrap()
         .port();
-    let _node = NodeExporter(
+    let _node = quiet(
         std::process::Command::new("prometheus-node-exporter")
-            .arg(format!("--web.listen-address=127.0.0.2:{port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("prometheus-node-exporter (Debian package; scripts/test installs it)"),
+            .arg(format!("--web.listen-address=127.0.0.2:{port}")),
+        "prometheus-node-exporter (Debian package; scripts/test installs it)",
     );
     let mut account = Account::sample();
     for d in &mut account.devices {

@@ -22,6 +22,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
+use common::child::quiet;
 use common::dashboards::{
     dashboards, provisioned_uid, read, variable_query, with_uid, Dashboard, VariableOption,
     BUILTINS,
@@ -630,16 +631,6 @@ async fn may_be_empty(
     Ok(format!("allowed to be empty here: {}", entry.reason))
 }
 
-/// A node exporter killed when dropped.
-struct NodeExporter(std::process::Child);
-
-impl Drop for NodeExporter {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The flags `examples/device-node-exporter` runs node_exporter with (its Dockerfile's CMD),
 /// without `--web.listen-address`, which the test sets.
 fn example_node_exporter_flags() -> Vec<String> {
@@ -740,14 +731,11 @@ async fn every_panel_and_variable_query_returns_data() {
         .unwrap()
         .port();
     let flags = example_node_exporter_flags();
-    let mut node = NodeExporter(
+    let mut node = quiet(
         std::process::Command::new("prometheus-node-exporter")
             .args(&flags)
-            .arg(format!("--web.listen-address=127.0.0.2:{port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("prometheus-node-exporter (Debian package; scripts/test installs it)"),
+            .arg(format!("--web.listen-address=127.0.0.2:{port}")),
+        "prometheus-node-exporter (Debian package; scripts/test installs it)",
     );
 
     let (_fake, exporter) = start_ready(

@@ -5,6 +5,7 @@
 
 #[path = "../common"]
 mod common {
+    pub mod child;
     pub mod dashboards;
     pub mod exporter;
     pub mod fake;

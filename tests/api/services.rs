@@ -101,6 +101,13 @@ async fn expected_services(fake: &FakeBalena) -> BTreeMap<(String, String), (Str
     out
 }
 
+/// The sample account, an exporter ready on it, and its first scrape.
+async fn sample_started() -> (FakeBalena, Exporter, Vec<Sample>) {
+    let fake = FakeBalena::start(Account::sample()).await;
+    let (exporter, samples) = started(&fake, &[]).await;
+    (fake, exporter, samples)
+}
+
 async fn started(fake: &FakeBalena, vars: &[(&str, &str)]) -> (Exporter, Vec<Sample>) {
     let exporter = Exporter::ready_on(fake, vars).await;
     let samples = exporter.metrics().await;
@@ -109,8 +116,7 @@ async fn started(fake: &FakeBalena, vars: &[(&str, &str)]) -> (Exporter, Vec<Sam
 
 #[tokio::test]
 async fn every_service_state_and_fleet_count_equals_the_api() {
-    let fake = FakeBalena::start(Account::sample()).await;
-    let (exporter, samples) = started(&fake, &[]).await;
+    let (fake, exporter, samples) = sample_started().await;
     let expected = expected_services(&fake).await;
     assert!(
         expected.len() >= 9,
@@ -178,8 +184,7 @@ async fn every_service_state_and_fleet_count_equals_the_api() {
 
 #[tokio::test]
 async fn updates_and_offline_since_equal_the_api() {
-    let fake = FakeBalena::start(Account::sample()).await;
-    let (exporter, samples) = started(&fake, &[]).await;
+    let (fake, exporter, samples) = sample_started().await;
     let devices = rows(
         &fake,
         "/v7/device?$select=uuid,update_status,overall_progress,last_update_status_event,changed_api_heartbeat_state_on__date",
@@ -312,8 +317,7 @@ fn tags_of(rows: &[Value], link: &str, field: &str, id: &str) -> Vec<(String, St
 
 #[tokio::test]
 async fn every_tag_equals_the_api_and_the_allow_list_narrows_them() {
-    let fake = FakeBalena::start(Account::sample()).await;
-    let (exporter, samples) = started(&fake, &[]).await;
+    let (fake, exporter, samples) = sample_started().await;
     let device_tags = rows(
         &fake,
         "/v7/device_tag?$select=tag_key,value&$expand=device($select=uuid)",

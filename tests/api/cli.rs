@@ -310,12 +310,12 @@ async fn healthcheck_flag_probes_the_running_exporter() {
         running.status("/-/healthy").await == Some(200)
     })
     .await;
-    let ok = Command::new(BIN)
+    let mut healthcheck = Command::new(BIN);
+    healthcheck
         .arg("--healthcheck")
         .env_clear()
-        .env("PORT", &port)
-        .output()
-        .unwrap();
+        .env("PORT", &port);
+    let ok = healthcheck.output().unwrap();
     assert_eq!(
         ok.status.code(),
         Some(0),
@@ -324,12 +324,7 @@ async fn healthcheck_flag_probes_the_running_exporter() {
     );
     let (code, _) = running.terminate().await;
     assert_eq!(code, Some(0));
-    let down = Command::new(BIN)
-        .arg("--healthcheck")
-        .env_clear()
-        .env("PORT", &port)
-        .output()
-        .unwrap();
+    let down = healthcheck.output().unwrap();
     assert_eq!(down.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&down.stderr)
         .contains(&format!("cannot reach 127.0.0.1:{port}/-/healthy")));

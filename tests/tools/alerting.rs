@@ -51,20 +51,12 @@ fn account() -> Account {
         heartbeat_changed_at: Some("2026-11-01T00:00:00.000Z".into()),
         ..Device::default()
     };
-    let mut devices = vec![
-        device(1, "k1", 1),
-        device(2, "k2", 1),
-        device(3, "k3", 1),
-        device(4, "k4", 1),
-        device(5, "k-spare", 1),
-        device(6, "k-old", 1),
-        device(7, "s1", 2),
-        device(8, "s2", 2),
-        device(9, "s3", 2),
-        device(10, "k-quiet", 1),
-        device(11, "k-unknown", 1),
-        device(12, "k-new", 1),
-    ];
+    // Ids 1-12 in this order; kiosks (k...) in fleet 1, sensors (s...) in fleet 2.
+    let names = "k1 k2 k3 k4 k-spare k-old s1 s2 s3 k-quiet k-unknown k-new".split(' ');
+    let mut devices: Vec<Device> = (1..)
+        .zip(names)
+        .map(|(id, name)| device(id, name, if name.starts_with('s') { 2 } else { 1 }))
+        .collect();
     for d in &mut devices[9..11] {
         d.is_online = false;
         d.overall_status = "disconnected".into();

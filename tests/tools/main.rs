@@ -1,7 +1,8 @@
 //! The exporter with the real programs the app ships or a user runs (Debian's Prometheus,
 //! promtool, Alertmanager, the node exporter, chromium): the app's Prometheus configuration,
-//! alerts, the dashboards (static lints and live queries), remote write, and the status page. A test whose program is missing skips itself
-//! (`common::tools::require`). One binary: one link step for all of them.
+//! alerts, the dashboards (static lints and live queries), remote write, and the status page.
+//! A test whose program is missing skips itself (`common::tools::require`). One binary: one
+//! link step for all of them.
 
 #[path = "../common"]
 mod common {

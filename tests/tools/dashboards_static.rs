@@ -56,6 +56,15 @@ fn yaml_value(path: &str, key: &str) -> String {
         .unwrap_or_else(|| panic!("{path}: no {key}:"))
 }
 
+/// Asserts that `value` is neither empty nor in `seen` yet, and adds it; `what` says what it is.
+fn assert_once(seen: &mut BTreeSet<String>, value: &str, what: impl FnOnce() -> String) {
+    assert!(
+        !value.is_empty() && seen.insert(value.to_string()),
+        "{} {value:?} is empty or repeated",
+        what()
+    );
+}
+
 #[test]
 fn dashboards_parse_with_unique_uids() {
     let dashboards = dashboards();
@@ -82,11 +91,7 @@ fn dashboards_parse_with_unique_uids() {
             // description is the (i) beside the title: what the panel shows, from which metric.
             if !is_row(panel) {
                 let title = panel["title"].as_str().unwrap_or("");
-                assert!(
-                    !title.is_empty() && titles.insert(title.to_string()),
-                    "{}: panel title {title:?} is empty or repeated",
-                    d.name()
-                );
+                assert_once(&mut titles, title, || format!("{}: panel title", d.name()));
                 assert!(
                     panel["description"]
                         .as_str()
@@ -191,11 +196,8 @@ fn every_panel_and_target_uses_the_provisioned_datasource() {
             let mut ref_ids = BTreeSet::new();
             for target in &targets {
                 let ref_id = target["refId"].as_str().unwrap_or("");
-                assert!(
-                    !ref_id.is_empty() && ref_ids.insert(ref_id.to_string()),
-                    "{}: panel {title:?}: missing or repeated refId {ref_id:?}",
-                    d.name()
-                );
+                let what = || format!("{}: panel {title:?}: refId", d.name());
+                assert_once(&mut ref_ids, ref_id, what);
                 assert!(
                     datasource_ok(&d, &target["datasource"], &uid),
                     "{}: panel {title:?} target {ref_id}: datasource {} is not the provisioned {uid:?}",
@@ -231,12 +233,9 @@ fn every_variable_used_is_defined() {
         let mut defined = BTreeSet::new();
         for var in d.variables() {
             let name = var["name"].as_str().unwrap_or("");
-            assert!(!name.is_empty(), "{}: a variable has no name", d.name());
-            assert!(
-                defined.insert(name.to_string()),
-                "{}: ${name} twice",
-                d.name()
-            );
+            assert_once(&mut defined, name, || {
+                format!("{}: variable name", d.name())
+            });
         }
         for (place, text) in d.expressions() {
             for (_, name) in variable_refs(&text) {

@@ -2,7 +2,7 @@
 //! child process on loopback, at 10, 1,000, 10,000 and 100,000 devices.
 //!
 //! - crawl: the binary crawls a replay of the fake API's answers for a generated account
-//!   (`support::Recorded`: bodies recorded once from `tests/common/fake.rs`, served from
+//!   (`support::Recorded`: bodies recorded once from `tests/common/fake/`, served from
 //!   memory, so the fake's own cost is not in the figures). Wall time of the first crawl
 //!   (first request → `/-/ready`), CPU per crawl from `/proc/<pid>/stat` between the starts of
 //!   later crawls (steady state: the previous crawl's data is still held), requests and

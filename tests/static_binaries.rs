@@ -15,7 +15,12 @@
 //! `DIST_DIR` (default `dist`, relative to the crate root) says where the binaries are. Startup
 //! times are printed (see `--show-output`), never asserted: qemu and a busy machine vary a lot.
 
-mod common;
+#[path = "common"]
+mod common {
+    pub mod fake;
+    pub mod net;
+    pub mod promtext;
+}
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -245,7 +250,7 @@ const SETTINGS: &[(&str, &str)] = &[
 
 impl Running {
     fn start(target: &Target, qemu_args: &[&str], vars: &[(&str, &str)]) -> Running {
-        let port = common::exporter::free_port();
+        let port = common::net::free_port();
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("stderr.log");
         let started = Instant::now();
@@ -360,11 +365,7 @@ fn expected_fleets(account: &Account) -> Vec<(String, f64, f64)> {
         .fleets
         .iter()
         .map(|f| {
-            let devices: Vec<_> = account
-                .devices
-                .iter()
-                .filter(|d| d.fleet_id == f.id)
-                .collect();
+            let devices = account.devices_of(f.id);
             let online = devices.iter().filter(|d| d.is_online).count();
             (f.slug.clone(), online as f64, devices.len() as f64)
         })

@@ -80,6 +80,20 @@ impl Dashboard {
         }
         out
     }
+
+    /// (where, PromQL) of every panel target and every query variable: "panel \"title\" target
+    /// A" or "variable name".
+    pub fn expressions(&self) -> Vec<(String, String)> {
+        let targets = self
+            .queries()
+            .into_iter()
+            .map(|(panel, ref_id, expr)| (format!("panel {panel:?} target {ref_id}"), expr));
+        let variables = self.variables().into_iter().filter_map(|var| {
+            let query = variable_query(var)?;
+            Some((format!("variable {}", var["name"]), query.to_string()))
+        });
+        targets.chain(variables).collect()
+    }
 }
 
 /// Whether a panel is a row (which draws nothing and has no targets).

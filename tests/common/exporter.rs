@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use balena_exporter::Config;
 use tokio::sync::oneshot;
 
+use super::fake::{Account, FakeBalena};
 use super::promtext::{self, Sample};
 
 /// Fast settings for tests: crawl twice a second, give up on a request after 300 ms.
@@ -15,11 +16,20 @@ pub const FAST: &[(&str, &str)] = &[
     ("API_RETRIES", "0"),
 ];
 
+/// A fake balena API serving `account`, and an exporter on it that is ready
+/// (`Exporter::ready_on`).
+pub async fn start_ready(account: Account, vars: &[(&str, &str)]) -> (FakeBalena, Exporter) {
+    let fake = FakeBalena::start(account).await;
+    let exporter = Exporter::ready_on(&fake, vars).await;
+    (fake, exporter)
+}
+
 pub struct Exporter {
     /// The public listener.
     pub url: String,
     /// The internal listener, when the variables set `INTERNAL_PORT` (to any port: the test
     /// binds a free one).
+    #[allow(dead_code)] // read by tests/http and tests/tools, not tests/api
     pub internal_url: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -72,6 +82,16 @@ impl Exporter {
         }
     }
 
+    /// Starts on `fake` with the first token of its account and `vars` (as `start`), and waits
+    /// until it has crawled once and answers ready.
+    pub async fn ready_on(fake: &FakeBalena, vars: &[(&str, &str)]) -> Exporter {
+        let account = fake.account();
+        let token = account.tokens.first().expect("the account has a token");
+        let exporter = Exporter::start(&fake.url(), token, vars).await;
+        exporter.wait_ready().await;
+        exporter
+    }
+
     pub async fn get(&self, path: &str) -> (u16, String) {
         let r = self
             .http
@@ -82,6 +102,7 @@ impl Exporter {
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
+    #[allow(dead_code)] // tests/api reads samples; tests/http and tests/tools read text
     pub async fn metrics(&self) -> Vec<Sample> {
         let (status, body) = self.get("/metrics").await;
         assert_eq!(status, 200);
@@ -95,7 +116,8 @@ impl Exporter {
         .await;
     }
 
-    /// Waits until `check` holds on a scrape of `/metrics`.
+    /// Waits until `check` holds on a scrape of `/metrics`. (Used by tests/api only.)
+    #[allow(dead_code)]
     pub async fn wait_metrics(&self, what: &str, check: impl Fn(&[Sample]) -> bool) -> Vec<Sample> {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -131,10 +153,4 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// A loopback port that was free a moment ago, for a child process to listen on.
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }

@@ -336,6 +336,7 @@ pub fn account(fleets: usize, devices_per_fleet: usize) -> Account {
 /// The account the benchmarks use for `devices` devices: one fleet per 500 devices (at least
 /// one, at most 200), so 10 → 1 × 10, 1,000 → 2 × 500, 10,000 → 20 × 500,
 /// 100,000 → 200 × 500.
+#[allow(dead_code)] // tests/api (plain_gzip.rs) and the benchmarks
 pub fn sized(devices: usize) -> Account {
     let fleets = (devices / 500).clamp(1, 200);
     account(fleets, devices.div_ceil(fleets))
@@ -349,6 +350,7 @@ pub fn sized(devices: usize) -> Account {
 /// its VPN off on purpose (heartbeat online), a device whose update is `done` while
 /// `overall_status` still says updating, and a one-shot `migrate` service (`restart: "no"`)
 /// that exited as designed on every device.
+#[allow(dead_code)] // tests/tools (prometheus.rs) only
 pub fn healthy(fleets: usize, devices_per_fleet: usize) -> Account {
     let mut account = account(fleets, 0);
     for f in &mut account.fleets {

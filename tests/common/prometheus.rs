@@ -1,20 +1,15 @@
 //! A real `prometheus` server (Debian package `prometheus`) on loopback, scraping given targets.
 
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use super::child::{quiet, Killed};
 
 /// A Prometheus server killed when dropped.
 pub struct Prometheus {
-    child: Child,
+    _child: Killed,
     pub url: String,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Prometheus {
@@ -41,21 +36,20 @@ impl Prometheus {
         }
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).unwrap();
-        let port = super::exporter::free_port();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus (Debian package prometheus; scripts/test installs it)");
+        let port = super::net::free_port();
+        let child = quiet(
+            Command::new("prometheus")
+                .arg(format!("--config.file={}", config_path.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join("data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .args(args),
+            "prometheus (Debian package prometheus; scripts/test installs it)",
+        );
         Prometheus {
-            child,
+            _child: child,
             url: format!("http://127.0.0.1:{port}"),
             _dir: dir,
         }
@@ -207,7 +201,7 @@ impl Prometheus {
         edit: impl Fn(&str, String, &str) -> String,
     ) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
-        let port = super::exporter::free_port();
+        let port = super::net::free_port();
         let own = format!("127.0.0.1:{port}");
         let source = dir.path().join("source");
         std::fs::create_dir_all(source.join("rules")).unwrap();
@@ -225,25 +219,24 @@ impl Prometheus {
                 std::fs::write(source.join("rules").join(&name), edit(&name, text, &own)).unwrap();
             }
         }
-        let child = Command::new("sh")
-            .arg("prometheus/entrypoint.sh")
-            .args([
-                format!("--storage.tsdb.path={}", dir.path().join("data").display()),
-                format!("--web.listen-address={own}"),
-            ])
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("PROMETHEUS_SOURCE_DIR", &source)
-            .env("PROMETHEUS_CONFIG_DIR", dir.path().join("config"))
-            .env("PROMETHEUS_BIN", "prometheus")
-            .envs(vars.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sh prometheus/entrypoint.sh");
+        let child = quiet(
+            Command::new("sh")
+                .arg("prometheus/entrypoint.sh")
+                .args([
+                    format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+                    format!("--web.listen-address={own}"),
+                ])
+                .args(args)
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("PROMETHEUS_SOURCE_DIR", &source)
+                .env("PROMETHEUS_CONFIG_DIR", dir.path().join("config"))
+                .env("PROMETHEUS_BIN", "prometheus")
+                .envs(vars.iter().copied()),
+            "sh prometheus/entrypoint.sh",
+        );
         Prometheus {
-            child,
+            _child: child,
             url: format!("http://{own}"),
             _dir: dir,
         }

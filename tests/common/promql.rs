@@ -166,27 +166,24 @@ pub fn variable_refs(text: &str) -> Vec<(std::ops::Range<usize>, String)> {
     let mut i = 0;
     while i < text.len() {
         let rest = &text[i..];
-        if let Some(inner) = rest.strip_prefix("${") {
-            if let Some(end) = inner.find('}') {
+        // `${name}` and `[[name]]`, with an optional `:format`; else `$name`.
+        let bracketed = [("${", "}"), ("[[", "]]")]
+            .iter()
+            .find_map(|(open, close)| {
+                let inner = rest.strip_prefix(open)?;
+                let end = inner.find(close)?;
                 let name = inner[..end].split(':').next().unwrap_or("");
-                out.push((i..i + 2 + end + 1, name.to_string()));
-                i += 2 + end + 1;
-                continue;
-            }
-        } else if let Some(inner) = rest.strip_prefix("[[") {
-            if let Some(end) = inner.find("]]") {
-                let name = inner[..end].split(':').next().unwrap_or("");
-                out.push((i..i + 2 + end + 2, name.to_string()));
-                i += 2 + end + 2;
-                continue;
-            }
-        } else if let Some(inner) = rest.strip_prefix('$') {
+                Some((open.len() + end + close.len(), name))
+            });
+        let plain = || {
+            let inner = rest.strip_prefix('$')?;
             let len = inner.find(|c: char| !is_ident(c)).unwrap_or(inner.len());
-            if len > 0 {
-                out.push((i..i + 1 + len, inner[..len].to_string()));
-                i += 1 + len;
-                continue;
-            }
+            (len > 0).then(|| (1 + len, &inner[..len]))
+        };
+        if let Some((len, name)) = bracketed.or_else(plain) {
+            out.push((i..i + len, name.to_string()));
+            i += len;
+            continue;
         }
         i += rest.chars().next().unwrap().len_utf8();
     }

@@ -76,7 +76,8 @@ fn number(text: &str) -> Option<f64> {
     }
 }
 
-/// The samples of one family.
+/// The samples of one family. (Not used by tests/http and tests/tools.)
+#[allow(dead_code)]
 pub fn family<'a>(samples: &'a [Sample], name: &str) -> Vec<&'a Sample> {
     samples.iter().filter(|s| s.name == name).collect()
 }

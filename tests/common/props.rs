@@ -50,7 +50,9 @@ pub fn config(cases: u32) -> Config {
     }
 }
 
-/// A runner with `config(cases)`, for tests that draw values themselves.
+/// A runner with `config(cases)`, for tests that draw values themselves. (prop_decode.rs and
+/// prop_labels.rs; not tests/http.)
+#[allow(dead_code)]
 pub fn runner(cases: u32) -> TestRunner {
     TestRunner::new(config(cases))
 }

@@ -109,6 +109,15 @@ pub fn commit(id: u64) -> String {
 }
 
 impl Account {
+    /// The devices of fleet `fleet_id`, in id order. (Not used by tests/http.)
+    #[allow(dead_code)]
+    pub fn devices_of(&self, fleet_id: u64) -> Vec<&Device> {
+        self.devices
+            .iter()
+            .filter(|d| d.fleet_id == fleet_id)
+            .collect()
+    }
+
     /// Token `sample-token`; organizations `acme` and `globex`; fleets 1 `acme/sensors`,
     /// 2 `globex/sensors` (same app_name as 1) and 3 `acme/gateways` (no target release);
     /// devices 1-8 with varied statuses; device 4 is pinned; device 8 never reported anything.

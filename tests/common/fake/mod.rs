@@ -42,7 +42,9 @@ pub use account::*;
 pub use resources::{device_fields, fleet_fields, CLOUD_DEVICE_FIELDS};
 use resources::{ApiError, Db};
 
-/// A failure injected in front of every request but `/ping`, until cleared.
+/// A failure injected in front of every request but `/ping`, until cleared. Only tests/api
+/// injects failures; the other binaries build this module for a fake that serves.
+#[allow(dead_code)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// 503 with an empty body.
@@ -125,6 +127,12 @@ impl FakeBalena {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+}
+
+/// Reading and steering the fake during a test. tests/api uses all of these, tests/tools some;
+/// tests/http and static_binaries serve the account they start with.
+#[allow(dead_code)]
+impl FakeBalena {
     pub fn account(&self) -> Account {
         lock(&self.state).account.clone()
     }

@@ -224,11 +224,13 @@ const SCHEMAS: &[Schema] = &[
 ];
 
 /// Device fields the fake serves, in the real server's order (without balenaCloud's).
+#[allow(dead_code)] // for tests/api/fake_api.rs only
 pub fn device_fields() -> &'static [&'static str] {
     schema("device").map_or(&[], |s| s.fields)
 }
 
 /// Application (fleet) fields the fake serves, in the real server's order.
+#[allow(dead_code)] // for tests/api/fake_api.rs only
 pub fn fleet_fields() -> &'static [&'static str] {
     schema("application").map_or(&[], |s| s.fields)
 }

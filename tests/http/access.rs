@@ -3,12 +3,10 @@
 //! it on purpose, and the internal port serves the on-device Prometheus without credentials.
 //! Every GET route answers HEAD too.
 
-mod common;
+use crate::common;
 
-use common::exporter::Exporter;
-use common::fake::{Account, FakeBalena};
-
-const TOKEN: &str = "sample-token";
+use common::exporter::start_ready;
+use common::fake::Account;
 
 async fn head(url: &str) -> (u16, Option<u64>, usize) {
     let r = reqwest::Client::new().head(url).send().await.unwrap();
@@ -21,14 +19,11 @@ async fn head(url: &str) -> (u16, Option<u64>, usize) {
 #[tokio::test]
 async fn a_fresh_deploy_serves_no_fleet_data_on_the_public_port() {
     let account = Account::sample();
-    let fake = FakeBalena::start(account.clone()).await;
-    let exporter = Exporter::start(
-        &fake.url(),
-        TOKEN,
+    let (_fake, exporter) = start_ready(
+        account.clone(),
         &[("PUBLIC_METRICS", "false"), ("INTERNAL_PORT", "8001")],
     )
     .await;
-    exporter.wait_ready().await;
     let fleet_names = |text: &str| {
         account.fleets.iter().any(|f| text.contains(&f.slug))
             || account.devices.iter().any(|d| text.contains(&d.uuid))
@@ -67,17 +62,14 @@ async fn a_fresh_deploy_serves_no_fleet_data_on_the_public_port() {
 
 #[tokio::test]
 async fn credentials_open_the_public_port_and_a_browser_is_asked_for_them() {
-    let fake = FakeBalena::start(Account::sample()).await;
-    let exporter = Exporter::start(
-        &fake.url(),
-        TOKEN,
+    let (_fake, exporter) = start_ready(
+        Account::sample(),
         &[
             ("METRICS_USERNAME", "ops"),
             ("METRICS_PASSWORD", "pa55word-0123456789"),
         ],
     )
     .await;
-    exporter.wait_ready().await;
     let http = reqwest::Client::new();
     let page = http.get(format!("{}/", exporter.url)).send().await.unwrap();
     assert_eq!(page.status(), 401);
@@ -98,9 +90,7 @@ async fn credentials_open_the_public_port_and_a_browser_is_asked_for_them() {
 
 #[tokio::test]
 async fn head_answers_every_get_route_without_a_body() {
-    let fake = FakeBalena::start(Account::sample()).await;
-    let exporter = Exporter::start(&fake.url(), TOKEN, &[]).await;
-    exporter.wait_ready().await;
+    let (_fake, exporter) = start_ready(Account::sample(), &[]).await;
     for path in ["/metrics", "/-/healthy", "/-/ready", "/", "/sd"] {
         let (status, _, body) = head(&format!("{}{path}", exporter.url)).await;
         assert_eq!((status, body), (200, 0), "HEAD {path}");

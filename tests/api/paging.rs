@@ -3,9 +3,9 @@
 //! does not grow with the number of fleets; a server that ignores the keyset filter fails the
 //! crawl as `paging` and the last good data stays.
 
-mod common;
+use crate::common;
 
-use common::exporter::{wait_for, Exporter};
+use common::exporter::{start_ready, wait_for, Exporter};
 use common::fake::{Account, Device, FakeBalena, Fault, Fleet, Recorded, Release};
 use common::promtext::{family, value, Sample};
 
@@ -85,21 +85,19 @@ fn one_crawl(fake: &FakeBalena) -> Vec<Recorded> {
     requests[start..end].to_vec()
 }
 
+/// Pages of `page_size` rows, and one crawl during a test (the next one is 30 s away).
+fn paged(page_size: &str) -> [(&str, &str); 3] {
+    [
+        ("PAGE_SIZE", page_size),
+        ("CRAWL_INTERVAL", "30"),
+        ("REQUEST_TIMEOUT", "5"),
+    ]
+}
+
 #[tokio::test]
 async fn several_thousand_devices_over_pages() {
     let account = generated(3, 2500);
-    let fake = FakeBalena::start(account.clone()).await;
-    let exporter = Exporter::start(
-        &fake.url(),
-        TOKEN,
-        &[
-            ("PAGE_SIZE", "1000"),
-            ("CRAWL_INTERVAL", "30"),
-            ("REQUEST_TIMEOUT", "5"),
-        ],
-    )
-    .await;
-    exporter.wait_ready().await;
+    let (fake, exporter) = start_ready(account.clone(), &paged("1000")).await;
     let samples = exporter.metrics().await;
     assert_eq!(family(&samples, "balena_device_online").len(), 2500);
     let total: f64 = family(&samples, "balena_fleet_devices")
@@ -109,9 +107,9 @@ async fn several_thousand_devices_over_pages() {
     assert_eq!(total, 2500.0);
     for f in &account.fleets {
         let online = account
-            .devices
+            .devices_of(f.id)
             .iter()
-            .filter(|d| d.fleet_id == f.id && d.is_online)
+            .filter(|d| d.is_online)
             .count();
         assert_eq!(
             fleet_value(&samples, "balena_devices_online", &f.slug),
@@ -176,18 +174,7 @@ async fn several_thousand_devices_over_pages() {
 async fn requests_per_crawl_do_not_grow_with_fleets() {
     let mut counts = Vec::new();
     for fleets in [2, 200] {
-        let fake = FakeBalena::start(generated(fleets, 450)).await;
-        let exporter = Exporter::start(
-            &fake.url(),
-            TOKEN,
-            &[
-                ("PAGE_SIZE", "250"),
-                ("CRAWL_INTERVAL", "30"),
-                ("REQUEST_TIMEOUT", "5"),
-            ],
-        )
-        .await;
-        exporter.wait_ready().await;
+        let (fake, exporter) = start_ready(generated(fleets, 450), &paged("250")).await;
         let samples = exporter.metrics().await;
         assert_eq!(
             family(&samples, "balena_devices_online").len(),
@@ -211,28 +198,14 @@ async fn a_server_that_caps_pages_loses_no_fleet_and_no_device() {
     let account = generated(150, 700);
     let fake = FakeBalena::start(account.clone()).await;
     fake.set_max_top(Some(100));
-    let exporter = Exporter::start(
-        &fake.url(),
-        TOKEN,
-        &[
-            ("PAGE_SIZE", "1000"),
-            ("CRAWL_INTERVAL", "30"),
-            ("REQUEST_TIMEOUT", "5"),
-        ],
-    )
-    .await;
-    exporter.wait_ready().await;
+    let exporter = Exporter::ready_on(&fake, &paged("1000")).await;
     let samples = exporter.metrics().await;
     assert_eq!(family(&samples, "balena_devices_online").len(), 150);
     let mut expected: Vec<String> = account.devices.iter().map(|d| d.uuid.clone()).collect();
     expected.sort();
     assert_eq!(exported_uuids(&samples), expected);
     for f in &account.fleets {
-        let devices = account
-            .devices
-            .iter()
-            .filter(|d| d.fleet_id == f.id)
-            .count();
+        let devices = account.devices_of(f.id).len();
         assert_eq!(
             fleet_value(&samples, "balena_fleet_devices", &f.slug),
             Some(devices as f64),
@@ -257,17 +230,7 @@ async fn devices_deleted_and_added_between_pages_cost_no_other_device() {
     let account = generated(4, 400);
     let fake = FakeBalena::start(account.clone()).await;
     fake.set_churn(8);
-    let exporter = Exporter::start(
-        &fake.url(),
-        TOKEN,
-        &[
-            ("PAGE_SIZE", "50"),
-            ("CRAWL_INTERVAL", "30"),
-            ("REQUEST_TIMEOUT", "5"),
-        ],
-    )
-    .await;
-    exporter.wait_ready().await;
+    let exporter = Exporter::ready_on(&fake, &paged("50")).await;
     let samples = exporter.metrics().await;
     let now = fake.account();
     // Deleted during the crawl: the first device of each of the first 8 pages.
@@ -290,9 +253,7 @@ async fn devices_deleted_and_added_between_pages_cost_no_other_device() {
 #[tokio::test]
 async fn a_server_ignoring_the_keyset_fails_as_paging_and_keeps_the_data() {
     let account = generated(2, 30);
-    let fake = FakeBalena::start(account).await;
-    let exporter = Exporter::start(&fake.url(), TOKEN, &[("PAGE_SIZE", "10")]).await;
-    exporter.wait_ready().await;
+    let (fake, exporter) = start_ready(account, &[("PAGE_SIZE", "10")]).await;
     fake.set_fault(Some(Fault::IgnoreFilter));
     let failed = exporter
         .wait_metrics("a paging error", |s| {

@@ -1,11 +1,11 @@
 //! Black-box tests: the fake balena API and the exporter on loopback sockets; assertions are
 //! on what a user reads from `/metrics`, `/-/ready` and `/`, and on what the API received.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::exporter::{wait_for, Exporter};
+use common::exporter::{start_ready, wait_for, Exporter};
 use common::fake::{Account, Device, FakeBalena, Fault};
 use common::promtext::{family, value, Sample};
 
@@ -53,9 +53,7 @@ fn on_target(account: &Account, d: &Device) -> Option<bool> {
 #[tokio::test]
 async fn every_fleet_and_device_value_equals_the_api() {
     let account = Account::sample();
-    let fake = FakeBalena::start(account.clone()).await;
-    let exporter = Exporter::start(&fake.url(), TOKEN, &[]).await;
-    exporter.wait_ready().await;
+    let (fake, exporter) = start_ready(account.clone(), &[]).await;
     let samples = exporter.metrics().await;
 
     // Fleet counts equal the API's own `$count` answers.
@@ -120,9 +118,9 @@ async fn every_fleet_and_device_value_equals_the_api() {
             );
         }
         let on = account
-            .devices
-            .iter()
-            .filter(|d| d.fleet_id == f.id && on_target(&account, d) == Some(true))
+            .devices_of(f.id)
+            .into_iter()
+            .filter(|d| on_target(&account, d) == Some(true))
             .count();
         assert_eq!(
             fleet_value(
@@ -177,38 +175,30 @@ async fn every_fleet_and_device_value_equals_the_api() {
             ),
             Some(1.0)
         );
-        assert_eq!(
-            get("balena_device_cpu_usage_ratio"),
-            d.cpu_usage.map(|p| p as f64 / 100.0)
-        );
-        assert_eq!(
-            get("balena_device_cpu_temperature_celsius"),
-            d.cpu_temp.map(|t| t as f64)
-        );
-        assert_eq!(
-            get("balena_device_memory_used_bytes"),
-            d.memory_usage.map(|m| m as f64 * MIB)
-        );
-        assert_eq!(
-            get("balena_device_memory_total_bytes"),
-            d.memory_total.map(|m| m as f64 * MIB)
-        );
-        assert_eq!(
-            get("balena_device_storage_used_bytes"),
-            d.storage_usage.map(|m| m as f64 * MIB)
-        );
-        assert_eq!(
-            get("balena_device_storage_total_bytes"),
-            d.storage_total.map(|m| m as f64 * MIB)
-        );
-        assert_eq!(
-            get("balena_device_undervolted"),
-            Some(if d.is_undervolted { 1.0 } else { 0.0 })
-        );
-        assert_eq!(
-            get("balena_device_on_target_release"),
-            on_target(&account, d).map(|b| if b { 1.0 } else { 0.0 })
-        );
+        let mib = |m: Option<i64>| m.map(|m| m as f64 * MIB);
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        let expected = [
+            (
+                "balena_device_cpu_usage_ratio",
+                d.cpu_usage.map(|p| p as f64 / 100.0),
+            ),
+            (
+                "balena_device_cpu_temperature_celsius",
+                d.cpu_temp.map(|t| t as f64),
+            ),
+            ("balena_device_memory_used_bytes", mib(d.memory_usage)),
+            ("balena_device_memory_total_bytes", mib(d.memory_total)),
+            ("balena_device_storage_used_bytes", mib(d.storage_usage)),
+            ("balena_device_storage_total_bytes", mib(d.storage_total)),
+            ("balena_device_undervolted", Some(flag(d.is_undervolted))),
+            (
+                "balena_device_on_target_release",
+                on_target(&account, d).map(flag),
+            ),
+        ];
+        for (family, want) in expected {
+            assert_eq!(get(family), want, "{family} of {}", d.device_name);
+        }
         assert_eq!(
             get("balena_device_last_connectivity_timestamp_seconds").is_some(),
             d.last_connectivity_event.is_some()
@@ -251,9 +241,7 @@ async fn hostile_names_round_trip_and_same_named_fleets_stay_apart() {
         d.device_name = name.into();
     }
     account.fleets[2].app_name = "gate \"ways\"\\\n\u{e9}".into();
-    let fake = FakeBalena::start(account.clone()).await;
-    let exporter = Exporter::start(&fake.url(), TOKEN, &[]).await;
-    exporter.wait_ready().await;
+    let (_fake, exporter) = start_ready(account.clone(), &[]).await;
     let samples = exporter.metrics().await;
     for (d, name) in account.devices.iter().zip(names) {
         assert_eq!(
@@ -347,9 +335,7 @@ async fn api_failures_keep_the_last_good_values_and_recover() {
         (Fault::Malformed, "decode"),
     ];
     let account = Account::sample();
-    let fake = FakeBalena::start(account.clone()).await;
-    let exporter = Exporter::start(&fake.url(), TOKEN, &[]).await;
-    exporter.wait_ready().await;
+    let (fake, exporter) = start_ready(account.clone(), &[]).await;
     let mut good = exporter.metrics().await;
     let online = |s: &[Sample]| fleet_value(s, "balena_devices_online", "acme/sensors", &[]);
     assert_eq!(online(&good), Some(3.0));
@@ -395,45 +381,57 @@ async fn api_failures_keep_the_last_good_values_and_recover() {
     exporter.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_429_is_waited_out_not_hammered() {
-    let fake = FakeBalena::start(Account::sample()).await;
-    let exporter = Exporter::start(
-        &fake.url(),
-        TOKEN,
-        &[("CRAWL_INTERVAL", "1"), ("REQUEST_TIMEOUT", "0.5")],
-    )
-    .await;
-    exporter.wait_ready().await;
-    fake.set_fault(Some(Fault::RateLimited {
-        retry_after_secs: 4,
-    }));
+/// Makes paused time (`#[tokio::test(start_paused = true)]`) pass a millisecond at a time.
+/// Paused time jumps to the next timer whenever every task waits, even while an answer is on
+/// its way over a loopback socket: a request's timeout could then fire before its answer. With
+/// a timer every millisecond, an exchange over loopback takes a few milliseconds as it does in
+/// real time, and a wait with nothing on the wire (a backoff, a `Retry-After`) still takes no
+/// real time. The task ends with the test's runtime.
+fn step_paused_time() {
+    tokio::spawn(async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+}
+
+/// A ready exporter crawling every `interval` seconds (requests time out after `timeout`),
+/// whose API answers 429 with `Retry-After: retry_after_secs` from now on; the request log
+/// starts empty. For `start_paused` tests: the clock steps (`step_paused_time`).
+async fn rate_limited(
+    interval: &str,
+    timeout: &str,
+    retry_after_secs: u64,
+) -> (FakeBalena, Exporter) {
+    step_paused_time();
+    let vars = [("CRAWL_INTERVAL", interval), ("REQUEST_TIMEOUT", timeout)];
+    let (fake, exporter) = start_ready(Account::sample(), &vars).await;
+    fake.set_fault(Some(Fault::RateLimited { retry_after_secs }));
     fake.clear_requests();
+    (fake, exporter)
+}
+
+/// How many requests the API answered 429.
+fn limited(fake: &FakeBalena) -> usize {
+    fake.requests().iter().filter(|r| r.status == 429).count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_is_waited_out_not_hammered() {
+    let (fake, exporter) = rate_limited("1", "0.5", 4).await;
     tokio::time::sleep(Duration::from_millis(3500)).await;
     // With a 1 s interval the exporter would crawl 3 or 4 times in 3.5 s; Retry-After: 4
     // allows one request.
-    let limited = fake.requests().iter().filter(|r| r.status == 429).count();
-    assert_eq!(limited, 1, "{:?}", fake.requests());
+    assert_eq!(limited(&fake), 1, "{:?}", fake.requests());
     exporter.stop().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_day_long_retry_after_is_cut_to_five_intervals() {
-    let fake = FakeBalena::start(Account::sample()).await;
-    let exporter = Exporter::start(
-        &fake.url(),
-        TOKEN,
-        &[("CRAWL_INTERVAL", "0.2"), ("REQUEST_TIMEOUT", "0.1")],
-    )
-    .await;
-    exporter.wait_ready().await;
-    fake.set_fault(Some(Fault::RateLimited {
-        retry_after_secs: 86_400,
-    }));
-    fake.clear_requests();
+    let (fake, exporter) = rate_limited("0.2", "0.1", 86_400).await;
     // Five intervals are 1 s: the exporter asks again after 1 s, not after a day.
     wait_for("a second 429 within seconds", || async {
-        fake.requests().iter().filter(|r| r.status == 429).count() >= 2
+        limited(&fake) >= 2
     })
     .await;
     let requests = fake.requests();
@@ -485,8 +483,7 @@ async fn transient_errors_are_retried_within_a_crawl() {
 async fn ready_turns_503_when_data_goes_stale() {
     let fake = FakeBalena::start(Account::sample()).await;
     // stale after 3 intervals + the timeout = 1.8 s
-    let exporter = Exporter::start(&fake.url(), TOKEN, &[]).await;
-    exporter.wait_ready().await;
+    let exporter = Exporter::ready_on(&fake, &[]).await;
     fake.set_fault(Some(Fault::Hang));
     wait_for("/-/ready to go stale", || async {
         let (status, body) = exporter.get("/-/ready").await;
@@ -502,9 +499,7 @@ async fn ready_turns_503_when_data_goes_stale() {
 #[tokio::test]
 async fn fleets_and_devices_that_disappear_disappear() {
     let account = Account::sample();
-    let fake = FakeBalena::start(account.clone()).await;
-    let exporter = Exporter::start(&fake.url(), TOKEN, &[]).await;
-    exporter.wait_ready().await;
+    let (fake, exporter) = start_ready(account.clone(), &[]).await;
     let mut smaller = account.clone();
     smaller.fleets.retain(|f| f.slug != "acme/gateways");
     smaller.devices.retain(|d| d.fleet_id != 3 && d.id != 1);
@@ -526,14 +521,8 @@ async fn fleets_and_devices_that_disappear_disappear() {
 
 #[tokio::test]
 async fn fleet_filter_by_slug_or_name() {
-    let fake = FakeBalena::start(Account::sample()).await;
-    let exporter = Exporter::start(
-        &fake.url(),
-        TOKEN,
-        &[("FLEETS", "globex/sensors, gateways")],
-    )
-    .await;
-    exporter.wait_ready().await;
+    let (fake, exporter) =
+        start_ready(Account::sample(), &[("FLEETS", "globex/sensors, gateways")]).await;
     let samples = exporter.metrics().await;
     let slugs: Vec<_> = family(&samples, "balena_devices_online")
         .iter()
@@ -558,9 +547,7 @@ async fn fleet_filter_by_slug_or_name() {
 
 #[tokio::test]
 async fn device_metrics_can_be_turned_off() {
-    let fake = FakeBalena::start(Account::sample()).await;
-    let exporter = Exporter::start(&fake.url(), TOKEN, &[("DEVICE_METRICS", "false")]).await;
-    exporter.wait_ready().await;
+    let (_fake, exporter) = start_ready(Account::sample(), &[("DEVICE_METRICS", "false")]).await;
     let samples = exporter.metrics().await;
     assert!(samples
         .iter()
@@ -573,15 +560,10 @@ async fn device_metrics_can_be_turned_off() {
 async fn http_surface() {
     let fake = FakeBalena::start(Account::sample()).await;
     // One crawl only during this test, so that any later API request comes from a scrape.
-    let exporter = Exporter::start(
-        &fake.url(),
-        TOKEN,
-        &[("CRAWL_INTERVAL", "60"), ("REQUEST_TIMEOUT", "5")],
-    )
-    .await;
-    exporter.wait_ready().await;
+    let exporter =
+        Exporter::ready_on(&fake, &[("CRAWL_INTERVAL", "60"), ("REQUEST_TIMEOUT", "5")]).await;
 
-    // Plain and gzip bodies of /metrics are compared byte for byte in tests/plain_gzip.rs.
+    // Plain and gzip bodies of /metrics are compared byte for byte in plain_gzip.rs.
     let (status, page) = exporter.get("/").await;
     assert_eq!(status, 200);
     assert!(

@@ -1,11 +1,11 @@
 //! `/sd` and its file copy, black-box: what each mode and filter selects, 503 before the
 //! first crawl, and a failed crawl never emptying the target list.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 
-use common::exporter::{wait_for, Exporter};
+use common::exporter::{start_ready, wait_for, Exporter};
 use common::fake::{Account, FakeBalena, Fault};
 use serde_json::Value;
 
@@ -42,9 +42,7 @@ fn groups(json: &Value) -> Vec<(String, Vec<String>)> {
 #[tokio::test]
 async fn public_mode_lists_exactly_the_online_devices_with_a_public_url() {
     let account = Account::sample();
-    let fake = FakeBalena::start(account.clone()).await;
-    let exporter = Exporter::start(&fake.url(), TOKEN, &[]).await;
-    exporter.wait_ready().await;
+    let (_fake, exporter) = start_ready(account.clone(), &[]).await;
     let (status, json) = sd(&exporter).await;
     assert_eq!(status, 200);
     let expected: Vec<_> = account
@@ -75,10 +73,8 @@ async fn public_mode_lists_exactly_the_online_devices_with_a_public_url() {
 #[tokio::test]
 async fn lan_mode_with_filters_and_offline_devices() {
     let account = Account::sample();
-    let fake = FakeBalena::start(account.clone()).await;
-    let exporter = Exporter::start(
-        &fake.url(),
-        TOKEN,
+    let (_fake, exporter) = start_ready(
+        account.clone(),
         &[
             ("SD_MODE", "lan"),
             ("SD_LAN_PORT", "9100"),
@@ -87,7 +83,6 @@ async fn lan_mode_with_filters_and_offline_devices() {
         ],
     )
     .await;
-    exporter.wait_ready().await;
     let (_, json) = sd(&exporter).await;
     let expected: Vec<_> = account
         .devices
@@ -148,14 +143,11 @@ async fn before_the_first_crawl_503_and_nothing_to_discover_is_an_empty_list() {
 async fn a_failed_crawl_never_empties_the_list_or_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("targets.json");
-    let fake = FakeBalena::start(Account::sample()).await;
-    let exporter = Exporter::start(
-        &fake.url(),
-        TOKEN,
+    let (fake, exporter) = start_ready(
+        Account::sample(),
         &[("SD_MODE", "lan"), ("SD_FILE", file.to_str().unwrap())],
     )
     .await;
-    exporter.wait_ready().await;
     let (_, good) = exporter.get("/sd").await;
     assert_eq!(
         std::fs::read_to_string(&file).unwrap(),
@@ -206,14 +198,11 @@ async fn a_failed_crawl_never_empties_the_list_or_the_file() {
 
 #[tokio::test]
 async fn sd_is_protected_like_metrics() {
-    let fake = FakeBalena::start(Account::sample()).await;
-    let exporter = Exporter::start(
-        &fake.url(),
-        TOKEN,
+    let (_fake, exporter) = start_ready(
+        Account::sample(),
         &[("METRICS_TOKEN", "t0k-0123456789abcdef")],
     )
     .await;
-    exporter.wait_ready().await;
     assert_eq!(exporter.get("/sd").await.0, 401);
     let r = reqwest::Client::new()
         .get(format!("{}/sd", exporter.url))

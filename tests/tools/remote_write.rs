@@ -3,12 +3,12 @@
 //! its remote-write receiver on gets the exporter's series with the device Prometheus' values.
 //! Secrets go into files the configuration names, never into the configuration or the log.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
-use common::exporter::{wait_for, Exporter};
-use common::fake::{Account, FakeBalena};
+use common::exporter::{start_ready, wait_for};
+use common::fake::Account;
 use common::prometheus::{test_addresses, Prometheus};
 
 #[tokio::test]
@@ -17,9 +17,7 @@ async fn the_device_series_reach_a_central_prometheus() {
         return;
     }
     let account = Account::sample();
-    let fake = FakeBalena::start(account.clone()).await;
-    let exporter = Exporter::start(&fake.url(), "sample-token", &[("INTERNAL_PORT", "1")]).await;
-    exporter.wait_ready().await;
+    let (_fake, exporter) = start_ready(account.clone(), &[("INTERNAL_PORT", "1")]).await;
     let central = Prometheus::with_args(
         "global:\n  scrape_interval: 1s\n",
         &[],

@@ -2,7 +2,7 @@
 //! location, checked against the fake API's own answers to flat reads (not the nested ones the
 //! exporter sends), and the switches that leave them out.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -101,17 +101,22 @@ async fn expected_services(fake: &FakeBalena) -> BTreeMap<(String, String), (Str
     out
 }
 
+/// The sample account, an exporter ready on it, and its first scrape.
+async fn sample_started() -> (FakeBalena, Exporter, Vec<Sample>) {
+    let fake = FakeBalena::start(Account::sample()).await;
+    let (exporter, samples) = started(&fake, &[]).await;
+    (fake, exporter, samples)
+}
+
 async fn started(fake: &FakeBalena, vars: &[(&str, &str)]) -> (Exporter, Vec<Sample>) {
-    let exporter = Exporter::start(&fake.url(), TOKEN, vars).await;
-    exporter.wait_ready().await;
+    let exporter = Exporter::ready_on(fake, vars).await;
     let samples = exporter.metrics().await;
     (exporter, samples)
 }
 
 #[tokio::test]
 async fn every_service_state_and_fleet_count_equals_the_api() {
-    let fake = FakeBalena::start(Account::sample()).await;
-    let (exporter, samples) = started(&fake, &[]).await;
+    let (fake, exporter, samples) = sample_started().await;
     let expected = expected_services(&fake).await;
     assert!(
         expected.len() >= 9,
@@ -179,8 +184,7 @@ async fn every_service_state_and_fleet_count_equals_the_api() {
 
 #[tokio::test]
 async fn updates_and_offline_since_equal_the_api() {
-    let fake = FakeBalena::start(Account::sample()).await;
-    let (exporter, samples) = started(&fake, &[]).await;
+    let (fake, exporter, samples) = sample_started().await;
     let devices = rows(
         &fake,
         "/v7/device?$select=uuid,update_status,overall_progress,last_update_status_event,changed_api_heartbeat_state_on__date",
@@ -302,10 +306,18 @@ fn check_tags(series: &Sample, rows: &[(String, String)]) {
     }
 }
 
+/// (key, value) of the tag rows whose expanded `link` has `field` equal to `id`.
+fn tags_of(rows: &[Value], link: &str, field: &str, id: &str) -> Vec<(String, String)> {
+    let text = |v: &Value| v.as_str().unwrap().to_string();
+    rows.iter()
+        .filter(|t| t[link][0][field] == id)
+        .map(|t| (text(&t["tag_key"]), text(&t["value"])))
+        .collect()
+}
+
 #[tokio::test]
 async fn every_tag_equals_the_api_and_the_allow_list_narrows_them() {
-    let fake = FakeBalena::start(Account::sample()).await;
-    let (exporter, samples) = started(&fake, &[]).await;
+    let (fake, exporter, samples) = sample_started().await;
     let device_tags = rows(
         &fake,
         "/v7/device_tag?$select=tag_key,value&$expand=device($select=uuid)",
@@ -314,17 +326,7 @@ async fn every_tag_equals_the_api_and_the_allow_list_narrows_them() {
     assert!(device_tags.len() >= 5);
     let device_series = family(&samples, "balena_device_tags");
     for s in &device_series {
-        let rows: Vec<(String, String)> = device_tags
-            .iter()
-            .filter(|t| t["device"][0]["uuid"] == s.label("uuid"))
-            .map(|t| {
-                (
-                    t["tag_key"].as_str().unwrap().into(),
-                    t["value"].as_str().unwrap().into(),
-                )
-            })
-            .collect();
-        check_tags(s, &rows);
+        check_tags(s, &tags_of(&device_tags, "device", "uuid", s.label("uuid")));
     }
     let fleet_tags = rows(
         &fake,
@@ -332,17 +334,8 @@ async fn every_tag_equals_the_api_and_the_allow_list_narrows_them() {
     )
     .await;
     for s in &family(&samples, "balena_fleet_tags") {
-        let rows: Vec<(String, String)> = fleet_tags
-            .iter()
-            .filter(|t| t["application"][0]["slug"] == s.label("fleet_slug"))
-            .map(|t| {
-                (
-                    t["tag_key"].as_str().unwrap().into(),
-                    t["value"].as_str().unwrap().into(),
-                )
-            })
-            .collect();
-        check_tags(s, &rows);
+        let slug = s.label("fleet_slug");
+        check_tags(s, &tags_of(&fleet_tags, "application", "slug", slug));
     }
     // Keys that differ only by case stay apart: the sample device 5 has env and Env.
     let sample = Account::sample();

@@ -1,9 +1,10 @@
 //! The shipped on-device Prometheus configuration (`prometheus/`), run by a real
 //! `prometheus` with the compose service address replaced by the exporter's loopback one.
 
-mod common;
+use crate::common;
 
-use common::exporter::{wait_for, Exporter};
+use common::child::quiet;
+use common::exporter::{start_ready, wait_for, Exporter};
 use common::fake::{Account, FakeBalena};
 use common::prometheus::Prometheus;
 
@@ -52,8 +53,7 @@ async fn a_deploy_with_only_the_token_is_closed_outside_and_scraped_inside() {
         .collect();
     // Nothing else: the harness would open the port for other tests.
     vars.push(("PUBLIC_METRICS", "false"));
-    let exporter = Exporter::start(&fake.url(), "sample-token", &vars).await;
-    exporter.wait_ready().await;
+    let exporter = Exporter::ready_on(&fake, &vars).await;
     for path in ["/metrics", "/sd"] {
         assert_eq!(exporter.get(path).await.0, 403, "{path} from outside");
     }
@@ -88,16 +88,6 @@ async fn a_deploy_with_only_the_token_is_closed_outside_and_scraped_inside() {
     .await;
 }
 
-/// A node exporter killed when dropped.
-struct NodeExporter(std::process::Child);
-
-impl Drop for NodeExporter {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn shipped_config_discovers_and_scrapes_a_device_through_sd() {
     if !common::tools::require(&["prometheus", "prometheus-node-exporter"]) {
@@ -109,13 +99,10 @@ async fn shipped_config_discovers_and_scrapes_a_device_through_sd() {
         .local_addr()
         .unwrap()
         .port();
-    let _node = NodeExporter(
+    let _node = quiet(
         std::process::Command::new("prometheus-node-exporter")
-            .arg(format!("--web.listen-address=127.0.0.2:{port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("prometheus-node-exporter (Debian package; scripts/test installs it)"),
+            .arg(format!("--web.listen-address=127.0.0.2:{port}")),
+        "prometheus-node-exporter (Debian package; scripts/test installs it)",
     );
     let mut account = Account::sample();
     for d in &mut account.devices {
@@ -123,14 +110,11 @@ async fn shipped_config_discovers_and_scrapes_a_device_through_sd() {
     }
     account.devices[0].ip_address = Some("127.0.0.2".into());
     let device = account.devices[0].clone();
-    let fake = FakeBalena::start(account).await;
-    let exporter = Exporter::start(
-        &fake.url(),
-        "sample-token",
+    let (_fake, exporter) = start_ready(
+        account,
         &[("SD_MODE", "lan"), ("SD_LAN_PORT", &port.to_string())],
     )
     .await;
-    exporter.wait_ready().await;
     let prometheus = Prometheus::shipped(exporter.url.trim_start_matches("http://"));
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

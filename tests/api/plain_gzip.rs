@@ -4,14 +4,14 @@
 //! of the same publication decode to the same text, but for the exporter's own process and
 //! connection figures, which are read anew for each request.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 
 use balena_exporter::state::PLAIN_MAX;
 use common::exporter::Exporter;
 use common::fake::FakeBalena;
-use common::generate::{self, TOKEN};
+use common::generate;
 
 /// The body of `path` without and with gzip asked for: (plain, the gzipped one decoded, its
 /// size as sent).
@@ -55,17 +55,12 @@ fn steady(body: &[u8]) -> Vec<String> {
 async fn plain_and_gzip_decode_to_the_same_text(devices: usize, large: bool) {
     let fake = FakeBalena::start(generate::sized(devices)).await;
     // One crawl only: no other publication can land between the requests.
-    let exporter = Exporter::start(
-        &fake.url(),
-        TOKEN,
-        &[
-            ("CRAWL_INTERVAL", "3600"),
-            ("REQUEST_TIMEOUT", "30"),
-            ("SD_MODE", "lan"),
-        ],
-    )
-    .await;
-    exporter.wait_ready().await;
+    let vars = [
+        ("CRAWL_INTERVAL", "3600"),
+        ("REQUEST_TIMEOUT", "30"),
+        ("SD_MODE", "lan"),
+    ];
+    let exporter = Exporter::ready_on(&fake, &vars).await;
 
     let content_type = "text/plain; version=0.0.4; charset=utf-8";
     let (plain, unzipped, zipped) = both(&exporter, "/metrics", content_type).await;

@@ -3,23 +3,19 @@
 //! the exporter on loopback, whose query API must report `up` 1 and the API's values, and the
 //! shipped rules on a healthy, realistic account, where no alert may even be pending.
 
-mod common;
+use crate::common;
 
-use common::exporter::{wait_for, Exporter};
-use common::fake::{Account, FakeBalena};
+use common::exporter::{start_ready, wait_for};
+use common::fake::Account;
 use common::generate;
 use common::prometheus::{test_addresses, Prometheus};
-
-const TOKEN: &str = "sample-token";
 
 #[tokio::test]
 async fn promtool_accepts_a_live_scrape() {
     if !common::tools::require(&["promtool"]) {
         return;
     }
-    let fake = FakeBalena::start(Account::sample()).await;
-    let exporter = Exporter::start(&fake.url(), TOKEN, &[]).await;
-    exporter.wait_ready().await;
+    let (_fake, exporter) = start_ready(Account::sample(), &[]).await;
     let (_, body) = exporter.get("/metrics").await;
     if let Err(report) = common::prometheus::promtool_check_metrics(body.as_bytes()) {
         panic!("promtool check metrics: {report}");
@@ -37,9 +33,7 @@ async fn a_real_prometheus_scrapes_the_api_values() {
         return;
     }
     let account = Account::sample();
-    let fake = FakeBalena::start(account.clone()).await;
-    let exporter = Exporter::start(&fake.url(), TOKEN, &[]).await;
-    exporter.wait_ready().await;
+    let (_fake, exporter) = start_ready(account.clone(), &[]).await;
     let prometheus = Prometheus::start(exporter.url.trim_start_matches("http://"));
 
     prometheus.wait_up("balena-exporter").await;
@@ -51,9 +45,9 @@ async fn a_real_prometheus_scrapes_the_api_values() {
         let slug = labels["fleet_slug"].as_str().unwrap();
         let fleet = account.fleets.iter().find(|f| f.slug == slug).unwrap();
         let online = account
-            .devices
+            .devices_of(fleet.id)
             .iter()
-            .filter(|d| d.fleet_id == fleet.id && d.is_online)
+            .filter(|d| d.is_online)
             .count();
         assert_eq!(value, online as f64, "{slug}");
         assert_eq!(labels["fleet_name"], fleet.app_name.as_str());
@@ -91,9 +85,7 @@ async fn a_healthy_realistic_account_pages_nobody() {
         return;
     }
     let account = generate::healthy(3, 24);
-    let fake = FakeBalena::start(account.clone()).await;
-    let exporter = Exporter::start(&fake.url(), generate::TOKEN, &[]).await;
-    exporter.wait_ready().await;
+    let (_fake, exporter) = start_ready(account.clone(), &[]).await;
     let address = exporter.url.trim_start_matches("http://").to_string();
     let prometheus = Prometheus::from_entrypoint(&[], &[], |name, text, own| {
         if name == "prometheus.yml" {

@@ -2,7 +2,7 @@
 //! answer only statuses a user expects, open fleet data only as the listener's access says, and
 //! forward to an upstream only paths under its prefix, with no `.` or `..` segment.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};

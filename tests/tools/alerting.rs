@@ -6,31 +6,24 @@
 //! started never page. Then the token is rejected: one monitor alert arrives, and a device
 //! alert that fires at the same time is held back.
 
-mod common;
+use crate::common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 use warp::Filter;
 
-use common::exporter::{free_port, wait_for, Exporter};
-use common::fake::{Account, Device, FakeBalena, Fleet};
+use common::child::quiet;
+use common::exporter::{start_ready, wait_for};
+use common::fake::{Account, Device, Fleet};
+use common::net::free_port;
 use common::prometheus::{test_addresses, Prometheus};
 
 const TOKEN: &str = "alerting-token";
 /// Long enough for the monitor alert to arrive before a device alert's group is sent.
 const GROUP_WAIT: &str = "15s";
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Two fleets: kiosks k1-k4, k-spare (deactivated later), k-old (offline since 2020),
 /// k-quiet and k-unknown (offline since before the monitor started, their heartbeat change
@@ -58,20 +51,12 @@ fn account() -> Account {
         heartbeat_changed_at: Some("2026-11-01T00:00:00.000Z".into()),
         ..Device::default()
     };
-    let mut devices = vec![
-        device(1, "k1", 1),
-        device(2, "k2", 1),
-        device(3, "k3", 1),
-        device(4, "k4", 1),
-        device(5, "k-spare", 1),
-        device(6, "k-old", 1),
-        device(7, "s1", 2),
-        device(8, "s2", 2),
-        device(9, "s3", 2),
-        device(10, "k-quiet", 1),
-        device(11, "k-unknown", 1),
-        device(12, "k-new", 1),
-    ];
+    // Ids 1-12 in this order; kiosks (k...) in fleet 1, sensors (s...) in fleet 2.
+    let names = "k1 k2 k3 k4 k-spare k-old s1 s2 s3 k-quiet k-unknown k-new".split(' ');
+    let mut devices: Vec<Device> = (1..)
+        .zip(names)
+        .map(|(id, name)| device(id, name, if name.starts_with('s') { 2 } else { 1 }))
+        .collect();
     for d in &mut devices[9..11] {
         d.is_online = false;
         d.overall_status = "disconnected".into();
@@ -181,9 +166,7 @@ async fn one_notification_per_fleet_and_none_while_the_monitor_is_blind() {
         return;
     }
     let mut account = account();
-    let fake = FakeBalena::start(account.clone()).await;
-    let exporter = Exporter::start(&fake.url(), TOKEN, &[("INTERNAL_PORT", "1")]).await;
-    exporter.wait_ready().await;
+    let (fake, exporter) = start_ready(account.clone(), &[("INTERNAL_PORT", "1")]).await;
     let internal = exporter.internal_url.clone().unwrap();
     let (webhook, inbox) = receiver().await;
 
@@ -192,7 +175,7 @@ async fn one_notification_per_fleet_and_none_while_the_monitor_is_blind() {
     let am_port = free_port();
     let am = format!("127.0.0.1:{am_port}");
     let templates = std::fs::canonicalize("alertmanager/templates").unwrap();
-    let _alertmanager = Killed(
+    let _alertmanager = quiet(
         Command::new("sh")
             .arg("alertmanager/entrypoint.sh")
             .env_clear()
@@ -214,11 +197,8 @@ async fn one_notification_per_fleet_and_none_while_the_monitor_is_blind() {
                 ("ALERT_GROUP_WAIT", GROUP_WAIT),
                 ("ALERT_GROUP_INTERVAL", "1h"),
                 ("ALERT_REPEAT_INTERVAL", "2h"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            ]),
+        "alertmanager/entrypoint.sh",
     );
     let http = reqwest::Client::new();
     wait_for("alertmanager ready", || async {

@@ -15,23 +15,22 @@
 //! and queries with data are printed, also for `--demo` (`first_open_in_demo_mode`). The lints
 //! of the files themselves are in `dashboards_static.rs`.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use serde_json::Value;
 
+use common::child::quiet;
 use common::dashboards::{
     dashboards, provisioned_uid, read, variable_query, with_uid, Dashboard, VariableOption,
     BUILTINS,
 };
-use common::exporter::Exporter;
-use common::fake::{Account, FakeBalena};
+use common::exporter::{start_ready, Exporter};
+use common::fake::Account;
 use common::prometheus::Prometheus;
 use common::promql::{selectors, variable_promql, variable_refs};
-
-const TOKEN: &str = "sample-token";
 
 /// A panel query allowed to return no series on the machine that runs the live test, and why.
 /// The exception is narrow: it applies only while the machine lacks the hardware
@@ -632,16 +631,6 @@ async fn may_be_empty(
     Ok(format!("allowed to be empty here: {}", entry.reason))
 }
 
-/// A node exporter killed when dropped.
-struct NodeExporter(std::process::Child);
-
-impl Drop for NodeExporter {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The flags `examples/device-node-exporter` runs node_exporter with (its Dockerfile's CMD),
 /// without `--web.listen-address`, which the test sets.
 fn example_node_exporter_flags() -> Vec<String> {
@@ -742,24 +731,18 @@ async fn every_panel_and_variable_query_returns_data() {
         .unwrap()
         .port();
     let flags = example_node_exporter_flags();
-    let mut node = NodeExporter(
+    let mut node = quiet(
         std::process::Command::new("prometheus-node-exporter")
             .args(&flags)
-            .arg(format!("--web.listen-address=127.0.0.2:{port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("prometheus-node-exporter (Debian package; scripts/test installs it)"),
+            .arg(format!("--web.listen-address=127.0.0.2:{port}")),
+        "prometheus-node-exporter (Debian package; scripts/test installs it)",
     );
 
-    let fake = FakeBalena::start(account).await;
-    let exporter = Exporter::start(
-        &fake.url(),
-        TOKEN,
+    let (_fake, exporter) = start_ready(
+        account,
         &[("SD_MODE", "lan"), ("SD_LAN_PORT", &port.to_string())],
     )
     .await;
-    exporter.wait_ready().await;
     let prometheus = Prometheus::shipped(exporter.url.trim_start_matches("http://"));
     // With a scrape a second: five of the exporter, three of the device (Prometheus passes
     // discovered targets on to scraping every 5 s, so the device's scrapes start later).

@@ -16,7 +16,7 @@
 //! live check of every query is in
 //! `dashboards_live.rs`.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -56,6 +56,15 @@ fn yaml_value(path: &str, key: &str) -> String {
         .unwrap_or_else(|| panic!("{path}: no {key}:"))
 }
 
+/// Asserts that `value` is neither empty nor in `seen` yet, and adds it; `what` says what it is.
+fn assert_once(seen: &mut BTreeSet<String>, value: &str, what: impl FnOnce() -> String) {
+    assert!(
+        !value.is_empty() && seen.insert(value.to_string()),
+        "{} {value:?} is empty or repeated",
+        what()
+    );
+}
+
 #[test]
 fn dashboards_parse_with_unique_uids() {
     let dashboards = dashboards();
@@ -82,11 +91,7 @@ fn dashboards_parse_with_unique_uids() {
             // description is the (i) beside the title: what the panel shows, from which metric.
             if !is_row(panel) {
                 let title = panel["title"].as_str().unwrap_or("");
-                assert!(
-                    !title.is_empty() && titles.insert(title.to_string()),
-                    "{}: panel title {title:?} is empty or repeated",
-                    d.name()
-                );
+                assert_once(&mut titles, title, || format!("{}: panel title", d.name()));
                 assert!(
                     panel["description"]
                         .as_str()
@@ -191,11 +196,8 @@ fn every_panel_and_target_uses_the_provisioned_datasource() {
             let mut ref_ids = BTreeSet::new();
             for target in &targets {
                 let ref_id = target["refId"].as_str().unwrap_or("");
-                assert!(
-                    !ref_id.is_empty() && ref_ids.insert(ref_id.to_string()),
-                    "{}: panel {title:?}: missing or repeated refId {ref_id:?}",
-                    d.name()
-                );
+                let what = || format!("{}: panel {title:?}: refId", d.name());
+                assert_once(&mut ref_ids, ref_id, what);
                 assert!(
                     datasource_ok(&d, &target["datasource"], &uid),
                     "{}: panel {title:?} target {ref_id}: datasource {} is not the provisioned {uid:?}",
@@ -231,24 +233,11 @@ fn every_variable_used_is_defined() {
         let mut defined = BTreeSet::new();
         for var in d.variables() {
             let name = var["name"].as_str().unwrap_or("");
-            assert!(!name.is_empty(), "{}: a variable has no name", d.name());
-            assert!(
-                defined.insert(name.to_string()),
-                "{}: ${name} twice",
-                d.name()
-            );
+            assert_once(&mut defined, name, || {
+                format!("{}: variable name", d.name())
+            });
         }
-        let mut texts: Vec<(String, String)> = d
-            .queries()
-            .into_iter()
-            .map(|(panel, ref_id, expr)| (format!("panel {panel:?} target {ref_id}"), expr))
-            .collect();
-        for var in d.variables() {
-            if let Some(query) = variable_query(var) {
-                texts.push((format!("variable {}", var["name"]), query.to_string()));
-            }
-        }
-        for (place, text) in texts {
+        for (place, text) in d.expressions() {
             for (_, name) in variable_refs(&text) {
                 let builtin = BUILTINS.iter().any(|(b, _)| *b == name);
                 assert!(
@@ -274,11 +263,6 @@ fn device_dashboards_select_only_the_chosen_devices() {
     let dashboards = dashboards();
     for uid in DEVICE_DASHBOARDS {
         let d = with_uid(&dashboards, uid).unwrap_or_else(|| panic!("no dashboard with uid {uid}"));
-        let texts: Vec<(String, String)> = d
-            .queries()
-            .into_iter()
-            .map(|(panel, ref_id, expr)| (format!("panel {panel:?} target {ref_id}"), expr))
-            .collect();
         // The device variable lists only devices of the chosen fleets, and both list only
         // targets of the devices job.
         for var in d.variables() {
@@ -302,7 +286,12 @@ fn device_dashboards_select_only_the_chosen_devices() {
                 d.name()
             );
         }
-        for (place, expr) in texts {
+        // The panels' queries (the variables' are checked above).
+        let panels = d
+            .expressions()
+            .into_iter()
+            .filter(|(p, _)| p.starts_with("panel "));
+        for (place, expr) in panels {
             let found = selectors(&expr);
             assert!(
                 !found.is_empty(),
@@ -326,13 +315,7 @@ fn device_dashboards_select_only_the_chosen_devices() {
 fn every_metric_is_documented_in_the_readme() {
     let readme = read("README.md");
     for d in dashboards() {
-        let mut texts: Vec<String> = d.queries().into_iter().map(|(_, _, e)| e).collect();
-        texts.extend(
-            d.variables()
-                .iter()
-                .filter_map(|v| variable_query(v).map(String::from)),
-        );
-        for text in texts {
+        for (_, text) in d.expressions() {
             for name in metric_names(&text) {
                 let documented = if name.starts_with("process_") {
                     readme.contains("`process_*`")
@@ -654,17 +637,7 @@ fn old_definition(expr: &str) -> Option<&'static str> {
 fn no_query_uses_the_old_definitions() {
     let mut checked = 0;
     for d in dashboards() {
-        let mut texts: Vec<(String, String)> = d
-            .queries()
-            .into_iter()
-            .map(|(panel, ref_id, expr)| (format!("panel {panel:?} target {ref_id}"), expr))
-            .collect();
-        for var in d.variables() {
-            if let Some(query) = variable_query(var) {
-                texts.push((format!("variable {}", var["name"]), query.to_string()));
-            }
-        }
-        for (place, expr) in texts {
+        for (place, expr) in d.expressions() {
             if let Some(why) = old_definition(&expr) {
                 panic!("{}: {place} computes {why}: {expr}", d.name());
             }

@@ -3,17 +3,19 @@
 //! line every two seconds, never finishing. Scrapes must be answered again within 60 s, and
 //! every slow client closed by the exporter, counted by reason.
 
-mod common;
+use crate::common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use common::exporter::{free_port, wait_for};
+use common::child::quiet;
+use common::exporter::wait_for;
 use common::fake::{Account, FakeBalena};
+use common::net::free_port;
 use common::promtext::{parse, value};
 
 const CLIENTS: usize = 1_100;
@@ -40,15 +42,6 @@ fn raise_open_files(wanted: u64) {
     }
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_beyond_the_open_files_limit_cannot_lock_scrapes_out() {
     raise_open_files(4_096);
@@ -56,7 +49,7 @@ async fn slow_clients_beyond_the_open_files_limit_cannot_lock_scrapes_out() {
     let port = free_port();
     let address = format!("127.0.0.1:{port}");
     // The exporter's own limit is 1024, as in a container.
-    let exporter = Killed(
+    let exporter = quiet(
         Command::new("sh")
             .args(["-c", "ulimit -n 1024 && exec \"$0\""])
             .arg(env!("CARGO_BIN_EXE_balena-exporter"))
@@ -69,11 +62,8 @@ async fn slow_clients_beyond_the_open_files_limit_cannot_lock_scrapes_out() {
                 ("PORT", &port.to_string()),
                 ("CRAWL_INTERVAL", "5"),
                 ("RUST_LOG", "warn"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            ]),
+        "the exporter",
     );
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(90))

@@ -1,6 +1,6 @@
 //! The binary as a user runs it: startup errors, logs, signals.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -105,7 +105,7 @@ impl Running {
 
     /// With only `vars` (and the loopback address).
     fn bare(args: &[&str], vars: &[(&str, &str)]) -> Running {
-        let port = common::exporter::free_port();
+        let port = common::net::free_port();
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("stderr.log");
         let child = Command::new(BIN)
@@ -194,34 +194,37 @@ async fn the_token_never_reaches_the_log_even_at_trace_level() {
     );
 }
 
+/// Runs the binary on `fake` with `token` until the log has said `refusal` twice; returns it
+/// running. The first line that says `refusal` is an error of kind `unauthorized` that also
+/// says `advice`, and the token is nowhere in the log.
+async fn refused_twice(fake: &FakeBalena, token: &str, refusal: &str, advice: &str) -> Running {
+    let url = fake.url();
+    let vars = [
+        ("BALENA_TOKEN", token),
+        ("BALENA_API_URL", &url),
+        ("CRAWL_INTERVAL", "0.4"),
+    ];
+    let running = Running::start(&[], &vars);
+    wait_for(
+        &format!("two lines saying {refusal:?} in the log"),
+        || async { running.log().matches(refusal).count() >= 2 },
+    )
+    .await;
+    let log = running.log();
+    let line = log.lines().find(|l| l.contains(refusal)).unwrap();
+    assert!(
+        line.contains("ERROR") && line.contains("kind=unauthorized") && line.contains(advice),
+        "{line}"
+    );
+    assert!(!log.contains(token), "the token itself is never logged");
+    running
+}
+
 #[tokio::test]
 async fn a_rejected_token_is_logged_and_the_process_stays_up() {
     let fake = FakeBalena::start(Account::sample()).await;
-    let running = Running::start(
-        &[],
-        &[
-            ("BALENA_TOKEN", "revoked-key"),
-            ("BALENA_API_URL", &fake.url()),
-            ("CRAWL_INTERVAL", "0.4"),
-        ],
-    );
-    wait_for("two rejections in the log", || async {
-        running.log().matches("rejected the token").count() >= 2
-    })
-    .await;
-    let log = running.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("rejected the token"))
-        .unwrap();
-    assert!(
-        line.contains("ERROR") && line.contains("kind=unauthorized"),
-        "{line}"
-    );
-    assert!(
-        line.contains("set BALENA_TOKEN to a valid user or named API key"),
-        "{line}"
-    );
+    let advice = "set BALENA_TOKEN to a valid user or named API key";
+    let running = refused_twice(&fake, "revoked-key", "rejected the token", advice).await;
     assert_eq!(running.status("/-/healthy").await, Some(200));
     assert_eq!(running.status("/-/ready").await, Some(503));
     let (code, _) = running.terminate().await;
@@ -233,32 +236,8 @@ async fn a_device_key_is_named_as_such_and_retried() {
     let mut account = Account::sample();
     account.device_keys = vec![("the-device-key".into(), 5)];
     let fake = FakeBalena::start(account).await;
-    let running = Running::start(
-        &[],
-        &[
-            ("BALENA_TOKEN", "the-device-key"),
-            ("BALENA_API_URL", &fake.url()),
-            ("CRAWL_INTERVAL", "0.4"),
-        ],
-    );
-    wait_for("two refusals in the log", || async {
-        running.log().matches("is a device API key").count() >= 2
-    })
-    .await;
-    let log = running.log();
-    let line = log.lines().find(|l| l.contains("device API key")).unwrap();
-    assert!(
-        line.contains("ERROR") && line.contains("kind=unauthorized"),
-        "{line}"
-    );
-    assert!(
-        line.contains("can read only its own device and fleet, so it cannot list the fleets"),
-        "{line}"
-    );
-    assert!(
-        !log.contains("the-device-key"),
-        "the key itself is never logged"
-    );
+    let advice = "can read only its own device and fleet, so it cannot list the fleets";
+    let running = refused_twice(&fake, "the-device-key", "is a device API key", advice).await;
     // The key passed whoami; nothing else was asked with it.
     assert!(fake.requests().iter().all(|r| r.path == "/actor/v1/whoami"));
     assert_eq!(running.status("/-/ready").await, Some(503));
@@ -331,12 +310,12 @@ async fn healthcheck_flag_probes_the_running_exporter() {
         running.status("/-/healthy").await == Some(200)
     })
     .await;
-    let ok = Command::new(BIN)
+    let mut healthcheck = Command::new(BIN);
+    healthcheck
         .arg("--healthcheck")
         .env_clear()
-        .env("PORT", &port)
-        .output()
-        .unwrap();
+        .env("PORT", &port);
+    let ok = healthcheck.output().unwrap();
     assert_eq!(
         ok.status.code(),
         Some(0),
@@ -345,12 +324,7 @@ async fn healthcheck_flag_probes_the_running_exporter() {
     );
     let (code, _) = running.terminate().await;
     assert_eq!(code, Some(0));
-    let down = Command::new(BIN)
-        .arg("--healthcheck")
-        .env_clear()
-        .env("PORT", &port)
-        .output()
-        .unwrap();
+    let down = healthcheck.output().unwrap();
     assert_eq!(down.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&down.stderr)
         .contains(&format!("cannot reach 127.0.0.1:{port}/-/healthy")));

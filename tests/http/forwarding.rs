@@ -2,12 +2,12 @@
 //! reaches it: what passes through, what is refused (paths leaving the prefix, big bodies),
 //! and the credentials in front of Alertmanager.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
-use common::exporter::Exporter;
+use common::exporter::{start_ready, Exporter};
 use common::fake::{Account, FakeBalena};
 use warp::http::{HeaderMap, Method, Response, StatusCode};
 use warp::Filter;
@@ -85,8 +85,7 @@ async fn raw_status(url: &str, path: &str) -> u16 {
 async fn grafana_requests_reach_the_upstream_unchanged() {
     let fake = FakeBalena::start(Account::sample()).await;
     let (grafana, seen) = upstream().await;
-    let exporter = Exporter::start(&fake.url(), TOKEN, &[("GRAFANA_URL", &grafana)]).await;
-    exporter.wait_ready().await;
+    let exporter = Exporter::ready_on(&fake, &[("GRAFANA_URL", &grafana)]).await;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -263,10 +262,8 @@ async fn an_unreachable_grafana_is_a_502_and_without_grafana_url_a_page_says_so(
 
 #[tokio::test]
 async fn metrics_credentials_when_configured() {
-    let fake = FakeBalena::start(Account::sample()).await;
-    let exporter = Exporter::start(
-        &fake.url(),
-        TOKEN,
+    let (_fake, exporter) = start_ready(
+        Account::sample(),
         &[
             ("METRICS_TOKEN", "scrape-t0ken-0123456789"),
             ("METRICS_USERNAME", "prom"),
@@ -274,7 +271,6 @@ async fn metrics_credentials_when_configured() {
         ],
     )
     .await;
-    exporter.wait_ready().await;
     let http = reqwest::Client::new();
     let status = |auth: Option<String>| {
         let mut request = http.get(format!("{}/metrics", exporter.url));

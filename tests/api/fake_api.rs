@@ -2,7 +2,7 @@
 //! the facts recorded in shared/balena-api/. URLs are written literally: reqwest keeps
 //! `$ ( ) , / : ; =` and existing `%XX` escapes as they are, and sends `'` as `%27`.
 
-mod common;
+use crate::common;
 use common::fake::*;
 
 use std::time::Duration;
@@ -46,8 +46,24 @@ async fn get(fake: &FakeBalena, path_and_query: &str) -> Answer {
     get_with(fake, path_and_query, Some(&format!("Bearer {TOKEN}"))).await
 }
 
+/// Asserts the body of each (path and query, body).
+async fn assert_bodies(fake: &FakeBalena, cases: &[(&str, &str)]) {
+    for (path_and_query, body) in cases {
+        assert_eq!(
+            get(fake, path_and_query).await.body,
+            *body,
+            "{path_and_query}"
+        );
+    }
+}
+
 async fn sample() -> FakeBalena {
     FakeBalena::start(Account::sample()).await
+}
+
+/// The ids of the rows `path_and_query` answers.
+async fn ids_of(fake: &FakeBalena, path_and_query: &str) -> Vec<u64> {
+    ids(&get(fake, path_and_query).await.body)
 }
 
 fn ids(body: &str) -> Vec<u64> {
@@ -253,25 +269,24 @@ async fn malformed_queries_are_400_and_unknown_resources_401() {
 #[tokio::test]
 async fn orderby_id_without_direction_sorts_descending() {
     let fake = sample().await;
-    let a = get(&fake, "/v7/device?$select=id&$orderby=id").await;
+    assert_bodies(
+        &fake,
+        &[(
+            "/v7/device?$select=id&$orderby=id",
+            r#"{"d":[{"id":8},{"id":7},{"id":6},{"id":5},{"id":4},{"id":3},{"id":2},{"id":1}]}"#,
+        )],
+    )
+    .await;
     assert_eq!(
-        a.body,
-        r#"{"d":[{"id":8},{"id":7},{"id":6},{"id":5},{"id":4},{"id":3},{"id":2},{"id":1}]}"#
-    );
-    assert_eq!(
-        ids(&get(&fake, "/v7/device?$select=id&$orderby=id%20asc")
-            .await
-            .body),
+        ids_of(&fake, "/v7/device?$select=id&$orderby=id%20asc").await,
         [1, 2, 3, 4, 5, 6, 7, 8]
     );
     assert_eq!(
-        ids(&get(&fake, "/v7/device?$select=id&$orderby=id%20desc")
-            .await
-            .body),
+        ids_of(&fake, "/v7/device?$select=id&$orderby=id%20desc").await,
         [8, 7, 6, 5, 4, 3, 2, 1]
     );
     assert_eq!(
-        ids(&get(&fake, "/v7/device?$select=id").await.body),
+        ids_of(&fake, "/v7/device?$select=id").await,
         [1, 2, 3, 4, 5, 6, 7, 8],
         "default: id ascending"
     );
@@ -295,12 +310,11 @@ async fn top_and_skip_page_after_filter_and_sort() {
 
     let (mut all, mut skip) = (Vec::<u64>::new(), 0);
     loop {
-        let page = ids(&get(
+        let page = ids_of(
             &fake,
             &format!("/v7/device?$select=id&$orderby=id%20asc&$top=3&$skip={skip}"),
         )
-        .await
-        .body);
+        .await;
         all.extend(&page);
         skip += 3;
         if page.len() < 3 {
@@ -315,7 +329,9 @@ async fn top_and_skip_page_after_filter_and_sort() {
     .await;
     assert_eq!(ids(&online.body), [6, 5]);
     assert_eq!(
-        ids(&get(&fake, "/v7/device?$select=id&$top=100000").await.body).len(),
+        ids_of(&fake, "/v7/device?$select=id&$top=100000")
+            .await
+            .len(),
         8,
         "no server cap"
     );
@@ -325,11 +341,7 @@ async fn top_and_skip_page_after_filter_and_sort() {
 async fn expansions_are_arrays_and_a_null_link_is_an_empty_array() {
     let fake = sample().await;
     let q = "$select=id&$expand=is_running__release($select=commit),is_pinned_on__release($select=id),should_be_running__release($select=id)";
-    let never = get(&fake, &format!("/v7/device?{q}&$filter=id%20eq%208")).await;
-    assert_eq!(
-        never.body,
-        r#"{"d":[{"is_running__release":[],"is_pinned_on__release":[],"should_be_running__release":[],"id":8}]}"#
-    );
+    assert_bodies(&fake, &[(&format!("/v7/device?{q}&$filter=id%20eq%208"), r#"{"d":[{"is_running__release":[],"is_pinned_on__release":[],"should_be_running__release":[],"id":8}]}"#)]).await;
     let running = get(&fake, &format!("/v7/device?{q}&$filter=id%20eq%201")).await;
     let v: serde_json::Value = serde_json::from_str(&running.body).expect("JSON");
     let commit = v["d"][0]["is_running__release"][0]["commit"]
@@ -350,21 +362,13 @@ async fn expansions_are_arrays_and_a_null_link_is_an_empty_array() {
         "{}",
         pinned.body
     );
-    let fleet = get(&fake, "/v7/application?$select=id&$expand=should_be_running__release($select=commit),organization&$filter=id%20eq%203").await;
-    assert_eq!(
-        fleet.body,
-        r#"{"d":[{"should_be_running__release":[],"organization":[{"id":1,"handle":"acme"}],"id":3}]}"#
-    );
+    assert_bodies(&fake, &[("/v7/application?$select=id&$expand=should_be_running__release($select=commit),organization&$filter=id%20eq%203", r#"{"d":[{"should_be_running__release":[],"organization":[{"id":1,"handle":"acme"}],"id":3}]}"#)]).await;
 }
 
 #[tokio::test]
 async fn expanded_keys_come_first_then_fields_in_select_order() {
     let fake = sample().await;
-    let a = get(&fake, "/v7/device?$select=is_online,device_name&$expand=is_of__device_type($select=slug),belongs_to__application($select=slug,id)&$filter=id%20eq%201").await;
-    assert_eq!(
-        a.body,
-        r#"{"d":[{"is_of__device_type":[{"slug":"raspberrypi4-64"}],"belongs_to__application":[{"slug":"acme/sensors","id":1}],"is_online":true,"device_name":"sensor-01"}]}"#
-    );
+    assert_bodies(&fake, &[("/v7/device?$select=is_online,device_name&$expand=is_of__device_type($select=slug),belongs_to__application($select=slug,id)&$filter=id%20eq%201", r#"{"d":[{"is_of__device_type":[{"slug":"raspberrypi4-64"}],"belongs_to__application":[{"slug":"acme/sensors","id":1}],"is_online":true,"device_name":"sensor-01"}]}"#)]).await;
     let all = get(
         &fake,
         "/v7/device?$expand=belongs_to__application($select=id)&$filter=id%20eq%208",
@@ -384,35 +388,29 @@ async fn expanded_keys_come_first_then_fields_in_select_order() {
 #[tokio::test]
 async fn links_that_are_not_expanded_are_id_objects_or_null() {
     let fake = sample().await;
-    let a = get(&fake, "/v7/device?$select=belongs_to__application,is_running__release,should_be_running__release&$filter=id%20eq%208").await;
-    assert_eq!(
-        a.body,
-        r#"{"d":[{"belongs_to__application":{"__id":3},"is_running__release":null,"should_be_running__release":null}]}"#
-    );
-    let b = get(
-        &fake,
-        "/v7/device?$select=is_pinned_on__release,should_be_running__release&$filter=id%20eq%204",
-    )
-    .await;
-    assert_eq!(
-        b.body,
-        r#"{"d":[{"is_pinned_on__release":{"__id":10},"should_be_running__release":{"__id":10}}]}"#
-    );
-    let f = get(
-        &fake,
-        "/v7/application?$select=organization,is_for__device_type&$filter=id%20eq%202",
-    )
-    .await;
     // Ids of organizations and device types are derived: handles and slugs sorted, 1-based.
-    assert_eq!(
-        f.body,
-        r#"{"d":[{"organization":{"__id":2},"is_for__device_type":{"__id":2}}]}"#
-    );
-    let nulls = get(&fake, "/v7/device?$select=cpu_usage,cpu_temp,memory_usage,memory_total,storage_usage,storage_total,os_version&$filter=id%20eq%208").await;
-    assert_eq!(
-        nulls.body,
-        r#"{"d":[{"cpu_usage":null,"cpu_temp":null,"memory_usage":null,"memory_total":null,"storage_usage":null,"storage_total":null,"os_version":null}]}"#
-    );
+    assert_bodies(
+        &fake,
+        &[
+            (
+                "/v7/device?$select=belongs_to__application,is_running__release,should_be_running__release&$filter=id%20eq%208",
+                r#"{"d":[{"belongs_to__application":{"__id":3},"is_running__release":null,"should_be_running__release":null}]}"#,
+            ),
+            (
+                "/v7/device?$select=is_pinned_on__release,should_be_running__release&$filter=id%20eq%204",
+                r#"{"d":[{"is_pinned_on__release":{"__id":10},"should_be_running__release":{"__id":10}}]}"#,
+            ),
+            (
+                "/v7/application?$select=organization,is_for__device_type&$filter=id%20eq%202",
+                r#"{"d":[{"organization":{"__id":2},"is_for__device_type":{"__id":2}}]}"#,
+            ),
+            (
+                "/v7/device?$select=cpu_usage,cpu_temp,memory_usage,memory_total,storage_usage,storage_total,os_version&$filter=id%20eq%208",
+                r#"{"d":[{"cpu_usage":null,"cpu_temp":null,"memory_usage":null,"memory_total":null,"storage_usage":null,"storage_total":null,"os_version":null}]}"#,
+            ),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -465,50 +463,38 @@ async fn count_is_a_bare_integer_that_agrees_with_the_list() {
 async fn filters() {
     let fake = sample().await;
     let f = |filter: &str| format!("/v7/device?$select=id&$filter={filter}");
+    assert_eq!(ids_of(&fake, &f("is_online%20eq%20false")).await, [2, 8]);
     assert_eq!(
-        ids(&get(&fake, &f("is_online%20eq%20false")).await.body),
-        [2, 8]
-    );
-    assert_eq!(
-        ids(&get(&fake, &f("overall_status%20eq%20'operational'"))
-            .await
-            .body),
+        ids_of(&fake, &f("overall_status%20eq%20'operational'")).await,
         [1, 4, 5]
     );
     assert_eq!(
-        ids(&get(&fake, &f("api_heartbeat_state%20ne%20'online'"))
-            .await
-            .body),
+        ids_of(&fake, &f("api_heartbeat_state%20ne%20'online'")).await,
         [2, 3, 7, 8]
     );
-    assert_eq!(
-        ids(&get(&fake, &f("os_version%20eq%20null")).await.body),
-        [8]
-    );
+    assert_eq!(ids_of(&fake, &f("os_version%20eq%20null")).await, [8]);
     // pinejs gives `and` and `or` the same precedence, left to right: (1 or 2) and offline.
     assert_eq!(
-        ids(&get(
+        ids_of(
             &fake,
             &f("id%20eq%201%20or%20id%20eq%202%20and%20is_online%20eq%20false")
         )
-        .await
-        .body),
+        .await,
         [2]
     );
     assert_eq!(
-        ids(&get(
+        ids_of(
             &fake,
             &f("id%20eq%201%20or%20(id%20eq%202%20and%20is_online%20eq%20false)")
         )
-        .await
-        .body),
+        .await,
         [1, 2]
     );
     // Order comparisons, as keyset paging uses them; null compares as nothing.
-    assert_eq!(ids(&get(&fake, &f("id%20gt%205")).await.body), [6, 7, 8]);
-    assert_eq!(ids(&get(&fake, &f("id%20le%202")).await.body), [1, 2]);
+    assert_eq!(ids_of(&fake, &f("id%20gt%205")).await, [6, 7, 8]);
+    assert_eq!(ids_of(&fake, &f("id%20le%202")).await, [1, 2]);
     assert_eq!(
-        ids(&get(&fake, &f("cpu_temp%20ge%2080")).await.body),
+        ids_of(&fake, &f("cpu_temp%20ge%2080")).await,
         [3],
         "device 8 has no temperature"
     );
@@ -530,11 +516,7 @@ async fn filters() {
 #[tokio::test]
 async fn owns_device_count_expansion_and_read_by_key() {
     let fake = sample().await;
-    let a = get(&fake, "/v7/application?$select=id,app_name&$expand=owns__device/$count($filter=is_online%20eq%20true)").await;
-    assert_eq!(
-        a.body,
-        r#"{"d":[{"owns__device":3,"id":1,"app_name":"sensors"},{"owns__device":2,"id":2,"app_name":"sensors"},{"owns__device":1,"id":3,"app_name":"gateways"}]}"#
-    );
+    assert_bodies(&fake, &[("/v7/application?$select=id,app_name&$expand=owns__device/$count($filter=is_online%20eq%20true)", r#"{"d":[{"owns__device":3,"id":1,"app_name":"sensors"},{"owns__device":2,"id":2,"app_name":"sensors"},{"owns__device":1,"id":3,"app_name":"gateways"}]}"#)]).await;
     assert_eq!(
         get(&fake, "/v7/application(1)?$select=id,app_name")
             .await
@@ -561,17 +543,13 @@ async fn set_account_replaces_the_data() {
     account.fleets.retain(|f| f.id != 3);
     account.devices[0].is_online = false;
     fake.set_account(account);
+    assert_eq!(ids_of(&fake, "/v7/application?$select=id").await, [1, 2]);
     assert_eq!(
-        ids(&get(&fake, "/v7/application?$select=id").await.body),
-        [1, 2]
-    );
-    assert_eq!(
-        ids(&get(
+        ids_of(
             &fake,
             "/v7/device?$select=id&$filter=is_online%20eq%20false"
         )
-        .await
-        .body),
+        .await,
         [1, 2]
     );
     fake.set_account(Account {
@@ -691,17 +669,11 @@ async fn a_page_cap_shortens_reads_whatever_top_says() {
     let fake = sample().await;
     fake.set_max_top(Some(3));
     let q = "/v7/device?$select=id&$orderby=id%20asc";
-    assert_eq!(
-        ids(&get(&fake, &format!("{q}&$top=1000")).await.body),
-        [1, 2, 3]
-    );
-    assert_eq!(ids(&get(&fake, q).await.body), [1, 2, 3]);
-    assert_eq!(ids(&get(&fake, &format!("{q}&$top=2")).await.body), [1, 2]);
+    assert_eq!(ids_of(&fake, &format!("{q}&$top=1000")).await, [1, 2, 3]);
+    assert_eq!(ids_of(&fake, q).await, [1, 2, 3]);
+    assert_eq!(ids_of(&fake, &format!("{q}&$top=2")).await, [1, 2]);
     fake.set_max_top(None);
-    assert_eq!(
-        ids(&get(&fake, &format!("{q}&$top=1000")).await.body).len(),
-        8
-    );
+    assert_eq!(ids_of(&fake, &format!("{q}&$top=1000")).await.len(), 8);
 }
 
 #[tokio::test]
@@ -709,12 +681,9 @@ async fn churn_deletes_the_first_device_of_each_page_and_adds_one() {
     let fake = sample().await;
     fake.set_churn(2);
     let q = "/v7/device?$select=id&$orderby=id%20asc&$top=3";
-    assert_eq!(ids(&get(&fake, q).await.body), [1, 2, 3]);
+    assert_eq!(ids_of(&fake, q).await, [1, 2, 3]);
     // Device 1 is gone and device 9 came: an offset of 3 now skips device 4.
-    assert_eq!(
-        ids(&get(&fake, &format!("{q}&$skip=3")).await.body),
-        [5, 6, 7]
-    );
+    assert_eq!(ids_of(&fake, &format!("{q}&$skip=3")).await, [5, 6, 7]);
     let left: Vec<u64> = fake.account().devices.iter().map(|d| d.id).collect();
     assert_eq!(left, [2, 3, 4, 6, 7, 8, 9, 10]);
 }
@@ -763,15 +732,14 @@ async fn nested_expansions_with_their_own_options() {
         r#"{"d":[{"image_install":[{"installs__image":[{"is_a_build_of__service":{"__id":1}}],"id":2,"status":"Running","is_provided_by__release":{"__id":11}},{"installs__image":[{"is_a_build_of__service":{"__id":2}}],"id":3,"status":"exited","is_provided_by__release":{"__id":11}}],"device_tag":[{"tag_key":"site","value":"Köln"}],"id":1}]}"#
     );
     // Without their own $orderby, nested lists come in no particular order.
-    let unordered = get(
+    assert_bodies(
         &fake,
-        "/v7/device?$select=id&$expand=image_install($select=id)&$filter=id%20eq%201",
+        &[(
+            "/v7/device?$select=id&$expand=image_install($select=id)&$filter=id%20eq%201",
+            r#"{"d":[{"image_install":[{"id":3},{"id":2},{"id":1}],"id":1}]}"#,
+        )],
     )
     .await;
-    assert_eq!(
-        unordered.body,
-        r#"{"d":[{"image_install":[{"id":3},{"id":2},{"id":1}],"id":1}]}"#
-    );
     // An unknown nested field or navigation is a 500, as at the top level.
     for bad in [
         "/v7/device?$expand=image_install($select=nope)",
@@ -780,15 +748,14 @@ async fn nested_expansions_with_their_own_options() {
     ] {
         assert_eq!(get(&fake, bad).await.status, 500, "{bad}");
     }
-    let services = get(
+    assert_bodies(
         &fake,
-        "/v7/service?$select=id,service_name&$orderby=id%20asc",
+        &[(
+            "/v7/service?$select=id,service_name&$orderby=id%20asc",
+            r#"{"d":[{"id":1,"service_name":"main"},{"id":2,"service_name":"sidecar"}]}"#,
+        )],
     )
     .await;
-    assert_eq!(
-        services.body,
-        r#"{"d":[{"id":1,"service_name":"main"},{"id":2,"service_name":"sidecar"}]}"#
-    );
     // As recorded: a guest gets 401 on installs and device tags, an empty 200 on services.
     let guest = Some("Bearer nobody");
     assert_eq!(

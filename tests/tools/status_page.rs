@@ -7,7 +7,7 @@
 //! fleet, the page's offline and updating counts equal the definitions computed from the
 //! account's own rows, and the recording rules a real Prometheus evaluates.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
 
-use common::exporter::{wait_for, Exporter};
+use common::exporter::{start_ready, wait_for, Exporter};
 use common::fake::{Account, Device, FakeBalena};
 use common::prometheus::Prometheus;
 use common::tools;
@@ -59,9 +59,8 @@ async fn fake_alertmanager() -> String {
 async fn started() -> (FakeBalena, Exporter) {
     let fake = FakeBalena::start(Account::sample()).await;
     let alertmanager = fake_alertmanager().await;
-    let exporter = Exporter::start(
-        &fake.url(),
-        TOKEN,
+    let exporter = Exporter::ready_on(
+        &fake,
         &[
             ("CRAWL_INTERVAL", "60"),
             ("REQUEST_TIMEOUT", "5"),
@@ -70,7 +69,6 @@ async fn started() -> (FakeBalena, Exporter) {
         ],
     )
     .await;
-    exporter.wait_ready().await;
     wait_for("the alerts on the page", || async {
         exporter.get("/").await.1.contains("Alerts firing (2)")
     })
@@ -109,11 +107,7 @@ fn expected_rows(account: &Account) -> Vec<String> {
         .fleets
         .iter()
         .map(|f| {
-            let devices: Vec<_> = account
-                .devices
-                .iter()
-                .filter(|d| d.fleet_id == f.id)
-                .collect();
+            let devices = account.devices_of(f.id);
             let count = |f: fn(&Device) -> bool| devices.iter().filter(|d| f(d)).count();
             format!(
                 "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
@@ -466,14 +460,12 @@ async fn a_phone_browser_renders_the_page() {
 #[tokio::test]
 async fn an_alertmanager_that_is_down_leaves_a_note_and_the_page() {
     let fake = FakeBalena::start(Account::sample()).await;
-    let refused = common::exporter::free_port();
-    let exporter = Exporter::start(
-        &fake.url(),
-        TOKEN,
+    let refused = common::net::free_port();
+    let exporter = Exporter::ready_on(
+        &fake,
         &[("ALERTMANAGER_URL", &format!("http://127.0.0.1:{refused}"))],
     )
     .await;
-    exporter.wait_ready().await;
     wait_for("the unreachable note", || async {
         exporter
             .get("/")
@@ -549,14 +541,11 @@ async fn offline_and_updating_are_one_number_on_the_page_and_in_prometheus() {
             )
         }),
     ];
-    let fake = FakeBalena::start(account.clone()).await;
-    let exporter = Exporter::start(
-        &fake.url(),
-        common::generate::TOKEN,
+    let (_fake, exporter) = start_ready(
+        account.clone(),
         &[("CRAWL_INTERVAL", "60"), ("REQUEST_TIMEOUT", "5")],
     )
     .await;
-    exporter.wait_ready().await;
     let (_, page) = exporter.get("/").await;
     let cells = fleet_cells(&page);
 
@@ -584,11 +573,7 @@ async fn offline_and_updating_are_one_number_on_the_page_and_in_prometheus() {
     }
     let (mut offline_total, mut updating_total) = (0, 0);
     for f in &account.fleets {
-        let devices: Vec<&Device> = account
-            .devices
-            .iter()
-            .filter(|d| d.fleet_id == f.id)
-            .collect();
+        let devices = account.devices_of(f.id);
         let want_offline = devices.iter().filter(|d| offline(d)).count();
         let want_updating = devices.iter().filter(|d| updating(d)).count();
         let row = cells

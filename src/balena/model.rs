@@ -2,7 +2,7 @@
 //! devices (with their image installs and tags), services and the whoami actor. Lenient where
 //! the API is: unknown keys are ignored, and missing or null values, nulls for lists and
 //! coordinates as text all parse. A value of the wrong type (`"is_online":"true"`) fails the
-//! page, and so the crawl, which then keeps the last good data (tests/prop_decode.rs).
+//! page, and so the crawl, which then keeps the last good data (tests/api/prop_decode.rs).
 //! Fleets, devices and services borrow their text from the page they were read from.
 
 use std::borrow::Cow;

@@ -15,7 +15,7 @@ use crate::tags;
 /// The text is written straight, without building the prometheus crate's metric model first:
 /// at 10,000 devices that model is 130,000 metrics with their own label strings, which cost
 /// more time and memory than the text itself. The output is byte for byte what `TextEncoder`
-/// writes for the same families (tests/golden.rs).
+/// writes for the same families (tests/api/golden.rs).
 pub struct Families {
     device_metrics: bool,
     reads: Reads,

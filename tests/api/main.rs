@@ -1,6 +1,7 @@
 //! The exporter and its API client, black-box: the fake balena API (and the fake's own
-//! behaviour), paging, what the devices run, `/metrics`, `/sd`, gzip, the binary as a user runs
-//! it, and the README's tables. One binary: one link step for all of them.
+//! behaviour), paging, what the devices run, `/metrics`, `/sd`, gzip, the golden files of the
+//! one render path, the property tests of decoding and labels, the binary as a user runs it,
+//! and the README's tables. One binary: one link step for all of them.
 
 #[path = "../common"]
 mod common {
@@ -9,13 +10,18 @@ mod common {
     pub mod generate;
     pub mod net;
     pub mod promtext;
+    pub mod props;
+    pub mod tools;
 }
 
 mod cli;
 mod exporter;
 mod fake_api;
+mod golden;
 mod paging;
 mod plain_gzip;
+mod prop_decode;
+mod prop_labels;
 mod readme;
 mod sd;
 mod services;

@@ -1,7 +1,6 @@
 //! A real `prometheus` server (Debian package `prometheus`) on loopback, scraping given targets.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use super::child::{quiet, Killed};
 
@@ -154,28 +153,6 @@ impl Prometheus {
             .map(|(p, c)| (p.as_str(), c.as_str()))
             .collect();
         Prometheus::with_config(&config, &files)
-    }
-}
-
-/// `promtool check metrics` on `text`: Err with promtool's report on any problem or lint.
-pub fn promtool_check_metrics(text: &[u8]) -> Result<(), String> {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; scripts/test installs it)");
-    // promtool stops reading at the first error it finds, so on a large text the write can
-    // fail (broken pipe): its report then says why, and the text is not accepted.
-    let written = child.stdin.take().unwrap().write_all(text);
-    let out = child.wait_with_output().unwrap();
-    let report =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    match written {
-        Ok(()) if out.status.success() && report.trim().is_empty() => Ok(()),
-        Err(e) if report.trim().is_empty() => Err(format!("promtool did not read it all: {e}")),
-        _ => Err(report),
     }
 }
 

@@ -1,9 +1,9 @@
-//! What the property tests (tests/prop_*.rs) share: a fixed seed and case count, no
+//! What the property tests (tests/api/prop_*.rs, tests/http/prop_http.rs) share: a fixed seed and case count, no
 //! regression files, and a deadline on each property so that a loop fails instead of hanging.
 //!
 //! Every run tries the same cases, so CI cannot flake. To explore others, set the proptest
 //! variables, which win over these settings: `PROPTEST_RNG_SEED=7 PROPTEST_CASES=100000
-//! cargo test --test prop_decode`. A failure prints the shrunk input; nothing is written.
+//! cargo test --test api prop_decode::`. A failure prints the shrunk input; nothing is written.
 
 use std::fmt::Debug;
 use std::sync::{mpsc, Arc, Mutex, PoisonError};

@@ -6,6 +6,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::process::{Command, Stdio};
 
 /// The variable `scripts/test` sets so that nothing is skipped.
 pub const REQUIRE: &str = "BALENA_EXPORTER_REQUIRE_TOOLS";
@@ -38,4 +39,26 @@ fn on_path(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| {
         std::env::split_paths(&paths).any(|dir| Path::new(&dir).join(program).is_file())
     })
+}
+
+/// `promtool check metrics` on `text`: Err with promtool's report on any problem or lint.
+pub fn promtool_check_metrics(text: &[u8]) -> Result<(), String> {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; scripts/test installs it)");
+    // promtool stops reading at the first error it finds, so on a large text the write can
+    // fail (broken pipe): its report then says why, and the text is not accepted.
+    let written = child.stdin.take().unwrap().write_all(text);
+    let out = child.wait_with_output().unwrap();
+    let report =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    match written {
+        Ok(()) if out.status.success() && report.trim().is_empty() => Ok(()),
+        Err(e) if report.trim().is_empty() => Err(format!("promtool did not read it all: {e}")),
+        _ => Err(report),
+    }
 }

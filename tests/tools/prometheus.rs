@@ -17,7 +17,7 @@ async fn promtool_accepts_a_live_scrape() {
     }
     let (_fake, exporter) = start_ready(Account::sample(), &[]).await;
     let (_, body) = exporter.get("/metrics").await;
-    if let Err(report) = common::prometheus::promtool_check_metrics(body.as_bytes()) {
+    if let Err(report) = common::tools::promtool_check_metrics(body.as_bytes()) {
         panic!("promtool check metrics: {report}");
     }
     assert!(

@@ -5,7 +5,7 @@
 //! Fleets and devices are generated as plain rows (with the values the API can carry), then
 //! written as the API's JSON rows.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 
@@ -21,7 +21,7 @@ use balena_exporter::snapshot::{
 };
 use balena_exporter::tags;
 use common::promtext::{self, Sample};
-use common::{prometheus, props, tools};
+use common::{props, tools};
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
@@ -795,10 +795,10 @@ fn promtool_accepts_the_rendered_label_values() {
     let started = std::time::Instant::now();
     let snapshot = many_fleets();
     let text = render(&snapshot);
-    if let Err(report) = prometheus::promtool_check_metrics(text.as_bytes()) {
+    if let Err(report) = tools::promtool_check_metrics(text.as_bytes()) {
         // Halve the fleets while a half still fails, to name a culprit.
         let fails = |fleets: &[(Fleet, Vec<Device>)]| {
-            prometheus::promtool_check_metrics(render(fleets).as_bytes()).is_err()
+            tools::promtool_check_metrics(render(fleets).as_bytes()).is_err()
         };
         let mut culprits = snapshot.as_slice();
         while culprits.len() > 1 {

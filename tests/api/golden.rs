@@ -2,13 +2,13 @@
 //! (its crawl part) serve for fixed API pages (tests/golden/*.json: fleets, services,
 //! releases, devices, as the server answers them), fed through the production render path,
 //! byte for byte; and `promtool check metrics` on the metrics. `UPDATE_GOLDEN=1 cargo test
-//! --test golden` rewrites the files; review the diff before committing it.
+//! --test api golden::` rewrites the files; review the diff before committing it.
 //!
 //! The pages hold two fleets of the same name in two organizations, hostile names, tag keys
 //! that differ only by case, services, an unknown status, a device that has reported nothing,
 //! a device of a fleet not watched and a fleet without devices.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -94,7 +94,7 @@ fn golden_file_passes_promtool_check_metrics() {
         return;
     }
     let golden = std::fs::read(GOLDEN).unwrap();
-    if let Err(report) = common::prometheus::promtool_check_metrics(&golden) {
+    if let Err(report) = common::tools::promtool_check_metrics(&golden) {
         panic!("promtool: {report}");
     }
 }

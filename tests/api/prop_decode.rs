@@ -3,7 +3,7 @@
 //! pages through the production render path, joins (each device once, or counted as an
 //! orphan) and renders as metrics, service discovery and the status page.
 
-mod common;
+use crate::common;
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,7 +23,7 @@ const CASES: u32 = 256;
 /// Fleet lists recorded from a real balena API server (tests/fixtures/recorded/README.md), and
 /// one shaped as the exporter's own query is answered (`$expand` gives arrays).
 const FLEET_SEEDS: &[&str] = &[
-    include_str!("fixtures/recorded/application-v7.json"),
+    include_str!("../fixtures/recorded/application-v7.json"),
     r#"{"d":[{"id":1,"app_name":"kiosks","slug":"acme/kiosks","organization":[{"handle":"acme"}],
     "is_for__device_type":[{"slug":"raspberrypi4-64"}],
     "should_be_running__release":[{"commit":"0123456789abcdef0123456789abcdef"}]},
@@ -33,9 +33,9 @@ const FLEET_SEEDS: &[&str] = &[
 
 /// Device lists likewise: recorded, and with every field the exporter selects.
 const DEVICE_SEEDS: &[&str] = &[
-    include_str!("fixtures/recorded/device-v7.json"),
-    include_str!("fixtures/recorded/device-states-v6.json"),
-    include_str!("fixtures/recorded/device-states-v7.json"),
+    include_str!("../fixtures/recorded/device-v7.json"),
+    include_str!("../fixtures/recorded/device-states-v6.json"),
+    include_str!("../fixtures/recorded/device-states-v7.json"),
     r#"{"d":[{"id":1,"uuid":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa01","device_name":"pi",
     "belongs_to__application":{"__id":1},"is_of__device_type":[{"slug":"raspberrypi4-64"}],
     "is_online":true,"last_connectivity_event":"2026-11-21T20:27:10.768Z",

@@ -84,11 +84,7 @@ where
     let health = Arc::new(health);
     let publisher = publish::Publisher::start(
         publish::Settings {
-            render: render::Settings {
-                device_metrics: config.device_metrics,
-                sd: Arc::new(config.sd),
-                dashboard: config.balena_dashboard_url.as_deref().map(Arc::from),
-            },
+            render: render::Settings::new(&config),
             api_url: config.api.url.clone(),
             interval: config.crawl.interval,
             stale_after,

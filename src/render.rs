@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::balena::{self, model};
-use crate::config::{CrawlConfig, FleetFilter, SdConfig, TagFilter};
+use crate::config::{Config, CrawlConfig, FleetFilter, SdConfig, TagFilter};
 use crate::metrics::Families;
 use crate::sd;
 use crate::snapshot::{by_slug, Converter, Fleet, Tally};
@@ -25,6 +25,17 @@ pub struct Settings {
     pub sd: Arc<SdConfig>,
     /// The balena dashboard the status page's devices link to (`BALENA_DASHBOARD_URL`).
     pub dashboard: Option<Arc<str>>,
+}
+
+impl Settings {
+    /// What the configuration asks to render.
+    pub fn new(config: &Config) -> Settings {
+        Settings {
+            device_metrics: config.device_metrics,
+            sd: Arc::new(config.sd.clone()),
+            dashboard: config.balena_dashboard_url.as_deref().map(Arc::from),
+        }
+    }
 }
 
 /// The pages read before the devices: the fleets (those the crawl watches are kept), the

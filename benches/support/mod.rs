@@ -19,11 +19,8 @@ pub mod generate;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use balena_exporter::balena::{model, query};
-use balena_exporter::config::{CrawlConfig, FleetFilter, SdConfig, SdMode, TagFilter};
+use balena_exporter::config::{Config, CrawlConfig, TagFilter};
 use balena_exporter::render::{self, Pages, Rendered};
 use bytes::Bytes;
 
@@ -289,31 +286,24 @@ pub fn duration(seconds: f64) -> String {
     }
 }
 
-/// The exporter's default rendering: device families, `lan` service discovery.
-pub fn settings() -> render::Settings {
-    render::Settings {
-        device_metrics: true,
-        sd: Arc::new(SdConfig {
-            mode: SdMode::Lan { port: 80 },
-            fleets: FleetFilter::default(),
-            include_offline: false,
-            metrics_path: "/metrics".into(),
-            file: None,
-            own_uuid: None,
-        }),
-        dashboard: None,
-    }
+/// The exporter's configuration for the benches: every fleet, services and tags, `lan`
+/// service discovery, no dashboard links.
+fn config() -> Config {
+    let vars = [
+        ("BALENA_TOKEN", "t"),
+        ("SD_MODE", "lan"),
+        ("BALENA_DASHBOARD_URL", "off"),
+    ];
+    Config::from_vars(vars.map(|(k, v)| (k.to_string(), v.to_string())))
+        .expect("a valid configuration")
 }
 
-/// The exporter's default crawl: every fleet, services, every tag.
+/// What the exporter renders, configured as `config` says.
+pub fn settings() -> render::Settings {
+    render::Settings::new(&config())
+}
+
+/// What the crawl reads, configured as `config` says.
 pub fn crawl_config() -> CrawlConfig {
-    CrawlConfig {
-        interval: Duration::from_secs(60),
-        page_size: PAGE_SIZE,
-        fleets: FleetFilter::default(),
-        services: true,
-        tags: TagFilter::All,
-        location: true,
-        ignore_services: vec![],
-    }
+    config().crawl
 }

@@ -10,10 +10,9 @@
 
 use crate::common;
 
-use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use balena_exporter::config::{CrawlConfig, FleetFilter, SdConfig, SdMode, TagFilter};
+use balena_exporter::config::Config;
 use balena_exporter::render::{Pages, Rendered, Settings};
 use common::promtext;
 
@@ -33,27 +32,18 @@ fn rendered() -> Rendered {
         releases: vec![page("releases")],
         devices: vec![page("devices")],
     };
-    let settings = Settings {
-        device_metrics: true,
-        sd: Arc::new(SdConfig {
-            mode: SdMode::Lan { port: 80 },
-            fleets: FleetFilter::default(),
-            include_offline: true,
-            metrics_path: "/metrics".into(),
-            file: None,
-            own_uuid: None,
-        }),
-        dashboard: Some("https://dashboard.balena-cloud.com".into()),
-    };
-    let crawl = CrawlConfig {
-        interval: Duration::from_secs(60),
-        page_size: 1000,
-        fleets: FleetFilter::default(),
-        services: true,
-        tags: TagFilter::All,
-        location: true,
-        ignore_services: vec![],
-    };
+    // As the exporter is configured: every fleet, services and tags, `lan` discovery with
+    // offline devices too, balenaCloud's dashboard.
+    let config = Config::from_vars(
+        [
+            ("BALENA_TOKEN", "t"),
+            ("SD_MODE", "lan"),
+            ("SD_INCLUDE_OFFLINE", "true"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    )
+    .unwrap();
+    let (settings, crawl) = (Settings::new(&config), config.crawl);
     let now = UNIX_EPOCH + Duration::from_secs(1_795_300_000);
     pages.render(&settings, &crawl, now).unwrap()
 }

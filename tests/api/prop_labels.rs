@@ -9,10 +9,9 @@ use crate::common;
 
 use std::collections::BTreeMap;
 
-use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use balena_exporter::config::{CrawlConfig, FleetFilter, SdConfig, SdMode, TagFilter};
+use balena_exporter::config::Config;
 use balena_exporter::definitions::{service_failing, Presence};
 use balena_exporter::metrics::{self, Def};
 use balena_exporter::render::{Pages, Settings};
@@ -331,27 +330,16 @@ fn render(account: &[(Fleet, Vec<Device>)]) -> String {
 
 /// The fleet and device families `/metrics` serves for `pages`.
 fn render_pages(pages: &Pages) -> String {
-    let settings = Settings {
-        device_metrics: true,
-        sd: Arc::new(SdConfig {
-            mode: SdMode::Lan { port: 80 },
-            fleets: FleetFilter::default(),
-            include_offline: false,
-            metrics_path: "/metrics".into(),
-            file: None,
-            own_uuid: None,
-        }),
-        dashboard: None,
-    };
-    let crawl = CrawlConfig {
-        interval: Duration::from_secs(60),
-        page_size: 1000,
-        fleets: FleetFilter::default(),
-        services: true,
-        tags: TagFilter::All,
-        location: true,
-        ignore_services: vec![],
-    };
+    let config = Config::from_vars(
+        [
+            ("BALENA_TOKEN", "t"),
+            ("SD_MODE", "lan"),
+            ("BALENA_DASHBOARD_URL", "off"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    )
+    .expect("a valid configuration");
+    let (settings, crawl) = (Settings::new(&config), config.crawl);
     let rendered = pages
         .render(&settings, &crawl, UNIX_EPOCH)
         .expect("generated pages decode");

@@ -165,22 +165,18 @@ impl Crawler {
                 reading.visible_fleets()
             );
         }
-        if config.services && watched {
+        // The service names and the releases' restart policies, before any device.
+        let before_devices: [(Resource, Query, PageOf); 2] = [
+            (Resource::Service, query::services, Reading::service_page),
+            (Resource::Release, query::releases, Reading::release_page),
+        ];
+        for (resource, query, page) in before_devices
+            .into_iter()
+            .filter(|_| config.services && watched)
+        {
+            let size = config.page_size;
             self.client
-                .read_pages(
-                    Resource::Service,
-                    config.page_size,
-                    query::services,
-                    |body| reading.service_page(body),
-                )
-                .await?;
-            self.client
-                .read_pages(
-                    Resource::Release,
-                    config.page_size,
-                    query::releases,
-                    |body| reading.release_page(body),
-                )
+                .read_pages(resource, size, query, |body| page(&mut reading, body))
                 .await?;
         }
         Ok(reading)
@@ -246,6 +242,11 @@ impl Crawler {
         }
     }
 }
+
+/// A keyset page's query (`top`, after `id`).
+type Query = fn(u32, u64) -> String;
+/// How a page of one resource is read into the rendering (the ids of its rows).
+type PageOf = fn(&mut Reading, &[u8]) -> Result<Vec<u64>, serde_json::Error>;
 
 /// Runs CPU work on the blocking pool, off the async workers that serve scrapes. A panic
 /// there is a bug: it goes on as if the work had run here.

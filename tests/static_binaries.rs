@@ -605,25 +605,22 @@ async fn refuses_an_unknown_ca(target: &Target) {
     );
 }
 
-#[tokio::test]
-#[ignore = "needs dist/ from scripts/build-static"]
-async fn x86_64_speaks_https_with_a_private_ca() {
-    crawls_over_https_with_the_private_ca(&X86_64, &[]).await;
-    refuses_an_unknown_ca(&X86_64).await;
+/// One test per binary: it crawls over HTTPS with the private CA, and refuses an unknown one.
+macro_rules! speaks_https_with_a_private_ca {
+    ($($name:ident: $binary:expr, $needs:literal;)*) => {$(
+        #[tokio::test]
+        #[ignore = $needs]
+        async fn $name() {
+            crawls_over_https_with_the_private_ca(&$binary, &[]).await;
+            refuses_an_unknown_ca(&$binary).await;
+        }
+    )*};
 }
 
-#[tokio::test]
-#[ignore = "needs dist/ from scripts/build-static and qemu-user-static"]
-async fn aarch64_speaks_https_with_a_private_ca() {
-    crawls_over_https_with_the_private_ca(&AARCH64, &[]).await;
-    refuses_an_unknown_ca(&AARCH64).await;
-}
-
-#[tokio::test]
-#[ignore = "needs dist/ from scripts/build-static and qemu-user-static"]
-async fn armv7_speaks_https_with_a_private_ca() {
-    crawls_over_https_with_the_private_ca(&ARMV7, &[]).await;
-    refuses_an_unknown_ca(&ARMV7).await;
+speaks_https_with_a_private_ca! {
+    x86_64_speaks_https_with_a_private_ca: X86_64, "needs dist/ from scripts/build-static";
+    aarch64_speaks_https_with_a_private_ca: AARCH64, "needs dist/ from scripts/build-static and qemu-user-static";
+    armv7_speaks_https_with_a_private_ca: ARMV7, "needs dist/ from scripts/build-static and qemu-user-static";
 }
 
 /// The armv7 binary under `qemu-arm-static -strace` (which logs every system call of the

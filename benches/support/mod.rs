@@ -86,9 +86,19 @@ impl Recorded {
             });
             pages.push(get(query::devices(None, &READS, page_size, 0)).await);
         }
+        let parts = [whoami, probe, fleet_list, service_list];
+        Recorded::new(devices.len(), page_size, parts, pages)
+    }
+
+    /// The answers of a crawl: whoami, the location probe, the fleet and service lists, then
+    /// the device pages; the number of fleets is read from the fleet list.
+    fn new(devices: usize, page_size: u32, parts: [Bytes; 4], pages: Vec<Bytes>) -> Recorded {
+        let [whoami, probe, fleet_list, service_list] = parts;
+        let fleets = serde_json::from_slice::<model::Envelope<model::Fleet>>(&fleet_list)
+            .map_or(0, |e| e.d.len());
         Recorded {
-            devices: devices.len(),
-            fleets: account.fleets.len(),
+            devices,
+            fleets,
             page_size,
             whoami,
             probe,
@@ -123,24 +133,8 @@ impl Recorded {
             if let Ok(cached) = serde_json::from_slice::<Vec<String>>(&text) {
                 if cached.len() >= 4 {
                     let mut it = cached.into_iter().map(Bytes::from);
-                    let whoami = it.next().unwrap_or_default();
-                    let probe = it.next().unwrap_or_default();
-                    let fleet_list = it.next().unwrap_or_default();
-                    let service_list = it.next().unwrap_or_default();
-                    let pages: Vec<Bytes> = it.collect();
-                    let fleets =
-                        serde_json::from_slice::<model::Envelope<model::Fleet>>(&fleet_list)
-                            .map_or(0, |e| e.d.len());
-                    return Recorded {
-                        devices,
-                        fleets,
-                        page_size,
-                        whoami,
-                        probe,
-                        fleet_list,
-                        service_list,
-                        pages,
-                    };
+                    let parts = [(); 4].map(|()| it.next().unwrap_or_default());
+                    return Recorded::new(devices, page_size, parts, it.collect());
                 }
             }
         }
@@ -195,6 +189,8 @@ impl Recorded {
                 .and_then(|e| e.d.last().map(|s| s.id))
                 .unwrap_or(0);
         map.insert(query::services(self.page_size, last_service), empty.clone());
+        // No release says a restart policy (the generated services have none): one empty page.
+        map.insert(query::releases(self.page_size, 0), empty.clone());
         let mut after = 0;
         for page in &self.pages {
             map.insert(

@@ -110,6 +110,10 @@ impl Families {
         out.add(Slot::Updating, &id, flag(d.updating()));
         out.add(Slot::Status, &[uuid, slug, ("status", &d.status)], 1.0);
         out.add(Slot::Heartbeat, &[uuid, slug, ("state", &d.heartbeat)], 1.0);
+        out.add(Slot::Info, &device_info_labels(f, d), 1.0);
+        let status = [uuid, slug, ("status", &*d.update_status)];
+        out.add(Slot::UpdateStatus, &status, 1.0);
+        // Each family has a stream of its own, so the order of these calls is free.
         let values = [
             (Slot::LastConnectivity, d.last_connectivity_seconds),
             (Slot::Cpu, d.cpu_ratio),
@@ -120,12 +124,6 @@ impl Families {
             (Slot::StorageTotal, d.storage_total_bytes),
             (Slot::Undervolted, d.undervolted.map(flag)),
             (Slot::OnTarget, d.on_target_release.map(flag)),
-        ];
-        out.add_some(&id, &values);
-        out.add(Slot::Info, &device_info_labels(f, d), 1.0);
-        let status = [uuid, slug, ("status", &*d.update_status)];
-        out.add(Slot::UpdateStatus, &status, 1.0);
-        let values = [
             (Slot::UpdateProgress, d.update_progress),
             (Slot::UpdateStatusTime, d.update_status_changed_seconds),
             (Slot::HeartbeatChanged, d.heartbeat_changed_seconds),

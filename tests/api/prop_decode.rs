@@ -684,22 +684,25 @@ fn seeds(texts: &[&str]) -> Vec<Json> {
 /// A fleet list: generated with values of the right types, or a recorded or generated one
 /// mutated.
 fn fleet_body() -> impl Strategy<Value = Body> {
-    prop_oneof![
-        2 => vec(fleet(true), 0..6).prop_map(|f| Body::from(envelope(f))),
-        1 => mutated(prop_oneof![
-            select(seeds(FLEET_SEEDS)),
-            vec(fleet(false), 0..4).prop_map(envelope),
-        ]),
-    ]
+    list_body(fleet, 6, FLEET_SEEDS)
 }
 
 /// A device list, likewise.
 fn device_body() -> impl Strategy<Value = Body> {
+    list_body(device, 8, DEVICE_SEEDS)
+}
+
+/// A list of up to `most` rows made by `row(true)` (values of the right types), or a recorded
+/// one or one of `row(false)` (any values), mutated.
+fn list_body<S>(row: fn(bool) -> S, most: usize, recorded: &[&str]) -> impl Strategy<Value = Body>
+where
+    S: Strategy<Value = Json> + 'static,
+{
     prop_oneof![
-        2 => vec(device(true), 0..8).prop_map(|d| Body::from(envelope(d))),
+        2 => vec(row(true), 0..most).prop_map(|rows| Body::from(envelope(rows))),
         1 => mutated(prop_oneof![
-            select(seeds(DEVICE_SEEDS)),
-            vec(device(false), 0..4).prop_map(envelope),
+            select(seeds(recorded)),
+            vec(row(false), 0..4).prop_map(envelope),
         ]),
     ]
 }

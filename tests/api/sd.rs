@@ -119,14 +119,7 @@ async fn lan_mode_with_filters_and_offline_devices() {
 async fn before_the_first_crawl_503_and_nothing_to_discover_is_an_empty_list() {
     let fake = FakeBalena::start(Account::sample()).await;
     let rejected = Exporter::start(&fake.url(), "wrong-token", &[]).await;
-    wait_for("a failed crawl", || async {
-        rejected
-            .get("/-/ready")
-            .await
-            .1
-            .contains("no successful crawl")
-    })
-    .await;
+    rejected.wait_body("/-/ready", "no successful crawl").await;
     assert_eq!(rejected.get("/sd").await.0, 503);
     rejected.stop().await.unwrap();
 

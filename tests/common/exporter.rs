@@ -130,6 +130,13 @@ impl Exporter {
         }
     }
 
+    /// Waits until `path` answers a body that contains `text`.
+    #[allow(dead_code)] // tests/api and tests/tools, not tests/http
+    pub async fn wait_body(&self, path: &str, text: &str) {
+        let what = format!("{path} saying {text:?}");
+        wait_for(&what, || async { self.get(path).await.1.contains(text) }).await;
+    }
+
     /// Stops the server gracefully and returns what `run` returned.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(stop) = self.stop.take() {
@@ -140,6 +147,15 @@ impl Exporter {
             .expect("exporter stops within 5 s")
             .expect("exporter task did not panic")
     }
+}
+
+/// Waits until `url` answers 200 (a server that has just been started).
+#[allow(dead_code)] // tests/http and tests/tools, not tests/api
+pub async fn wait_200(http: &reqwest::Client, url: &str) {
+    wait_for(&format!("{url} answering 200"), || async {
+        http.get(url).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
 }
 
 /// Polls `check` every 50 ms for up to 15 s.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::child::quiet;
-use common::exporter::wait_for;
+use common::exporter::wait_200;
 use common::fake::{Account, FakeBalena};
 use common::net::free_port;
 use common::promtext::{parse, value};
@@ -70,13 +70,7 @@ async fn slow_clients_beyond_the_open_files_limit_cannot_lock_scrapes_out() {
         .build()
         .unwrap();
     let url = format!("http://{address}");
-    wait_for("ready", || async {
-        http.get(format!("{url}/-/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
+    wait_200(&http, &format!("{url}/-/ready")).await;
 
     let closed = Arc::new(AtomicUsize::new(0));
     let mut clients = Vec::new();

@@ -16,7 +16,7 @@ use serde_json::Value;
 use warp::Filter;
 
 use common::child::quiet;
-use common::exporter::{start_ready, wait_for};
+use common::exporter::{start_ready, wait_200, wait_for};
 use common::fake::{Account, Device, Fleet};
 use common::net::free_port;
 use common::prometheus::{test_addresses, Prometheus};
@@ -201,13 +201,7 @@ async fn one_notification_per_fleet_and_none_while_the_monitor_is_blind() {
         "alertmanager/entrypoint.sh",
     );
     let http = reqwest::Client::new();
-    wait_for("alertmanager ready", || async {
-        http.get(format!("http://{am}/alertmanager/-/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
+    wait_200(&http, &format!("http://{am}/alertmanager/-/ready")).await;
 
     // Prometheus, as its image starts it, scraping the exporter's internal port.
     let exporter_address = internal.trim_start_matches("http://").to_string();

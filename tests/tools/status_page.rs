@@ -208,15 +208,11 @@ async fn the_page_shows_fleets_failing_services_and_links() {
     let updating = section(&page, "updating");
     assert!(updating.contains(">sensor-03</a>") && updating.contains(">probe-02</a>"));
 
-    for href in [
-        "grafana/d/balena-fleets",
-        "grafana/d/balena-services",
-        "grafana/d/balena-exporter",
-        "metrics",
-        "-/ready",
-    ] {
-        assert!(page.contains(&format!("<a href=\"{href}\">")), "{href}");
-    }
+    // Every link is relative (status/mod.rs tests each of them): the page works under a path.
+    assert!(
+        page.contains("<a href=\"grafana/d/balena-fleets\">"),
+        "{page}"
+    );
     assert!(!page.contains("href=\"/"), "relative links only");
     assert!(page.contains(concat!("Version ", env!("CARGO_PKG_VERSION"))));
     assert!(page.contains("<meta name=\"viewport\""));
@@ -466,14 +462,8 @@ async fn an_alertmanager_that_is_down_leaves_a_note_and_the_page() {
         &[("ALERTMANAGER_URL", &format!("http://127.0.0.1:{refused}"))],
     )
     .await;
-    wait_for("the unreachable note", || async {
-        exporter
-            .get("/")
-            .await
-            .1
-            .contains("<p class=\"err\">Alertmanager unreachable since <span class=\"t\">")
-    })
-    .await;
+    let note = "<p class=\"err\">Alertmanager unreachable since <span class=\"t\">";
+    exporter.wait_body("/", note).await;
     let (status, page) = exporter.get("/").await;
     assert_eq!(status, 200);
     assert!(page.contains("<h2 id=\"fleets\">Fleets</h2>"), "{page}");

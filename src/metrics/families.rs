@@ -300,6 +300,11 @@ pub const API_ERRORS: Def = counter(
     &["kind"],
     "Failed requests to the balena API, by kind of error.",
 );
+pub const API_RESPONSE_BYTES: Def = counter(
+    "balena_api_response_bytes_total",
+    &["resource"],
+    "Bytes of balena API answers as they came over the wire (gzipped: the exporter asks for gzip), by resource.",
+);
 pub const SD_FILE_ERRORS: Def = counter(
     "balena_sd_file_write_errors_total",
     &[],
@@ -397,6 +402,7 @@ pub const FAMILIES: &[&Def] = &[
     &CRAWL_ERRORS,
     &API_REQUESTS,
     &API_ERRORS,
+    &API_RESPONSE_BYTES,
     &SD_FILE_ERRORS,
     &HTTP_OPEN,
     &HTTP_ACCEPTED,

@@ -148,6 +148,11 @@ impl Health {
         for (kind, n) in self.api.errors() {
             errors.add(&[("kind", kind)], n as f64);
         }
+        let help = API_RESPONSE_BYTES.help.to_string();
+        let mut received = Family::new(&mut out, &API_RESPONSE_BYTES, help);
+        for (resource, n) in self.api.received() {
+            received.add(&[("resource", resource)], n as f64);
+        }
         let per_listener = |out: &mut Vec<u8>, def: &'static Def, value: fn(&ConnStats) -> u64| {
             let mut family = Family::new(out, def, def.help.to_string());
             for (name, stats) in &self.listeners {

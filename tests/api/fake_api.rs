@@ -584,17 +584,21 @@ async fn requests_are_recorded_in_order() {
         authorized,
         status,
         user_agent: String::new(),
+        body_bytes: 0,
     };
     assert_eq!(
         recorded,
         [
-            r(
-                "GET",
-                "/v7/device",
-                "$select=id&$filter=id%20eq%201",
-                true,
-                200
-            ),
+            Recorded {
+                body_bytes: r#"{"d":[{"id":1}]}"#.len(), // not asked for gzip
+                ..r(
+                    "GET",
+                    "/v7/device",
+                    "$select=id&$filter=id%20eq%201",
+                    true,
+                    200
+                )
+            },
             r("GET", "/v7/device", "", false, 401),
             r("GET", "/v7/device", "$select=nope", true, 500),
             r("POST", "/v7/device", "", false, 405),

@@ -269,3 +269,46 @@ async fn a_server_ignoring_the_keyset_fails_as_paging_and_keeps_the_data() {
     .await;
     exporter.stop().await.unwrap();
 }
+
+/// Every request asks for gzip and the fake answers it gzipped, as open-balena-api does: the
+/// device pages cross the link at a fraction of their size, the exporter publishes the same
+/// devices, and `balena_api_response_bytes_total` counts the bytes as they were sent.
+#[tokio::test]
+async fn pages_come_gzipped_and_their_wire_bytes_are_counted() {
+    let account = common::generate::account(4, 250);
+    let (fake, exporter) = start_ready(account.clone(), &paged("250")).await;
+    let samples = exporter.metrics().await;
+    assert_eq!(family(&samples, "balena_device_online").len(), 1000);
+    let crawl = one_crawl(&fake);
+    let sent = |path: &str| -> usize {
+        let pages = crawl.iter().filter(|r| r.path == path && r.status == 200);
+        pages.map(|r| r.body_bytes).sum()
+    };
+    // The same device pages as a client that does not ask for gzip gets them.
+    let http = reqwest::Client::new();
+    let mut plain = 0;
+    for r in crawl
+        .iter()
+        .filter(|r| r.path == "/v7/device" && r.status == 200)
+    {
+        let url = format!("{}{}?{}", fake.url(), r.path, r.raw_query);
+        let answer = http
+            .get(url)
+            .bearer_auth(common::generate::TOKEN)
+            .send()
+            .await;
+        plain += answer.unwrap().bytes().await.unwrap().len();
+    }
+    let device_bytes = sent("/v7/device");
+    assert!(
+        device_bytes * 5 < plain,
+        "device pages: {device_bytes} bytes gzipped, {plain} plain"
+    );
+    let counted = value(
+        &samples,
+        "balena_api_response_bytes_total",
+        &[("resource", "device")],
+    );
+    assert_eq!(counted, Some(device_bytes as f64));
+    exporter.stop().await.unwrap();
+}

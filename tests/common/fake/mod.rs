@@ -71,6 +71,9 @@ pub struct Recorded {
     pub status: u16,
     /// The `User-Agent` header, empty when there was none.
     pub user_agent: String,
+    /// Bytes of the body as sent: gzipped when the client asked for gzip (as
+    /// open-balena-api answers `Accept-Encoding: gzip`), else as they are.
+    pub body_bytes: usize,
 }
 
 struct State {
@@ -193,8 +196,27 @@ impl Reply {
             ..Reply::empty(status)
         }
     }
-    fn into_response(self) -> Response<Vec<u8>> {
+    /// The body gzipped when `gzip` (the client asked for it) and there is one to compress.
+    fn compressed(mut self, gzip: bool) -> (Reply, bool) {
+        let gzip = gzip && !self.body.is_empty();
+        if gzip {
+            use std::io::Write;
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            let written = encoder.write_all(&self.body);
+            self.body = written
+                .and_then(|()| encoder.finish())
+                .expect("gzip in memory");
+        }
+        (self, gzip)
+    }
+
+    fn into_response(self, gzip: bool) -> Response<Vec<u8>> {
         let mut resp = Response::new(self.body);
+        if gzip {
+            resp.headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
         *resp.status_mut() =
             StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let headers = resp.headers_mut();
@@ -227,7 +249,7 @@ async fn handle(
     headers: HeaderMap,
 ) -> Response<Vec<u8>> {
     let path = path.as_str().to_owned();
-    let (reply, hang) = {
+    let (reply, hang, gzip) = {
         let mut s = lock(&state);
         let token = bearer(&headers);
         let caller = match token {
@@ -267,7 +289,13 @@ async fn handle(
             Some(Fault::IgnoreFilter) => normal,
         };
         let status = if hang { 0 } else { reply.status };
+        let accepts_gzip = headers
+            .get(header::ACCEPT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+        let (reply, gzip) = reply.compressed(accepts_gzip);
         s.requests.push(Recorded {
+            body_bytes: reply.body.len(),
             method: method.as_str().to_owned(),
             path,
             raw_query: query,
@@ -279,12 +307,12 @@ async fn handle(
                 .unwrap_or("")
                 .to_owned(),
         });
-        (reply, hang)
+        (reply, hang, gzip)
     };
     if hang {
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
-    reply.into_response()
+    reply.into_response(gzip)
 }
 
 /// After a page of devices: the page's first device goes, a new one arrives.

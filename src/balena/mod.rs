@@ -5,13 +5,15 @@
 pub mod model;
 pub mod query;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::header::{
-    HeaderMap, HeaderValue, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, RETRY_AFTER,
+    HeaderMap, HeaderValue, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, ETAG, IF_NONE_MATCH,
+    RETRY_AFTER,
 };
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
@@ -53,6 +55,15 @@ impl Resource {
 
     fn index(self) -> usize {
         self as usize
+    }
+
+    /// Fleets, service names and releases change rarely: their pages are asked for with
+    /// `If-None-Match`. Devices change every minute, and whoami must be asked every time.
+    fn rarely_changes(self) -> bool {
+        matches!(
+            self,
+            Resource::Application | Resource::Service | Resource::Release
+        )
     }
 }
 
@@ -264,7 +275,14 @@ pub struct Client {
     /// The longest `Retry-After` waited for inside a crawl; longer ones end the crawl.
     max_retry_after: Duration,
     stats: Arc<ApiStats>,
+    /// The last answer to each page of a resource that rarely changes, with its ETag: asked
+    /// again with `If-None-Match`, a 304 gives it back without the body crossing the link.
+    kept: Mutex<HashMap<String, (HeaderValue, Bytes)>>,
 }
+
+/// Pages kept for conditional requests at most: fleets, services and releases take a few
+/// each; more means a very large account, which starts over rather than grow the map.
+const KEPT_PAGES: usize = 256;
 
 impl Client {
     /// `max_retry_after`: the longest 429 wait a crawl sits through (the crawl interval).
@@ -308,6 +326,7 @@ impl Client {
             retries: api.retries,
             max_retry_after,
             stats: Arc::new(ApiStats::default()),
+            kept: Mutex::default(),
         })
     }
 
@@ -441,9 +460,30 @@ impl Client {
         }
     }
 
+    /// The kept answer to `path` and its ETag, for a resource that rarely changes.
+    fn kept(&self, which: Resource, path: &str) -> Option<(HeaderValue, Bytes)> {
+        if !which.rarely_changes() {
+            return None;
+        }
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.get(path).cloned()
+    }
+
+    fn keep(&self, which: Resource, path: &str, etag: Option<HeaderValue>, body: &Bytes) {
+        let Some(etag) = etag.filter(|_| which.rarely_changes()) else {
+            return;
+        };
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() >= KEPT_PAGES && !kept.contains_key(path) {
+            kept.clear();
+        }
+        kept.insert(path.to_string(), (etag, body.clone()));
+    }
+
     async fn get_once(&self, which: Resource, path: &str) -> Result<Bytes, ApiError> {
         self.stats.request(which);
         let resource = which.name();
+        let kept = self.kept(which, path);
         let transport = |e: reqwest::Error| {
             if e.is_timeout() {
                 ApiError::Timeout {
@@ -462,17 +502,24 @@ impl Client {
                 }
             }
         };
-        let response = self
+        let mut request = self
             .http
             .get(format!("{}{}", self.base, path))
             // The server compresses pages about elevenfold: a monitor on a metered link reads
             // a tenth of the bytes. The body is inflated here, so that its size on the wire
             // can be counted (balena_api_response_bytes_total).
-            .header(ACCEPT_ENCODING, "gzip")
-            .send()
-            .await
-            .map_err(transport)?;
+            .header(ACCEPT_ENCODING, "gzip");
+        // A page asked for before is asked for again only if it changed (ETag, 304).
+        if let Some((etag, _)) = &kept {
+            request = request.header(IF_NONE_MATCH, etag.clone());
+        }
+        let response = request.send().await.map_err(transport)?;
         let status = response.status();
+        if status == StatusCode::NOT_MODIFIED {
+            if let Some((_, body)) = kept {
+                return Ok(body);
+            }
+        }
         if status == StatusCode::TOO_MANY_REQUESTS {
             return Err(ApiError::RateLimited {
                 resource,
@@ -503,12 +550,16 @@ impl Client {
             .headers()
             .get(CONTENT_ENCODING)
             .is_some_and(|e| e.as_bytes().eq_ignore_ascii_case(b"gzip"));
+        let etag = response.headers().get(ETAG).cloned();
         let body = response.bytes().await.map_err(transport)?;
         self.stats.receive(which, body.len());
-        if !gzipped {
-            return Ok(body);
-        }
-        inflate(&body).map_err(|message| ApiError::Decode { resource, message })
+        let body = if gzipped {
+            inflate(&body).map_err(|message| ApiError::Decode { resource, message })?
+        } else {
+            body
+        };
+        self.keep(which, path, etag, &body);
+        Ok(body)
     }
 }
 

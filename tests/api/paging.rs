@@ -312,3 +312,59 @@ async fn pages_come_gzipped_and_their_wire_bytes_are_counted() {
     assert_eq!(counted, Some(device_bytes as f64));
     exporter.stop().await.unwrap();
 }
+
+/// Fleets, services and releases are asked for again with the ETag of their last answer: an
+/// unchanged page is a 304 without a body, and the exporter publishes what it did; a changed
+/// fleet is a 200 with the change. Devices are read in full every crawl.
+#[tokio::test]
+async fn unchanged_fleets_services_and_releases_are_not_sent_again() {
+    let account = Account::sample();
+    let fast = [("CRAWL_INTERVAL", "1"), ("REQUEST_TIMEOUT", "0.5")];
+    let (fake, exporter) = start_ready(account.clone(), &fast).await;
+    let crawls = || async { value(&exporter.metrics().await, "balena_crawls_total", &[]) };
+    let first = crawls().await.unwrap_or(0.0);
+    wait_for("a second crawl", || async {
+        crawls().await >= Some(first + 2.0)
+    })
+    .await;
+    let before = exporter.get("/metrics").await.1;
+    // The last whole crawl: from the last whoami but one to the last.
+    let requests = fake.requests();
+    let whoamis: Vec<usize> = (0..requests.len())
+        .filter(|&i| requests[i].path == "/actor/v1/whoami")
+        .collect();
+    let crawl = &requests[whoamis[whoamis.len() - 2]..whoamis[whoamis.len() - 1]];
+    let status = |path: &str| -> Vec<u16> {
+        crawl
+            .iter()
+            .filter(|r| r.path == path)
+            .map(|r| r.status)
+            .collect()
+    };
+    assert!(
+        status("/v7/application").iter().all(|s| *s == 304),
+        "{crawl:?}"
+    );
+    assert!(status("/v7/service").iter().all(|s| *s == 304), "{crawl:?}");
+    assert!(status("/v7/release").iter().all(|s| *s == 304), "{crawl:?}");
+    assert!(status("/v7/device").iter().all(|s| *s == 200), "{crawl:?}");
+    let fleet_lines = |text: &str| -> Vec<String> {
+        let lines = text.lines().filter(|l| l.starts_with("balena_fleet_info"));
+        lines.map(String::from).collect()
+    };
+    // A renamed fleet changes its page, whose next answer is a 200 with the new name.
+    let mut renamed = account.clone();
+    renamed.fleets[0].app_name = "renamed".into();
+    fake.set_account(renamed);
+    wait_for("the renamed fleet", || async {
+        exporter
+            .get("/metrics")
+            .await
+            .1
+            .contains("fleet_name=\"renamed\"")
+    })
+    .await;
+    let after = exporter.get("/metrics").await.1;
+    assert_ne!(fleet_lines(&before), fleet_lines(&after));
+    exporter.stop().await.unwrap();
+}

@@ -174,6 +174,8 @@ struct Reply {
     status: u16,
     json: bool,
     body: Vec<u8>,
+    /// A weak ETag of the uncompressed body, as the recorded server sends on every 200.
+    etag: Option<String>,
     retry_after: Option<u64>,
     /// Ids of the rows served (for `set_churn`).
     devices_served: Vec<u64>,
@@ -185,6 +187,7 @@ impl Reply {
             status,
             json: false,
             body: Vec::new(),
+            etag: None,
             retry_after: None,
             devices_served: Vec::new(),
         }
@@ -196,9 +199,32 @@ impl Reply {
             ..Reply::empty(status)
         }
     }
-    /// The body gzipped when `gzip` (the client asked for it) and there is one to compress.
+    /// A 200 with a weak ETag of its body (`W/"<length hex>-<hash>"`), or a 304 without a body
+    /// when `if_none_match` names that tag (or is `*`), as the recorded server answers.
+    fn conditional(mut self, if_none_match: Option<&str>) -> Reply {
+        if self.status != 200 {
+            return self;
+        }
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.body.hash(&mut hasher);
+        let tag = format!("W/\"{:x}-{:016x}\"", self.body.len(), hasher.finish());
+        let matches = if_none_match.is_some_and(|v| {
+            v.split(',')
+                .map(str::trim)
+                .any(|t| t == "*" || t.trim_start_matches("W/") == tag.trim_start_matches("W/"))
+        });
+        if matches {
+            self = Reply::empty(304);
+        }
+        self.etag = Some(tag);
+        self
+    }
+
+    /// The body gzipped when `gzip` (the client asked for it) and it is at least 1 KiB: the
+    /// recorded server sends smaller bodies as they are.
     fn compressed(mut self, gzip: bool) -> (Reply, bool) {
-        let gzip = gzip && !self.body.is_empty();
+        let gzip = gzip && self.body.len() >= 1024;
         if gzip {
             use std::io::Write;
             let mut encoder =
@@ -216,6 +242,13 @@ impl Reply {
         if gzip {
             resp.headers_mut()
                 .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        if let Some(tag) = self
+            .etag
+            .as_deref()
+            .and_then(|t| HeaderValue::from_str(t).ok())
+        {
+            resp.headers_mut().insert(header::ETAG, tag);
         }
         *resp.status_mut() =
             StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -288,12 +321,20 @@ async fn handle(
             Some(Fault::Malformed) => Reply::json(200, "<html>oops"),
             Some(Fault::IgnoreFilter) => normal,
         };
-        let status = if hang { 0 } else { reply.status };
         let accepts_gzip = headers
             .get(header::ACCEPT_ENCODING)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+        let header_text = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
+        let no_cache = header_text(header::CACHE_CONTROL).is_some_and(|v| v.contains("no-cache"));
+        let if_none_match = header_text(header::IF_NONE_MATCH).filter(|_| !no_cache);
+        let reply = reply.conditional(if_none_match);
         let (reply, gzip) = reply.compressed(accepts_gzip);
+        let status = if hang { 0 } else { reply.status };
         s.requests.push(Recorded {
             body_bytes: reply.body.len(),
             method: method.as_str().to_owned(),

@@ -103,7 +103,7 @@ fn crawl(recorded: &Recorded, phases: &mut Vec<Phase>) -> render::Rendered {
     });
     phase(phases, "device pages: decode, convert, render", || {
         for page in &recorded.pages {
-            rendering.device_page(page).expect("device page");
+            rendering.device_page(page, None).expect("device page");
         }
     });
     phase(phases, "finish: fleet families, join, status page", || {

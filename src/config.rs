@@ -81,6 +81,11 @@ pub const VARIABLES: &[Variable] = &[
         help: "seconds between crawls of the API",
     },
     Variable {
+        name: "FULL_CRAWL_INTERVAL",
+        default: Default::Value("3600"),
+        help: "seconds between full crawls; crawls between read only changed devices (0: always full)",
+    },
+    Variable {
         name: "REQUEST_TIMEOUT",
         default: Default::Described("10, at most half of CRAWL_INTERVAL"),
         help: "seconds one API request may take; must be below CRAWL_INTERVAL",
@@ -372,6 +377,9 @@ impl TagFilter {
 #[derive(Clone, Debug)]
 pub struct CrawlConfig {
     pub interval: Duration,
+    /// How often every device is read again; in between, only changed devices are. None:
+    /// every crawl reads every device (`FULL_CRAWL_INTERVAL=0`).
+    pub full_interval: Option<Duration>,
     pub page_size: u32,
     pub fleets: FleetFilter,
     /// Read each device's services (image installs).
@@ -536,6 +544,10 @@ fn api(vars: &Vars, interval: Duration) -> Result<ApiConfig, ConfigError> {
 fn crawl(vars: &Vars, interval: Duration) -> Result<CrawlConfig, ConfigError> {
     Ok(CrawlConfig {
         interval,
+        full_interval: match integer(vars, "FULL_CRAWL_INTERVAL", 0, 604_800)? {
+            0 => None,
+            s => Some(Duration::from_secs(u64::from(s))),
+        },
         page_size: integer(vars, "PAGE_SIZE", 1, 10_000)?,
         fleets: fleet_list(vars.set("FLEETS")),
         services: boolean(vars, "SERVICE_METRICS")?,

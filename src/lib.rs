@@ -11,8 +11,11 @@
 //! - [`snapshot`]: plain rows about fleets and devices, converted from the API's rows, and
 //!   per-fleet counts.
 //! - [`render`]: the one render path: a crawl's API pages (fleets, services, releases, then
-//!   devices page by page, keeping no device) → `/metrics` families, `/sd`, the status page;
-//!   the crawler, the tests and the benches all feed it.
+//!   devices page by page) → `/metrics` families, `/sd`, the status page; the crawler, the
+//!   tests and the benches all feed it. Devices are rendered as their pages arrive (a full
+//!   crawl) or from the `store` an incremental crawl updated.
+//! - [`store`]: the devices the last crawl read, compact, and the newest `modified_at` among
+//!   them: what an incremental crawl updates.
 //! - [`publish`]: a crawl's renderings → what the handlers serve, and `SD_FILE`; records each
 //!   crawl in the health metrics.
 //! - [`metrics`]: the only place metric names live: the families table, the exporter's own
@@ -51,6 +54,7 @@ pub mod server;
 pub mod snapshot;
 pub mod state;
 pub mod status;
+pub mod store;
 pub mod tags;
 
 use std::future::Future;

@@ -14,9 +14,10 @@ use crate::balena::{self, model};
 use crate::config::{Config, CrawlConfig, FleetFilter, SdConfig, TagFilter};
 use crate::metrics::Families;
 use crate::sd;
-use crate::snapshot::{by_slug, Converter, Fleet, Tally};
+use crate::snapshot::{by_slug, unix_millis, Converter, Device, Fleet, Tally};
 use crate::state::Body;
 use crate::status::{self, Survey};
+use crate::store::Store;
 
 /// What is rendered, besides what the crawl read.
 #[derive(Clone, Debug)]
@@ -113,13 +114,35 @@ pub struct Pages {
 }
 
 impl Pages {
-    /// The renderings of these pages, as the crawler makes them, as of `now`; an error when a
-    /// page does not decode (the crawl would fail).
+    /// The renderings of these pages, as a full crawl makes them, as of `now`; an error when
+    /// a page does not decode (the crawl would fail).
     pub fn render(
         &self,
         settings: &Settings,
         crawl: &CrawlConfig,
         now: SystemTime,
+    ) -> Result<Rendered, serde_json::Error> {
+        self.render_as(settings, crawl, now, None)
+    }
+
+    /// As `render`, through the devices kept for incremental crawls: every device page read
+    /// into a `Store` as changed rows are, and the store rendered, as an incremental crawl
+    /// does. It must give the same bytes as `render`.
+    pub fn render_kept(
+        &self,
+        settings: &Settings,
+        crawl: &CrawlConfig,
+        now: SystemTime,
+    ) -> Result<Rendered, serde_json::Error> {
+        self.render_as(settings, crawl, now, Some(Store::default()))
+    }
+
+    fn render_as(
+        &self,
+        settings: &Settings,
+        crawl: &CrawlConfig,
+        now: SystemTime,
+        store: Option<Store>,
     ) -> Result<Rendered, serde_json::Error> {
         let mut reading = Reading::new(settings, crawl);
         for body in &self.fleets {
@@ -135,12 +158,21 @@ impl Pages {
             }
         }
         let mut rendering = reading.devices();
-        if watched {
-            for body in &self.devices {
-                rendering.device_page(body)?;
+        let devices = if watched { &self.devices[..] } else { &[] };
+        match store {
+            None => {
+                for body in devices {
+                    rendering.device_page(body, None)?;
+                }
+                Ok(rendering.finish(now))
+            }
+            Some(mut store) => {
+                for body in devices {
+                    rendering.changed_page(body, &mut store)?;
+                }
+                Ok(rendering.finish_kept(&store, now))
             }
         }
-        Ok(rendering.finish(now))
     }
 }
 
@@ -190,27 +222,81 @@ impl Rendering {
         }
     }
 
-    /// A page of devices (`balena::page`: the ids of its rows, or why it does not decode).
-    pub fn device_page(&mut self, body: &[u8]) -> Result<Vec<u64>, serde_json::Error> {
-        balena::page(body, |page| self.add_devices(page))
+    /// A page of devices (`balena::page`: the ids of its rows, or why it does not decode),
+    /// rendered now: a full crawl's. Each device is kept in `keep` when there is one.
+    pub fn device_page(
+        &mut self,
+        body: &[u8],
+        mut keep: Option<&mut Store>,
+    ) -> Result<Vec<u64>, serde_json::Error> {
+        balena::page(body, |page| {
+            for device in page {
+                if let Some((i, modified, d)) = self.convert(device, keep.as_deref_mut()) {
+                    if let Some(store) = keep.as_deref_mut() {
+                        store.put(self.fleets[i].id, &d, modified);
+                    }
+                    self.add(i, &d);
+                }
+            }
+        })
     }
 
-    /// Renders a page of devices.
-    fn add_devices(&mut self, page: Vec<model::Device>) {
-        for device in page {
-            let fleet = device.fleet.as_ref().and_then(|r| self.index.get(&r.__id));
-            let Some(&i) = fleet else {
-                self.orphans += 1;
-                continue;
-            };
-            let d = self.converter.device(device);
-            let f = &self.fleets[i];
-            self.families.add_device(f, &d);
-            self.sd.add(f, &d);
-            self.survey.add(i, &d);
-            self.tallies[i].add(&d);
-            self.devices += 1;
+    /// A page of devices changed since the last crawl, kept in `store` (replacing what was
+    /// kept of them) and rendered with the others by `finish_kept`.
+    pub fn changed_page(
+        &mut self,
+        body: &[u8],
+        store: &mut Store,
+    ) -> Result<Vec<u64>, serde_json::Error> {
+        balena::page(body, |page| {
+            for device in page {
+                if let Some((i, modified, d)) = self.convert(device, Some(store)) {
+                    store.put(self.fleets[i].id, &d, modified);
+                }
+            }
+        })
+    }
+
+    /// The device converted, with the index of its fleet and its `modified_at` (Unix
+    /// milliseconds); None for a device of a fleet not watched (or created after the fleets
+    /// were read), which is counted as an orphan and forgotten by `store`.
+    fn convert(
+        &mut self,
+        device: model::Device,
+        store: Option<&mut Store>,
+    ) -> Option<(usize, Option<u64>, Device)> {
+        let fleet = device.fleet.as_ref().and_then(|r| self.index.get(&r.__id));
+        let Some(&i) = fleet else {
+            self.orphans += 1;
+            if let Some(store) = store {
+                store.remove(device.id);
+            }
+            return None;
+        };
+        let modified = device.modified_at.as_deref().and_then(unix_millis);
+        Some((i, modified, self.converter.device(device)))
+    }
+
+    /// Writes one device of fleet `i` into every family, group and list it belongs to.
+    fn add(&mut self, i: usize, d: &Device) {
+        let f = &self.fleets[i];
+        self.families.add_device(f, d);
+        self.sd.add(f, d);
+        self.survey.add(i, d);
+        self.tallies[i].add(d);
+        self.devices += 1;
+    }
+
+    /// The renderings of every device kept in `store` (an incremental crawl's): what a full
+    /// crawl reading the same rows renders. `now` as in `finish`.
+    pub fn finish_kept(mut self, store: &Store, now: SystemTime) -> Rendered {
+        for (fleet, d) in store.devices() {
+            match self.index.get(&fleet) {
+                Some(&i) => self.add(i, &d),
+                None => self.orphans += 1,
+            }
         }
+        self.finish(now)
     }
 
     /// The renderings; `now` is when the crawl ended (offline durations are as of then).
@@ -281,6 +367,7 @@ pub(crate) mod testing {
     pub fn crawl() -> CrawlConfig {
         CrawlConfig {
             interval: Duration::from_secs(60),
+            full_interval: Some(Duration::from_secs(3600)),
             page_size: 1000,
             fleets: FleetFilter::default(),
             services: true,

@@ -498,8 +498,17 @@ fn tags(tags: Vec<model::Tag>, strings: &mut Interner) -> Vec<(Text, Text)> {
 
 /// `2026-11-21T20:27:10.768Z` → seconds since the Unix epoch; None when unparseable.
 fn unix_seconds(timestamp: &str) -> Option<f64> {
+    unix_time(timestamp).map(|d| d.as_secs_f64())
+}
+
+/// An API timestamp (`2026-12-07T17:42:44.154Z`) in Unix milliseconds.
+pub fn unix_millis(timestamp: &str) -> Option<u64> {
+    unix_time(timestamp).and_then(|d| u64::try_from(d.as_millis()).ok())
+}
+
+fn unix_time(timestamp: &str) -> Option<std::time::Duration> {
     let t = humantime::parse_rfc3339_weak(timestamp.trim_end_matches('Z')).ok()?;
-    t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs_f64())
+    t.duration_since(UNIX_EPOCH).ok()
 }
 
 #[cfg(test)]

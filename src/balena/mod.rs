@@ -67,6 +67,25 @@ impl Resource {
     }
 }
 
+/// What a crawl reads of the devices: every one, or only those changed since the last crawl.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrawlKind {
+    Full,
+    Incremental,
+}
+
+impl CrawlKind {
+    /// Both kinds, in the order of `ApiStats::rows`.
+    pub const ALL: [CrawlKind; 2] = [CrawlKind::Full, CrawlKind::Incremental];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CrawlKind::Full => "full",
+            CrawlKind::Incremental => "incremental",
+        }
+    }
+}
+
 /// Every value `ApiError::kind()` can return, for metric labels.
 pub const ERROR_KINDS: &[&str] = &[
     "unauthorized",
@@ -156,6 +175,8 @@ pub struct ApiStats {
     errors: [AtomicU64; ERROR_KINDS.len()],
     /// Bytes of answer bodies as they came over the wire (gzipped where the server did).
     received: [AtomicU64; Resource::ALL.len()],
+    /// Rows of pages read, by resource and crawl kind.
+    rows: [[AtomicU64; CrawlKind::ALL.len()]; Resource::ALL.len()],
 }
 
 impl ApiStats {
@@ -179,6 +200,22 @@ impl ApiStats {
         Resource::ALL
             .iter()
             .map(|r| (r.name(), self.received[r.index()].load(Ordering::Relaxed)))
+    }
+
+    /// (resource, crawl kind, rows read) for every resource and kind.
+    pub fn rows(&self) -> impl Iterator<Item = (&'static str, &'static str, u64)> + '_ {
+        let read = Resource::ALL.iter().filter(|r| **r != Resource::Whoami);
+        read.flat_map(move |r| {
+            CrawlKind::ALL.iter().map(move |k| {
+                let n = self.rows[r.index()][*k as usize].load(Ordering::Relaxed);
+                (r.name(), k.name(), n)
+            })
+        })
+    }
+
+    /// Counts `n` rows of `resource` read by a crawl of kind `kind`.
+    pub fn read_rows(&self, resource: Resource, kind: CrawlKind, n: usize) {
+        self.rows[resource.index()][kind as usize].fetch_add(n as u64, Ordering::Relaxed);
     }
 
     pub fn total_requests(&self) -> u64 {
@@ -365,6 +402,12 @@ impl Client {
             Err(ApiError::Server { status: 500, .. }) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// A `$count` of devices: `{"d":N}`.
+    pub async fn count(&self, path: &str) -> Result<u64, ApiError> {
+        let count: model::Count = self.get(Resource::Device, path).await?;
+        Ok(count.d)
     }
 
     /// Reads every row of `resource` in pages of `page_size`, in id order, handing each page's

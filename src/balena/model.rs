@@ -186,6 +186,28 @@ pub struct Device<'a> {
     /// `device_tag`, when expanded.
     #[serde(rename = "device_tag", borrow, default, deserialize_with = "list")]
     pub tags: Vec<Tag<'a>>,
+    /// When the row was last written (`YYYY-MM-DDTHH:MM:SS.mmmZ`, the server's clock): the
+    /// watermark of incremental crawls.
+    #[serde(borrow, default)]
+    pub modified_at: Option<Text<'a>>,
+}
+
+/// `/$count`: `{"d":N}`.
+#[derive(Debug, Deserialize)]
+pub struct Count {
+    pub d: u64,
+}
+
+/// A row of which only the id is read (`$select=id`): which devices exist now.
+#[derive(Debug, Deserialize)]
+pub struct Id {
+    pub id: u64,
+}
+
+impl super::Keyed for Id {
+    fn id(&self) -> u64 {
+        self.id
+    }
 }
 
 /// One `image_install` row: a service's image of one release on the device.

@@ -17,7 +17,8 @@ const DEVICE_SELECT: &str = "id,uuid,device_name,belongs_to__application,is_onli
 last_connectivity_event,api_heartbeat_state,changed_api_heartbeat_state_on__date,\
 overall_status,os_version,os_variant,supervisor_version,should_be_running__release,\
 cpu_usage,cpu_temp,memory_usage,memory_total,storage_usage,storage_total,is_undervolted,\
-is_web_accessible,ip_address,update_status,last_update_status_event,overall_progress";
+is_web_accessible,ip_address,update_status,last_update_status_event,overall_progress,\
+modified_at";
 const DEVICE_EXPAND: &str =
     "is_of__device_type($select=slug),is_running__release($select=id,commit)";
 /// Each device's installs that are not deleted, with the release and the image's service
@@ -64,16 +65,60 @@ pub fn fleets(tags: &TagFilter, top: u32, after: u64) -> String {
     )
 }
 
-/// One page of devices; `fleet_ids` limits them to those fleets (None: every visible fleet).
-pub fn devices(fleet_ids: Option<&[u64]>, reads: &DeviceReads, top: u32, after: u64) -> String {
-    let filter = match fleet_ids {
+/// Which devices a device query reads: those of `fleet_ids` (None: every visible fleet).
+fn device_filter(fleet_ids: Option<&[u64]>) -> String {
+    match fleet_ids {
         None => DEVICES_VISIBLE.to_string(),
         Some(ids) => ids
             .iter()
             .map(|id| format!("belongs_to__application eq {id}"))
             .collect::<Vec<_>>()
             .join(" or "),
-    };
+    }
+}
+
+/// One page of devices; `fleet_ids` limits them to those fleets (None: every visible fleet).
+pub fn devices(fleet_ids: Option<&[u64]>, reads: &DeviceReads, top: u32, after: u64) -> String {
+    device_page(&device_filter(fleet_ids), reads, top, after)
+}
+
+/// One page of the devices written since `since` (Unix milliseconds, the server's clock),
+/// and of those whose service installs or tags were (a write to those rows leaves the
+/// device's own `modified_at` as it was).
+pub fn changed_devices(
+    fleet_ids: Option<&[u64]>,
+    reads: &DeviceReads,
+    since: u64,
+    top: u32,
+    after: u64,
+) -> String {
+    let since = timestamp(since);
+    let mut changed = format!("modified_at gt {since}");
+    if reads.services {
+        changed.push_str(&format!(
+            " or image_install/any(i:i/modified_at gt {since})"
+        ));
+    }
+    if *reads.tags != TagFilter::None {
+        changed.push_str(&format!(" or device_tag/any(t:t/modified_at gt {since})"));
+    }
+    let filter = format!("({}) and ({changed})", device_filter(fleet_ids));
+    device_page(&filter, reads, top, after)
+}
+
+/// How many devices there are now: `{"d":N}`.
+pub fn device_count(fleet_ids: Option<&[u64]>) -> String {
+    let filter = device_filter(fleet_ids);
+    build("/v7/device/$count", &[("$filter", &filter)])
+}
+
+/// One page of the ids of the devices there are now.
+pub fn device_ids(fleet_ids: Option<&[u64]>, top: u32, after: u64) -> String {
+    let filter = device_filter(fleet_ids);
+    page("/v7/device", "id", "", Some(&filter), top, after)
+}
+
+fn device_page(filter: &str, reads: &DeviceReads, top: u32, after: u64) -> String {
     let mut select = DEVICE_SELECT.to_string();
     if reads.location {
         select.push(',');
@@ -88,7 +133,14 @@ pub fn devices(fleet_ids: Option<&[u64]>, reads: &DeviceReads, top: u32, after: 
         expand.push(',');
         expand.push_str(&tags);
     }
-    page("/v7/device", &select, &expand, Some(&filter), top, after)
+    page("/v7/device", &select, &expand, Some(filter), top, after)
+}
+
+/// A `modified_at` literal as the server writes them: `'2026-12-07T17:42:44.154Z'`, exact to
+/// the millisecond (the server compares to the millisecond).
+fn timestamp(unix_millis: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_millis);
+    format!("'{}'", humantime::format_rfc3339_millis(t))
 }
 
 /// One page of services (id and name), to name the services of image installs.
@@ -217,7 +269,7 @@ mod tests {
     fn device_page_query_is_literal_and_ordered_ascending() {
         let q = devices(None, &BASIC, 500, 1000);
         assert!(q.starts_with("/v7/device?$select=id,uuid,device_name,belongs_to__application,"));
-        assert!(q.contains(",update_status,last_update_status_event,overall_progress&"));
+        assert!(q.contains(",update_status,last_update_status_event,overall_progress,modified_at&"));
         assert!(q.contains(
             "&$expand=is_of__device_type($select=slug),is_running__release($select=id,commit)&"
         ));
@@ -239,7 +291,10 @@ mod tests {
             location: true,
         };
         let q = devices(None, &reads, 10, 0);
-        assert!(q.contains(",overall_progress,latitude,longitude&"), "{q}");
+        assert!(
+            q.contains(",overall_progress,modified_at,latitude,longitude&"),
+            "{q}"
+        );
         assert!(
             q.contains(
                 ",image_install($select=status,download_progress,is_provided_by__release;\
@@ -266,6 +321,40 @@ mod tests {
     }
 
     #[test]
+    fn changed_devices_are_read_by_modified_at_of_the_device_its_installs_and_tags() {
+        let reads = DeviceReads {
+            services: true,
+            tags: &TagFilter::All,
+            location: false,
+        };
+        // 2026-12-07T17:42:44.154Z
+        let q = changed_devices(Some(&[3]), &reads, 1_796_665_364_154, 100, 9);
+        assert!(q.contains(
+            "&$filter=((belongs_to__application%20eq%203)%20and%20(modified_at%20gt%20'2026-12-07T17:42:44.154Z'\
+             %20or%20image_install/any(i:i/modified_at%20gt%20'2026-12-07T17:42:44.154Z')\
+             %20or%20device_tag/any(t:t/modified_at%20gt%20'2026-12-07T17:42:44.154Z')))%20and%20id%20gt%209&"
+        ), "{q}");
+        assert!(q.contains(",overall_progress,modified_at&"), "{q}");
+        // Without services and tags, only the device's own writes.
+        let q = changed_devices(None, &BASIC, 0, 100, 0);
+        assert!(
+            q.contains(
+                "%20and%20(modified_at%20gt%20'1970-01-01T00:00:00.000Z'))%20and%20id%20gt%200&"
+            ),
+            "{q}"
+        );
+        assert_eq!(
+            device_count(Some(&[1, 2])),
+            "/v7/device/$count?$filter=belongs_to__application%20eq%201%20or%20belongs_to__application%20eq%202"
+        );
+        assert_eq!(
+            device_ids(None, 1000, 5),
+            "/v7/device?$select=id&$filter=(belongs_to__application/any(a:a/is_directly_accessible_by__user/any(dau:1%20eq%201)))\
+             %20and%20id%20gt%205&$orderby=id%20asc&$top=1000"
+        );
+    }
+
+    #[test]
     fn url_parsing_keeps_the_reserved_characters_literal() {
         // reqwest parses the URL with the `url` crate; it must not encode what we wrote (but
         // `'`, which the server accepts as %27).
@@ -278,6 +367,9 @@ mod tests {
             fleets(&TagFilter::All, 5, 0),
             devices(None, &all, 1, 0),
             devices(Some(&[1]), &BASIC, 1, 9),
+            changed_devices(None, &all, 1_796_665_364_154, 1, 9),
+            device_count(None),
+            device_ids(Some(&[1]), 1, 9),
             services(7, 0),
         ] {
             let url = reqwest::Url::parse(&format!("https://api.example.com{q}")).unwrap();

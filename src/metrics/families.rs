@@ -305,6 +305,11 @@ pub const API_RESPONSE_BYTES: Def = counter(
     &["resource"],
     "Bytes of balena API answers as they came over the wire (gzipped: the exporter asks for gzip), by resource.",
 );
+pub const API_ROWS: Def = counter(
+    "balena_api_rows_read_total",
+    &["resource", "crawl"],
+    "Rows of balena API pages read, by resource and crawl kind (full: every device; incremental: the devices changed since the last crawl). Pages answered 304 count too.",
+);
 pub const SD_FILE_ERRORS: Def = counter(
     "balena_sd_file_write_errors_total",
     &[],
@@ -403,6 +408,7 @@ pub const FAMILIES: &[&Def] = &[
     &API_REQUESTS,
     &API_ERRORS,
     &API_RESPONSE_BYTES,
+    &API_ROWS,
     &SD_FILE_ERRORS,
     &HTTP_OPEN,
     &HTTP_ACCEPTED,

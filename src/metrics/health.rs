@@ -153,6 +153,10 @@ impl Health {
         for (resource, n) in self.api.received() {
             received.add(&[("resource", resource)], n as f64);
         }
+        let mut rows = Family::new(&mut out, &API_ROWS, API_ROWS.help.to_string());
+        for (resource, kind, n) in self.api.rows() {
+            rows.add(&[("resource", resource), ("crawl", kind)], n as f64);
+        }
         let per_listener = |out: &mut Vec<u8>, def: &'static Def, value: fn(&ConnStats) -> u64| {
             let mut family = Family::new(out, def, def.help.to_string());
             for (name, stats) in &self.listeners {

@@ -45,7 +45,18 @@ fn rendered() -> Rendered {
     .unwrap();
     let (settings, crawl) = (Settings::new(&config), config.crawl);
     let now = UNIX_EPOCH + Duration::from_secs(1_795_300_000);
-    pages.render(&settings, &crawl, now).unwrap()
+    let rendered = pages.render(&settings, &crawl, now).unwrap();
+    // An incremental crawl renders the devices it keeps between crawls: the same bytes.
+    let kept = pages.render_kept(&settings, &crawl, now).unwrap();
+    for (full, kept) in [(&rendered.metrics, &kept.metrics), (&rendered.sd, &kept.sd)] {
+        assert_eq!(full.text().unwrap(), kept.text().unwrap());
+    }
+    assert_eq!(rendered.fleets_html, kept.fleets_html);
+    assert_eq!(
+        (rendered.devices, rendered.orphans),
+        (kept.devices, kept.orphans)
+    );
+    rendered
 }
 
 /// What `/metrics` serves before the exporter's own families.

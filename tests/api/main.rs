@@ -1,5 +1,5 @@
 //! The exporter and its API client, black-box: the fake balena API (and the fake's own
-//! behaviour), paging, what the devices run, `/metrics`, `/sd`, gzip, the golden files of the
+//! behaviour), paging, incremental crawls, what the devices run, `/metrics`, `/sd`, gzip, the golden files of the
 //! one render path, the property tests of decoding and labels, the binary as a user runs it,
 //! and the README's tables. One binary: one link step for all of them.
 
@@ -18,6 +18,7 @@ mod cli;
 mod exporter;
 mod fake_api;
 mod golden;
+mod incremental;
 mod paging;
 mod plain_gzip;
 mod prop_decode;

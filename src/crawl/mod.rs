@@ -1,17 +1,21 @@
 //! The crawl loop: confirm the token, read the fleets, the service names, the restart policies
-//! of the releases in use and the devices in keyset pages, feed each page to the render path
-//! (`render::Reading`, then `render::Rendering`; device pages on the blocking pool: decoding
-//! and rendering are the crawl's CPU), and hand the outcome to the publisher. A crawl costs the
-//! same number of requests whatever the number of fleets. A failed crawl is logged in one line
-//! and retried with backoff; the publisher keeps the last good data meanwhile.
+//! of the releases in use and the devices (every one, or those changed: `devices`) in keyset
+//! pages, feed each page to the render path (`render::Reading`, then `render::Rendering`;
+//! device pages on the blocking pool: decoding and rendering are the crawl's CPU), and hand the
+//! outcome to the publisher. A crawl costs the same number of requests whatever the number of
+//! fleets. A failed crawl is logged in one line and retried with backoff; the publisher keeps
+//! the last good data meanwhile.
+
+mod devices;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::balena::{query, ApiError, ApiStats, Client, Resource};
+use crate::balena::{query, ApiError, ApiStats, Client, CrawlKind, Resource};
 use crate::config::CrawlConfig;
 use crate::publish::{Outcome, Publisher};
-use crate::render::{self, Reading, Rendered, Rendering};
+use crate::render::{self, Reading, Rendered};
+use devices::{Devices, Fingerprint, Read};
 
 /// The longest wait after a 429, in crawl intervals: a `Retry-After` longer than this (a bad
 /// header, say) would stop crawling for that long, so it is cut to this and the cut logged.
@@ -27,6 +31,10 @@ pub struct Crawler {
     location: Option<bool>,
     failures: u32,
     succeeded_once: bool,
+    /// What the last crawl kept of the devices, for the next.
+    devices: Devices,
+    /// The kind of the last crawl, for its log line.
+    kind: CrawlKind,
 }
 
 impl Crawler {
@@ -39,6 +47,8 @@ impl Crawler {
             location: None,
             failures: 0,
             succeeded_once: false,
+            devices: Devices::default(),
+            kind: CrawlKind::Full,
         }
     }
 
@@ -73,7 +83,8 @@ impl Crawler {
                 };
                 log::log!(
                     level,
-                    "crawl ok fleets={} devices={} requests={requests} duration_ms={}",
+                    "crawl ok kind={} fleets={} devices={} requests={requests} duration_ms={}",
+                    self.kind.name(),
                     rendered.fleets,
                     rendered.devices,
                     duration.as_millis(),
@@ -115,12 +126,38 @@ impl Crawler {
     /// an empty page: a constant number of requests in the number of fleets. The first crawl
     /// also asks once whether the server has device coordinates.
     async fn crawl(&mut self, settings: &render::Settings) -> Result<Rendered, ApiError> {
+        let started = Instant::now();
         self.whoami().await?;
         let location = self.config.location && self.detect_location().await;
-        let reading = self.read_fleets(settings).await?;
+        let mut pages = Fingerprint::default();
+        let mut rows = Vec::new();
+        let reading = self.read_fleets(settings, &mut pages, &mut rows).await?;
+        let kind = self.devices.kind(&self.config, &pages, location);
         let ids = reading.fleet_ids();
-        let rendering = self.read_devices(reading.devices(), &ids, location).await?;
-        let rendered = on_blocking(move || rendering.finish(SystemTime::now())).await;
+        let read = Read {
+            client: &self.client,
+            config: &self.config,
+            only: (!self.config.fleets.is_all()).then_some(&ids),
+            reads: query::DeviceReads {
+                services: self.config.services,
+                tags: &self.config.tags,
+                location,
+            },
+            started,
+        };
+        let rendering = reading.devices();
+        let (rendered, kind) = if ids.is_empty() {
+            let rendered = on_blocking(move || rendering.finish(SystemTime::now())).await;
+            (rendered, CrawlKind::Full)
+        } else {
+            self.devices
+                .read(kind, read, rendering, &pages, location)
+                .await?
+        };
+        for (resource, n) in rows {
+            self.stats.read_rows(resource, kind, n);
+        }
+        self.kind = kind;
         if rendered.orphans > 0 {
             log::info!(
                 "devices of fleets not watched or created during the crawl skipped_devices={}",
@@ -146,16 +183,28 @@ impl Crawler {
     }
 
     /// The fleet pages, then (when services are read and a fleet is watched) the service and
-    /// release pages.
-    async fn read_fleets(&self, settings: &render::Settings) -> Result<Reading, ApiError> {
+    /// release pages; each page's body goes into `pages` and its row count into `rows`.
+    async fn read_fleets(
+        &self,
+        settings: &render::Settings,
+        pages: &mut Fingerprint,
+        rows: &mut Vec<(Resource, usize)>,
+    ) -> Result<Reading, ApiError> {
         let config = &self.config;
         let mut reading = Reading::new(settings, config);
+        let mut read = |resource, body: &[u8], ids: Result<Vec<u64>, serde_json::Error>| {
+            pages.add(body);
+            if let Ok(ids) = &ids {
+                rows.push((resource, ids.len()));
+            }
+            ids
+        };
         self.client
             .read_pages(
                 Resource::Application,
                 config.page_size,
                 |top, after| query::fleets(&config.tags, top, after),
-                |body| reading.fleet_page(body),
+                |body| read(Resource::Application, body, reading.fleet_page(body)),
             )
             .await?;
         let watched = !reading.fleet_ids().is_empty();
@@ -165,56 +214,23 @@ impl Crawler {
                 reading.visible_fleets()
             );
         }
+        if !(config.services && watched) {
+            return Ok(reading);
+        }
         // The service names and the releases' restart policies, before any device.
         let before_devices: [(Resource, Query, PageOf); 2] = [
             (Resource::Service, query::services, Reading::service_page),
             (Resource::Release, query::releases, Reading::release_page),
         ];
-        for (resource, query, page) in before_devices
-            .into_iter()
-            .filter(|_| config.services && watched)
-        {
+        for (resource, query, page) in before_devices {
             let size = config.page_size;
             self.client
-                .read_pages(resource, size, query, |body| page(&mut reading, body))
+                .read_pages(resource, size, query, |body| {
+                    read(resource, body, page(&mut reading, body))
+                })
                 .await?;
         }
         Ok(reading)
-    }
-
-    /// The device pages of the fleets `ids` (none when no fleet is watched), each rendered on
-    /// the blocking pool as it arrives.
-    async fn read_devices(
-        &self,
-        mut rendering: Rendering,
-        ids: &[u64],
-        location: bool,
-    ) -> Result<Rendering, ApiError> {
-        if ids.is_empty() {
-            return Ok(rendering);
-        }
-        let config = &self.config;
-        let only = (!config.fleets.is_all()).then_some(ids);
-        let reads = query::DeviceReads {
-            services: config.services,
-            tags: &config.tags,
-            location,
-        };
-        let mut pages = self
-            .client
-            .pages(Resource::Device, config.page_size, |top, after| {
-                query::devices(only, &reads, top, after)
-            });
-        while let Some(body) = pages.next().await? {
-            let (back, ids) = on_blocking(move || {
-                let ids = rendering.device_page(&body);
-                (rendering, ids)
-            })
-            .await;
-            rendering = back;
-            pages.advance(ids)?;
-        }
-        Ok(rendering)
     }
 
     /// Whether to read coordinates: asked of the server once (never failing a crawl); until

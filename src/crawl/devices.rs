@@ -15,7 +15,7 @@
 //! on `modified_at` gets full crawls, said once, and is asked again at each scheduled one.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::on_blocking;
 use crate::balena::{self, model, query, ApiError, Client, CrawlKind, Resource};
@@ -42,7 +42,9 @@ struct Kept {
     store: Store,
     /// Of the fleet, service and release pages the kept devices were converted with.
     fingerprint: u64,
+    /// When the last full crawl started.
     full_at: Instant,
+    /// How long the crawl that kept them took: part of the next one's overlap.
     duration: Duration,
 }
 
@@ -77,19 +79,22 @@ impl Devices {
     /// The kind of the coming crawl: full unless devices are kept, the pages they were
     /// converted with are the same, no full crawl is due and the server filters.
     pub(super) fn kind(
-        &self,
+        &mut self,
         config: &CrawlConfig,
         pages: &Fingerprint,
         location: bool,
     ) -> CrawlKind {
-        let Some(every) = config.full_interval else {
+        let (Some(every), Some(kept)) = (config.full_interval, &self.kept) else {
             return CrawlKind::Full;
         };
-        let incremental = self.kept.as_ref().is_some_and(|kept| {
-            kept.fingerprint == pages.value(location)
-                && kept.full_at.elapsed() < every
-                && kept.store.newest().is_some()
-        }) && self.refused.is_none_or(|at| at.elapsed() >= every);
+        if kept.store.newest().is_none() && !kept.store.is_empty() && !self.said {
+            log::warn!("the API sent devices without modified_at: every crawl reads every device");
+            self.said = true;
+        }
+        let incremental = kept.fingerprint == pages.value(location)
+            && kept.full_at.elapsed() < every
+            && kept.store.newest().is_some()
+            && self.refused.is_none_or(|at| at.elapsed() >= every);
         if incremental {
             CrawlKind::Incremental
         } else {
@@ -97,8 +102,8 @@ impl Devices {
         }
     }
 
-    /// Reads the devices as `kind` says into `rendering`, and renders. What is kept is taken
-    /// now: a crawl that fails leaves nothing, so the next one is full.
+    /// Reads the devices as `kind` says into `rendering`, and renders; the kind it was. What
+    /// is kept is taken now: a crawl that fails leaves nothing, so the next one is full.
     pub(super) async fn read(
         &mut self,
         kind: CrawlKind,
@@ -107,52 +112,35 @@ impl Devices {
         pages: &Fingerprint,
         location: bool,
     ) -> Result<(Rendered, CrawlKind), ApiError> {
-        let kept = self.kept.take();
-        let (rendering, store, kind) = match (kind, kept) {
-            (CrawlKind::Incremental, Some(kept)) => {
-                let since = kept.store.newest().unwrap_or(0).saturating_sub(
-                    u64::try_from((kept.duration + OVERLAP_MARGIN).as_millis()).unwrap_or(u64::MAX),
-                );
-                match changed(&read, rendering, kept.store, since).await? {
-                    Changed::Read(rendering, store) => {
-                        let store = forget_gone(&read, store).await?;
-                        self.kept = Some(Kept { store, ..kept });
-                        (rendering, None, CrawlKind::Incremental)
-                    }
-                    Changed::Refused(rendering, error) => {
-                        self.refuse(&error);
-                        let (rendering, store) = every(&read, rendering, true).await?;
-                        (rendering, store, CrawlKind::Full)
-                    }
+        let kept = self.kept.take().filter(|_| kind == CrawlKind::Incremental);
+        let rendering = match kept {
+            Some(kept) => match incremental(&read, rendering, kept).await? {
+                Ok((rendering, mut kept)) => {
+                    kept.duration = read.started.elapsed();
+                    let now = SystemTime::now();
+                    let (rendered, kept) =
+                        on_blocking(move || (rendering.finish_kept(&kept.store, now), kept)).await;
+                    self.kept = Some(kept);
+                    return Ok((rendered, CrawlKind::Incremental));
                 }
-            }
-            _ => {
-                let keep = read.config.full_interval.is_some();
-                let (rendering, store) = every(&read, rendering, keep).await?;
-                (rendering, store, CrawlKind::Full)
-            }
+                Err((rendering, error)) => {
+                    self.refuse(&error);
+                    rendering
+                }
+            },
+            None => rendering,
         };
-        if let Some(store) = store {
-            self.kept = Some(Kept {
-                store,
-                fingerprint: pages.value(location),
-                full_at: read.started,
-                duration: Duration::ZERO,
-            });
-        }
-        let duration = read.started.elapsed();
-        let Some(mut kept) = self.kept.take() else {
-            let rendered = on_blocking(move || rendering.finish(std::time::SystemTime::now()));
-            return Ok((rendered.await, kind));
-        };
-        kept.duration = duration;
-        let (rendered, kept) = on_blocking(move || {
-            let rendered = rendering.finish_kept(&kept.store, std::time::SystemTime::now());
-            (rendered, kept)
-        })
-        .await;
-        self.kept = Some(kept);
-        Ok((rendered, kind))
+        let keep = read.config.full_interval.is_some();
+        let (rendering, store) = every(&read, rendering, keep).await?;
+        self.kept = store.map(|store| Kept {
+            store,
+            fingerprint: pages.value(location),
+            full_at: read.started,
+            duration: read.started.elapsed(),
+        });
+        let now = SystemTime::now();
+        let rendered = on_blocking(move || rendering.finish(now)).await;
+        Ok((rendered, CrawlKind::Full))
     }
 
     /// Says once that the server refused an incremental read, and when it is asked again.
@@ -167,6 +155,26 @@ impl Devices {
             log::debug!("incremental device read refused again error=\"{error}\"");
         }
     }
+}
+
+/// The devices changed since the newest `modified_at` kept (less the overlap) read into
+/// `kept`, and those gone forgotten; Err with the rendering when the server refused the
+/// first page (it cannot filter on `modified_at`).
+async fn incremental(
+    read: &Read<'_>,
+    rendering: Rendering,
+    kept: Kept,
+) -> Result<Result<(Rendering, Kept), (Rendering, ApiError)>, ApiError> {
+    let overlap = u64::try_from((kept.duration + OVERLAP_MARGIN).as_millis()).unwrap_or(u64::MAX);
+    let since = kept.store.newest().unwrap_or(0).saturating_sub(overlap);
+    let Kept { store, .. } = kept;
+    Ok(match changed(read, rendering, store, since).await? {
+        Changed::Read(rendering, store) => {
+            let store = forget_gone(read, store).await?;
+            Ok((rendering, Kept { store, ..kept }))
+        }
+        Changed::Refused(rendering, error) => Err((rendering, error)),
+    })
 }
 
 /// Every device, in pages rendered as they arrive and kept in a new store when `keep`.
@@ -270,5 +278,67 @@ fn count(read: &Read<'_>, kind: CrawlKind, ids: &Result<Vec<u64>, serde_json::Er
         read.client
             .stats()
             .read_rows(Resource::Device, kind, ids.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::testing;
+    use crate::snapshot::Device;
+
+    fn kept(fingerprint: u64, full_at: Instant, newest: Option<u64>) -> Kept {
+        let mut store = Store::default();
+        let device = Device {
+            id: 1,
+            ..Device::default()
+        };
+        store.put(1, &device, newest);
+        Kept {
+            store,
+            fingerprint,
+            full_at,
+            duration: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn a_crawl_is_full_unless_kept_devices_are_current() {
+        let config = testing::crawl();
+        let mut pages = Fingerprint::default();
+        pages.add(b"{\"d\":[]}");
+        let same = pages.value(true);
+        let now = Instant::now();
+        let kind = |devices: &mut Devices, config: &CrawlConfig, location: bool| {
+            devices.kind(config, &pages, location)
+        };
+        // Nothing kept: the first crawl, or the one after a failure.
+        let mut devices = Devices::default();
+        assert_eq!(kind(&mut devices, &config, true), CrawlKind::Full);
+        devices.kept = Some(kept(same, now, Some(5)));
+        assert_eq!(kind(&mut devices, &config, true), CrawlKind::Incremental);
+        // The fleet, service or release pages changed, or what a device page selects did.
+        assert_eq!(kind(&mut devices, &config, false), CrawlKind::Full);
+        devices.kept = Some(kept(same ^ 1, now, Some(5)));
+        assert_eq!(kind(&mut devices, &config, true), CrawlKind::Full);
+        // A full crawl is due.
+        let hour_ago = now.checked_sub(Duration::from_secs(3600)).unwrap();
+        devices.kept = Some(kept(same, hour_ago, Some(5)));
+        assert_eq!(kind(&mut devices, &config, true), CrawlKind::Full);
+        // The devices came without modified_at: nothing to read changes from.
+        devices.kept = Some(kept(same, now, None));
+        assert_eq!(kind(&mut devices, &config, true), CrawlKind::Full);
+        // The server refused an incremental read lately; an hour on, it is asked again.
+        devices.kept = Some(kept(same, now, Some(5)));
+        devices.refused = Some(now);
+        assert_eq!(kind(&mut devices, &config, true), CrawlKind::Full);
+        devices.refused = Some(hour_ago);
+        assert_eq!(kind(&mut devices, &config, true), CrawlKind::Incremental);
+        // FULL_CRAWL_INTERVAL=0: every crawl is full.
+        let always = CrawlConfig {
+            full_interval: None,
+            ..config
+        };
+        assert_eq!(kind(&mut devices, &always, true), CrawlKind::Full);
     }
 }

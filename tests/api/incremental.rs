@@ -64,10 +64,28 @@ async fn published(exporter: &Exporter) -> (Vec<String>, String, String) {
     (lines, sd, fleets_part(&page))
 }
 
-/// The status page's fleet tables and device lists: from the first fleet table to the alerts.
+/// The status page's fleet tables and device lists, from the first table on, without the
+/// "offline for" spans (`3 min`, `2 h 5 min`): those count from the crawl's end, and the two
+/// exporters crawl seconds apart.
 fn fleets_part(page: &str) -> String {
     let start = page.find("<table").unwrap_or(0);
-    page[start..].to_string()
+    let pieces: Vec<&str> = page[start..].split("<br><small>").collect();
+    let mut out = String::new();
+    for (i, piece) in pieces.iter().enumerate() {
+        let last = i + 1 == pieces.len();
+        let cut = piece.rfind('>').map_or(0, |p| p + 1);
+        let tail = &piece[cut..];
+        let is_span = tail == "under a minute" || tail.ends_with(" min") || tail.ends_with(" h");
+        out.push_str(if !last && is_span {
+            &piece[..cut]
+        } else {
+            piece
+        });
+        if !last {
+            out.push_str("<br><small>");
+        }
+    }
+    out
 }
 
 #[tokio::test]

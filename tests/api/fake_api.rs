@@ -362,7 +362,7 @@ async fn expansions_are_arrays_and_a_null_link_is_an_empty_array() {
         "{}",
         pinned.body
     );
-    assert_bodies(&fake, &[("/v7/application?$select=id&$expand=should_be_running__release($select=commit),organization&$filter=id%20eq%203", r#"{"d":[{"should_be_running__release":[],"organization":[{"id":1,"handle":"acme"}],"id":3}]}"#)]).await;
+    assert_bodies(&fake, &[("/v7/application?$select=id&$expand=should_be_running__release($select=commit),organization($select=id,handle)&$filter=id%20eq%203", r#"{"d":[{"should_be_running__release":[],"organization":[{"id":1,"handle":"acme"}],"id":3}]}"#)]).await;
 }
 
 #[tokio::test]
@@ -371,7 +371,7 @@ async fn expanded_keys_come_first_then_fields_in_select_order() {
     assert_bodies(&fake, &[("/v7/device?$select=is_online,device_name&$expand=is_of__device_type($select=slug),belongs_to__application($select=slug,id)&$filter=id%20eq%201", r#"{"d":[{"is_of__device_type":[{"slug":"raspberrypi4-64"}],"belongs_to__application":[{"slug":"acme/sensors","id":1}],"is_online":true,"device_name":"sensor-01"}]}"#)]).await;
     let all = get(
         &fake,
-        "/v7/device?$expand=belongs_to__application($select=id)&$filter=id%20eq%208",
+        "/v7/device?$expand=belongs_to__application($select=slug)&$filter=id%20eq%208",
     )
     .await;
     let rest = device_fields()
@@ -388,7 +388,7 @@ async fn expanded_keys_come_first_then_fields_in_select_order() {
 #[tokio::test]
 async fn links_that_are_not_expanded_are_id_objects_or_null() {
     let fake = sample().await;
-    // Ids of organizations and device types are derived: handles and slugs sorted, 1-based.
+    // The fake numbers organizations and device types from 1, in name order when first seen.
     assert_bodies(
         &fake,
         &[

@@ -28,9 +28,10 @@ pub struct Fleet {
     pub app_name: String,
     /// `org/app`, unique.
     pub slug: String,
-    /// Organization handle; the organization's id is derived (handles sorted, 1-based).
+    /// Organization handle; the fake numbers organizations (from 1, new handles in name order,
+    /// when first seen).
     pub organization: String,
-    /// Device type slug; its id is derived (all slugs sorted, 1-based).
+    /// Device type slug; numbered by the fake as organizations are.
     pub device_type: String,
     pub target_release: Option<Release>,
     /// `fleet|block|app`; an empty string is served as `"fleet"`.
@@ -51,7 +52,7 @@ pub struct Service {
 }
 
 /// One `image_install` row: the image of `service_id` in `release_id` on a device. The image
-/// id is derived (one image per service and release).
+/// is the fake's (one image per service and release, numbered when first seen).
 #[derive(Clone, Debug, Default)]
 pub struct Install {
     pub id: u64,

@@ -1,7 +1,8 @@
 //! A small fake of the balena API (open-balena-api on pinejs, OData `/v7`) for integration
 //! tests: the server (routes, auth, injected faults, a page cap, rows changing between pages,
 //! the request log). The data is in `account`, the query grammar in `odata`, the resources
-//! and the query evaluation in `resources`.
+//! and the query evaluation in `resources`, what rows keep from one account to the next in
+//! `stamps`, timestamps and the clock in `time`.
 //!
 //! It mirrors the facts in `shared/balena-api/` (README.md and recorded/) and the query grammar of
 //! `@balena/odata-parser`, for the subset the exporter uses, and it rejects what the real server
@@ -23,6 +24,17 @@
 //! percent-encoding outside quoted strings (`%28 %29 %2C %2F %3A %3B %3D`, `%24` elsewhere) is a
 //! 400. In `$filter`, `and` and `or` have the SAME precedence and group left to right, as in
 //! pinejs: `a or b and c` means `(a or b) and c`. Comparisons: `eq ne gt ge lt le`.
+//!
+//! Every row has `modified_at` (`2026-12-07T17:42:44.154Z`), which the fake sets as the server
+//! does: when the account is replaced (`set_account`, or `set_churn` between pages), each row
+//! that is new or whose stored content differs gets the time of that write, from a millisecond
+//! clock that starts at the real time and moves forward at every write. Rows are matched by
+//! id (devices, image installs, fleets, releases, services), device tags by device and key,
+//! fleet tags by fleet and key, images by service and release. As recorded, a change of a tag
+//! or an image install leaves its device's modified_at alone, and so does a change of a
+//! computed field (v7's `should_be_running__release`); but `overall_status` and
+//! `overall_progress` are stored with the fake's devices, so a change of either is a device
+//! change.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,11 +48,16 @@ use warp::Filter;
 mod account;
 mod odata;
 mod resources;
+mod stamps;
+mod time;
 
 pub use account::*;
 #[allow(unused_imports)]
 pub use resources::{device_fields, fleet_fields, CLOUD_DEVICE_FIELDS};
 use resources::{ApiError, Db};
+use stamps::Rows;
+#[allow(unused_imports)] // tests/api, tests/tools and the benchmarks (through generate.rs)
+pub use time::timestamp;
 
 /// A failure injected in front of every request but `/ping`, until cleared. Only tests/api
 /// injects failures; the other binaries build this module for a fake that serves.
@@ -78,6 +95,10 @@ pub struct Recorded {
 
 struct State {
     account: Account,
+    /// The account as rows, rebuilt whenever the account changes.
+    db: Db,
+    /// What outlives an account: ids the fake gives rows, and each row's modified_at.
+    rows: Rows,
     fault: Option<Fault>,
     /// At most this many rows per read, whatever `$top` says (a hosted API may cap pages).
     max_top: Option<usize>,
@@ -101,7 +122,10 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 impl FakeBalena {
     /// Binds 127.0.0.1 on a free port and serves until dropped.
     pub async fn start(account: Account) -> FakeBalena {
+        let mut rows = Rows::new();
         let state = Arc::new(Mutex::new(State {
+            db: Db::new(&account, &mut rows),
+            rows,
             account,
             fault: None,
             max_top: None,
@@ -139,8 +163,13 @@ impl FakeBalena {
     pub fn account(&self) -> Account {
         lock(&self.state).account.clone()
     }
+    /// Replaces the data. Every row that is new or whose content differs from before (a
+    /// device by id, a device tag by device and key, ...: see `resources::Db::new`) gets a
+    /// `modified_at` later than any before.
     pub fn set_account(&self, account: Account) {
-        lock(&self.state).account = account;
+        let mut s = lock(&self.state);
+        s.account = account;
+        s.write();
     }
     pub fn set_fault(&self, fault: Option<Fault>) {
         lock(&self.state).fault = fault;
@@ -151,8 +180,8 @@ impl FakeBalena {
     }
     /// Rows that change while a client pages through devices: after each of the next `pages`
     /// pages of devices, the first device of that page is deleted and a new device (the
-    /// highest id yet) is added to the same fleet. A client paging by offset then skips a
-    /// device per page.
+    /// highest id yet, with a new modified_at) is added to the same fleet. A client paging by
+    /// offset then skips a device per page.
     pub fn set_churn(&self, pages: usize) {
         lock(&self.state).churn = pages;
     }
@@ -161,6 +190,13 @@ impl FakeBalena {
     }
     pub fn clear_requests(&self) {
         lock(&self.state).requests.clear();
+    }
+}
+
+impl State {
+    /// After the account changed: its rows anew, and the changed ones stamped.
+    fn write(&mut self) {
+        self.db = Db::new(&self.account, &mut self.rows);
     }
 }
 
@@ -302,6 +338,7 @@ async fn handle(
         if s.churn > 0 && path == "/v7/device" && !normal.devices_served.is_empty() {
             s.churn -= 1;
             churn(&mut s.account, &normal.devices_served);
+            s.write();
         }
         let fault = if path == "/ping" {
             None
@@ -479,6 +516,5 @@ fn read(
     {
         return Err(ApiError::BadUrl);
     }
-    let db = Db::new(&s.account);
-    resources::answer(&db, authorized, name, key, count, &q, s.max_top)
+    resources::answer(&s.db, authorized, name, key, count, &q, s.max_top)
 }

@@ -1,7 +1,9 @@
 //! The fake's resources: a schema of the OData resources the exporter may read (fields in the
-//! real server's order, links and their targets), the rows the account becomes, the semantic
-//! checks that answer 500 like the real server (unknown fields, navigations and type
-//! mismatches), and the evaluation of a parsed query into a `{"d":[...]}` body.
+//! real server's order, links and their targets), the rows the account becomes (with their
+//! `modified_at` from `stamps`, and an index of each to-many navigation), the semantic checks
+//! that answer 500 like the real server (unknown fields, navigations, type mismatches and
+//! literals that are no timestamp), and the evaluation of a parsed query into a `{"d":[...]}`
+//! body.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
@@ -10,6 +12,8 @@ use serde_json::{json, Value};
 
 use super::account::*;
 use super::odata::{Expr, Op, Query};
+use super::stamps::{Fx, Rows};
+use super::time::timestamp;
 
 pub(crate) enum ApiError {
     /// 400 `"Malformed url: '...'"`: the URL does not parse (or uses syntax the fake lacks).
@@ -63,10 +67,15 @@ enum Guest {
 
 struct Schema {
     name: &'static str,
-    /// Fields in the real server's order (links included, as `{"__id":N}`).
+    /// Fields in the real server's order (links included: a row holds a link's id, which is
+    /// served as `{"__id":N}`).
     fields: &'static [&'static str],
     links: &'static [Link],
     guest: Guest,
+    /// Fields the fake computes from other rows: a change of one writes no row, so it does
+    /// not change `modified_at` (as on the server, where v7's `should_be_running__release`
+    /// follows the fleet's target without a write to the device).
+    computed: &'static [&'static str],
 }
 
 /// balenaCloud's device fields, which openBalena lacks.
@@ -76,6 +85,7 @@ const SCHEMAS: &[Schema] = &[
     Schema {
         name: "application",
         fields: &[
+            "modified_at",
             "id",
             "should_track_latest_release",
             "is_of__class",
@@ -97,10 +107,12 @@ const SCHEMAS: &[Schema] = &[
             many("service", "service", "application"),
         ],
         guest: Guest::Empty,
+        computed: &[],
     },
     Schema {
         name: "device",
         fields: &[
+            "modified_at",
             "id",
             "api_heartbeat_state",
             "changed_api_heartbeat_state_on__date",
@@ -140,22 +152,30 @@ const SCHEMAS: &[Schema] = &[
             many("device_tag", "device_tag", "device"),
         ],
         guest: Guest::Refused,
+        // The server computes `overall_status` and `overall_progress` too, from image
+        // installs and heartbeats, without a write to the device. The fake's account stores
+        // them with the device instead, so here they are device content: a change of either
+        // is a write to the device and changes its modified_at.
+        computed: &["should_be_running__release"],
     },
     Schema {
         name: "organization",
-        fields: &["id", "handle"],
+        fields: &["modified_at", "id", "handle"],
         links: &[],
         guest: Guest::Refused,
+        computed: &[],
     },
     Schema {
         name: "device_type",
-        fields: &["id", "slug"],
+        fields: &["modified_at", "id", "slug"],
         links: &[],
         guest: Guest::Empty,
+        computed: &[],
     },
     Schema {
         name: "release",
         fields: &[
+            "modified_at",
             "id",
             "belongs_to__application",
             "commit",
@@ -173,22 +193,26 @@ const SCHEMAS: &[Schema] = &[
             many("is_pinned_to__device", "device", "is_pinned_on__release"),
         ],
         guest: Guest::Empty,
+        computed: &[],
     },
     Schema {
         name: "service",
-        fields: &["id", "application", "service_name"],
+        fields: &["modified_at", "id", "application", "service_name"],
         links: &[one("application", "application")],
         guest: Guest::Empty,
+        computed: &[],
     },
     Schema {
         name: "image",
-        fields: &["id", "is_a_build_of__service", "status"],
+        fields: &["modified_at", "id", "is_a_build_of__service", "status"],
         links: &[one("is_a_build_of__service", "service")],
         guest: Guest::Refused,
+        computed: &[],
     },
     Schema {
         name: "image_install",
         fields: &[
+            "modified_at",
             "id",
             "status",
             "download_progress",
@@ -208,18 +232,21 @@ const SCHEMAS: &[Schema] = &[
             one("is_provided_by__release", "release"),
         ],
         guest: Guest::Refused,
+        computed: &[],
     },
     Schema {
         name: "device_tag",
-        fields: &["id", "device", "tag_key", "value"],
+        fields: &["modified_at", "id", "device", "tag_key", "value"],
         links: &[one("device", "device")],
         guest: Guest::Refused,
+        computed: &[],
     },
     Schema {
         name: "application_tag",
-        fields: &["id", "application", "tag_key", "value"],
+        fields: &["modified_at", "id", "application", "tag_key", "value"],
         links: &[one("application", "application")],
         guest: Guest::Empty,
+        computed: &[],
     },
 ];
 
@@ -247,20 +274,19 @@ fn link(schema: &Schema, nav: &str) -> Option<&'static Link> {
 /// One row: field → value, in the schema's field order.
 pub(crate) type Record = Vec<(&'static str, Value)>;
 
-/// The account as rows of every resource, each sorted by id.
+/// The account as rows of every resource, each sorted by id, built anew whenever the account
+/// changes, with an index of each to-many navigation.
 pub(crate) struct Db {
     tables: HashMap<&'static str, Vec<Record>>,
+    /// (table, link field) → the id the field holds → the rows of `table` holding it, in id
+    /// order: what `Via::Reverse` follows.
+    children: HashMap<(&'static str, &'static str), HashMap<u64, Vec<usize>>>,
     cloud_fields: bool,
 }
 
+/// A link field as a row holds it: the target's id, or null.
 fn link_value(id: Option<u64>) -> Value {
-    id.map_or(Value::Null, |id| json!({ "__id": id }))
-}
-
-/// The 1-based rank of `x` among all of `items` (derived ids of device types, organizations).
-fn ranks<'s>(items: impl Iterator<Item = &'s str>) -> HashMap<&'s str, u64> {
-    let all: BTreeSet<&str> = items.collect();
-    all.into_iter().zip(1..).collect()
+    id.map_or(Value::Null, Value::from)
 }
 
 /// A release's composition as balena stores it (the parsed docker-compose file): the fleet's
@@ -293,27 +319,72 @@ fn target<'a>(account: &'a Account, d: &'a Device) -> Option<&'a Release> {
     })
 }
 
+/// Where `field` is in each row of `schema` (a row holds the schema's fields in order).
+fn place(schema: &Schema, field: &str) -> Option<usize> {
+    schema.fields.iter().position(|f| *f == field)
+}
+
+/// A row's content as stored, hashed: every field but `modified_at` and the computed ones.
+fn fingerprint(schema: &Schema, record: &Record) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = Fx::default();
+    for (field, value) in record {
+        if *field != "modified_at" && !schema.computed.contains(field) {
+            value.hash(&mut hasher);
+        }
+    }
+    hasher.finish()
+}
+
 impl Db {
-    pub(crate) fn new(account: &Account) -> Db {
-        let device_types = ranks(
-            account
-                .fleets
-                .iter()
-                .map(|f| f.device_type.as_str())
-                .chain(account.devices.iter().map(|d| d.device_type.as_str())),
-        );
-        let orgs = ranks(account.fleets.iter().map(|f| f.organization.as_str()));
+    /// The rows of `account`, written into `rows`: the ids the fake gives rows the account
+    /// does not number come from it, and every row new or changed since the last write gets
+    /// this write's `modified_at`.
+    pub(crate) fn new(account: &Account, rows: &mut Rows) -> Db {
+        rows.begin();
+        // Device types and organizations are numbered in name order when first seen.
+        let slugs: BTreeSet<&str> = account
+            .fleets
+            .iter()
+            .map(|f| f.device_type.as_str())
+            .chain(account.devices.iter().map(|d| d.device_type.as_str()))
+            .collect();
+        let handles: BTreeSet<&str> = account
+            .fleets
+            .iter()
+            .map(|f| f.organization.as_str())
+            .collect();
+        let numbered = |rows: &mut Rows, table, names: BTreeSet<&str>| -> HashMap<String, u64> {
+            names
+                .into_iter()
+                .map(|n| (n.to_owned(), rows.id(table, n.to_owned())))
+                .collect()
+        };
+        let device_types = numbered(rows, "device_type", slugs);
+        let orgs = numbered(rows, "organization", handles);
+        let device_type = |slug: &str| link_value(device_types.get(slug).copied());
         let rel = |r: Option<&Release>| link_value(r.map(|r| r.id));
         let mut releases: HashMap<u64, (Option<u64>, String)> = HashMap::new();
         let mut images: BTreeSet<(u64, u64)> = BTreeSet::new();
         let mut tables: HashMap<&'static str, Vec<Record>> = HashMap::new();
-        let mut add = |table: &'static str, obj: Value| {
+        // A row from its fields in any order: the schema's order, absent fields null. (Each
+        // search starts after the last field found: fields in the schema's order cost one
+        // comparison each.)
+        let mut add = |table: &'static str, mut pairs: Vec<(&'static str, Value)>| {
+            let mut cursor = 0;
+            let mut take = |f: &str| {
+                let n = pairs.len();
+                let at = (0..n)
+                    .map(|i| (cursor + i) % n)
+                    .find(|&i| pairs[i].0 == f)?;
+                cursor = at + 1;
+                Some(pairs[at].1.take())
+            };
             let fields = schema(table).map_or(&[][..], |s| s.fields);
-            let mut record: Record = fields.iter().map(|&f| (f, obj[f].clone())).collect();
-            for &f in CLOUD_DEVICE_FIELDS {
-                if table == "device" && account.cloud_fields {
-                    record.push((f, obj[f].clone()));
-                }
+            let mut field = |f: &'static str| (f, take(f).unwrap_or(Value::Null));
+            let mut record: Record = fields.iter().map(|&f| field(f)).collect();
+            if table == "device" && account.cloud_fields {
+                record.extend(CLOUD_DEVICE_FIELDS.iter().map(|&f| field(f)));
             }
             tables.entry(table).or_default().push(record);
         };
@@ -321,30 +392,46 @@ impl Db {
             if let Some(r) = &f.target_release {
                 releases.insert(r.id, (Some(f.id), r.commit.clone()));
             }
+            let class = if f.is_of__class.is_empty() {
+                "fleet"
+            } else {
+                f.is_of__class.as_str()
+            };
             add(
                 "application",
-                json!({
-                    "id": f.id, "app_name": f.app_name, "slug": f.slug,
-                    "uuid": format!("f1ee7{:027x}", f.id),
-                    "organization": link_value(orgs.get(f.organization.as_str()).copied()),
-                    "is_for__device_type": link_value(device_types.get(f.device_type.as_str()).copied()),
-                    "should_be_running__release": rel(f.target_release.as_ref()),
-                    "is_of__class": if f.is_of__class.is_empty() { "fleet" } else { f.is_of__class.as_str() },
-                    "should_track_latest_release": true, "is_host": false, "is_archived": false,
-                }),
+                vec![
+                    ("id", f.id.into()),
+                    ("app_name", f.app_name.as_str().into()),
+                    ("slug", f.slug.as_str().into()),
+                    ("uuid", format!("f1ee7{:027x}", f.id).into()),
+                    (
+                        "organization",
+                        link_value(orgs.get(f.organization.as_str()).copied()),
+                    ),
+                    ("is_for__device_type", device_type(&f.device_type)),
+                    ("should_be_running__release", rel(f.target_release.as_ref())),
+                    ("is_of__class", class.into()),
+                    ("should_track_latest_release", true.into()),
+                    ("is_host", false.into()),
+                    ("is_archived", false.into()),
+                ],
             );
-        }
-        let mut tag_id = 0;
-        for f in &account.fleets {
             for (key, value) in &f.tags {
-                tag_id += 1;
                 add(
                     "application_tag",
-                    json!({"id": tag_id, "application": {"__id": f.id}, "tag_key": key, "value": value}),
+                    vec![
+                        (
+                            "id",
+                            rows.id("application_tag", format!("{}/{key}", f.id)).into(),
+                        ),
+                        ("application", link_value(Some(f.id))),
+                        ("tag_key", key.as_str().into()),
+                        ("value", value.as_str().into()),
+                    ],
                 );
             }
         }
-        let mut device_tag_id = 0;
+        let text = |s: &Option<String>| Value::from(s.as_deref());
         for d in &account.devices {
             for r in [&d.running_release, &d.pinned_release]
                 .into_iter()
@@ -356,29 +443,46 @@ impl Db {
             }
             add(
                 "device",
-                json!({
-                    "id": d.id, "api_heartbeat_state": d.api_heartbeat_state, "uuid": d.uuid,
-                    "changed_api_heartbeat_state_on__date": d.heartbeat_changed_at,
-                    "device_name": d.device_name, "is_online": d.is_online,
-                    "is_of__device_type": link_value(device_types.get(d.device_type.as_str()).copied()),
-                    "belongs_to__application": {"__id": d.fleet_id},
-                    "last_connectivity_event": d.last_connectivity_event,
-                    "ip_address": d.ip_address,
-                    "is_web_accessible": d.is_web_accessible, "is_undervolted": d.is_undervolted,
-                    "memory_usage": d.memory_usage, "memory_total": d.memory_total,
-                    "storage_usage": d.storage_usage, "storage_total": d.storage_total,
-                    "cpu_usage": d.cpu_usage, "cpu_temp": d.cpu_temp,
-                    "os_version": d.os_version, "os_variant": d.os_variant,
-                    "overall_status": d.overall_status, "overall_progress": d.overall_progress,
-                    "supervisor_version": d.supervisor_version,
-                    "is_running__release": rel(d.running_release.as_ref()),
-                    "is_pinned_on__release": rel(d.pinned_release.as_ref()),
-                    "should_be_running__release": rel(target(account, d)),
-                    "update_status": d.update_status,
-                    "last_update_status_event": d.last_update_status_event,
-                    "latitude": d.latitude, "longitude": d.longitude,
-                    "location": Value::Null, "is_active": true,
-                }),
+                vec![
+                    ("id", d.id.into()),
+                    ("api_heartbeat_state", d.api_heartbeat_state.as_str().into()),
+                    (
+                        "changed_api_heartbeat_state_on__date",
+                        text(&d.heartbeat_changed_at),
+                    ),
+                    ("uuid", d.uuid.as_str().into()),
+                    ("device_name", d.device_name.as_str().into()),
+                    ("is_of__device_type", device_type(&d.device_type)),
+                    ("belongs_to__application", link_value(Some(d.fleet_id))),
+                    ("is_online", d.is_online.into()),
+                    ("last_connectivity_event", text(&d.last_connectivity_event)),
+                    ("ip_address", text(&d.ip_address)),
+                    ("is_web_accessible", d.is_web_accessible.into()),
+                    ("memory_usage", d.memory_usage.into()),
+                    ("memory_total", d.memory_total.into()),
+                    ("storage_usage", d.storage_usage.into()),
+                    ("storage_total", d.storage_total.into()),
+                    ("cpu_usage", d.cpu_usage.into()),
+                    ("cpu_temp", d.cpu_temp.into()),
+                    ("is_undervolted", d.is_undervolted.into()),
+                    ("is_running__release", rel(d.running_release.as_ref())),
+                    ("os_version", text(&d.os_version)),
+                    ("os_variant", text(&d.os_variant)),
+                    ("overall_status", d.overall_status.as_str().into()),
+                    ("overall_progress", d.overall_progress.into()),
+                    ("supervisor_version", text(&d.supervisor_version)),
+                    ("is_pinned_on__release", rel(d.pinned_release.as_ref())),
+                    ("should_be_running__release", rel(target(account, d))),
+                    ("update_status", text(&d.update_status)),
+                    (
+                        "last_update_status_event",
+                        text(&d.last_update_status_event),
+                    ),
+                    ("latitude", text(&d.latitude)),
+                    ("longitude", text(&d.longitude)),
+                    ("location", Value::Null),
+                    ("is_active", true.into()),
+                ],
             );
             for i in &d.installs {
                 images.insert((i.service_id, i.release_id));
@@ -387,60 +491,128 @@ impl Db {
                     .or_insert((Some(d.fleet_id), commit(i.release_id)));
             }
             for (key, value) in &d.tags {
-                device_tag_id += 1;
                 add(
                     "device_tag",
-                    json!({"id": device_tag_id, "device": {"__id": d.id}, "tag_key": key, "value": value}),
+                    vec![
+                        (
+                            "id",
+                            rows.id("device_tag", format!("{}/{key}", d.id)).into(),
+                        ),
+                        ("device", link_value(Some(d.id))),
+                        ("tag_key", key.as_str().into()),
+                        ("value", value.as_str().into()),
+                    ],
                 );
             }
         }
-        // One image per service and release, ids in that order.
-        let image_ids: HashMap<(u64, u64), u64> = images.iter().copied().zip(1..).collect();
+        // One image per service and release, numbered in that order when first seen.
+        let image_ids: HashMap<(u64, u64), u64> = images
+            .iter()
+            .map(|&(service, release)| {
+                let id = rows.id("image", format!("{service}/{release}"));
+                ((service, release), id)
+            })
+            .collect();
         for (&(service, _), &id) in &image_ids {
             add(
                 "image",
-                json!({"id": id, "is_a_build_of__service": {"__id": service}, "status": "success"}),
+                vec![
+                    ("id", id.into()),
+                    ("is_a_build_of__service", link_value(Some(service))),
+                    ("status", "success".into()),
+                ],
             );
         }
         for d in &account.devices {
             for i in &d.installs {
                 add(
                     "image_install",
-                    json!({
-                        "id": i.id, "status": i.status, "download_progress": i.download_progress,
-                        "install_date": "2026-11-30T07:47:09.675Z",
-                        "device": {"__id": d.id},
-                        "installs__image": {"__id": image_ids[&(i.service_id, i.release_id)]},
-                        "is_provided_by__release": {"__id": i.release_id},
-                    }),
+                    vec![
+                        ("id", i.id.into()),
+                        ("status", i.status.as_str().into()),
+                        ("download_progress", i.download_progress.into()),
+                        ("install_date", "2026-11-30T07:47:09.675Z".into()),
+                        ("device", link_value(Some(d.id))),
+                        (
+                            "installs__image",
+                            link_value(image_ids.get(&(i.service_id, i.release_id)).copied()),
+                        ),
+                        ("is_provided_by__release", link_value(Some(i.release_id))),
+                    ],
                 );
             }
         }
         for s in &account.services {
             add(
                 "service",
-                json!({"id": s.id, "application": {"__id": s.fleet_id}, "service_name": s.name}),
+                vec![
+                    ("id", s.id.into()),
+                    ("application", link_value(Some(s.fleet_id))),
+                    ("service_name", s.name.as_str().into()),
+                ],
             );
         }
         for (id, (fleet, commit)) in releases {
             add(
                 "release",
-                json!({"id": id, "commit": commit, "status": "success",
-                       "composition": composition(account, fleet),
-                       "belongs_to__application": link_value(fleet)}),
+                vec![
+                    ("id", id.into()),
+                    ("commit", commit.into()),
+                    ("status", "success".into()),
+                    ("composition", composition(account, fleet)),
+                    ("belongs_to__application", link_value(fleet)),
+                ],
             );
         }
         for (slug, id) in device_types {
-            add("device_type", json!({"id": id, "slug": slug}));
+            add(
+                "device_type",
+                vec![("id", id.into()), ("slug", slug.into())],
+            );
         }
         for (handle, id) in orgs {
-            add("organization", json!({"id": id, "handle": handle}));
+            add(
+                "organization",
+                vec![("id", id.into()), ("handle", handle.into())],
+            );
         }
-        for rows in tables.values_mut() {
-            rows.sort_by_key(|r| get(r, "id").as_u64());
+        // Most rows share a few times: each is formatted once.
+        let mut texts: HashMap<i64, Value> = HashMap::new();
+        for (table, records) in tables.iter_mut() {
+            let schema = schema_of(table);
+            let place = |field| place(schema, field).unwrap_or(0);
+            let (id_at, modified_at) = (place("id"), place("modified_at"));
+            records.sort_by_key(|r| r[id_at].1.as_u64());
+            for record in records {
+                let id = record[id_at].1.as_u64().unwrap_or(0);
+                let at = rows.stamp(table, id, fingerprint(schema, record));
+                record[modified_at].1 = texts
+                    .entry(at)
+                    .or_insert_with(|| timestamp(at).into())
+                    .clone();
+            }
+        }
+        rows.end();
+        let mut children: HashMap<(&'static str, &'static str), HashMap<u64, Vec<usize>>> =
+            HashMap::new();
+        for link in SCHEMAS.iter().flat_map(|s| s.links) {
+            let Via::Reverse(field) = link.via else {
+                continue;
+            };
+            let index = children.entry((link.target, field)).or_default();
+            let records = tables.get(link.target).map_or(&[][..], Vec::as_slice);
+            let Some(place) = place(schema_of(link.target), field) else {
+                continue;
+            };
+            for (at, record) in records.iter().enumerate() {
+                if let Some(parent) = record[place].1.as_u64() {
+                    index.entry(parent).or_default().push(at);
+                }
+            }
         }
         Db {
             tables,
+            children,
             cloud_fields: account.cloud_fields,
         }
     }
@@ -463,7 +635,7 @@ impl Db {
                 && CLOUD_DEVICE_FIELDS.contains(&field))
     }
 
-    /// The rows a navigation of `row` reaches (after the nested `$filter` and `$orderby`).
+    /// The rows a navigation of `row` reaches, in id order.
     fn follow<'d>(&'d self, link: &Link, row: &Record) -> Vec<&'d Record> {
         match link.via {
             Via::Field(field) => get(row, field)
@@ -472,11 +644,11 @@ impl Db {
                 .into_iter()
                 .collect(),
             Via::Reverse(field) => {
-                let id = get(row, "id").as_u64();
-                self.rows(link.target)
-                    .iter()
-                    .filter(|r| get(r, field).as_u64() == id)
-                    .collect()
+                let rows = self.rows(link.target);
+                get(row, "id")
+                    .as_u64()
+                    .and_then(|id| self.children.get(&(link.target, field))?.get(&id))
+                    .map_or(Vec::new(), |at| at.iter().map(|&i| &rows[i]).collect())
             }
         }
     }
@@ -574,7 +746,11 @@ fn render(db: &Db, schema: &Schema, q: &Query, rec: &Record) -> String {
     }
     for (k, v) in pick(rec, q.select.as_deref()) {
         if !parts.iter().any(|(p, _)| p == k) {
-            parts.push((k.to_owned(), v.to_string()));
+            let text = match v {
+                Value::Number(id) if kind(schema, k) == Kind::Link => format!(r#"{{"__id":{id}}}"#),
+                v => v.to_string(),
+            };
+            parts.push((k.to_owned(), text));
         }
     }
     object(&parts)
@@ -603,13 +779,11 @@ fn object<K: AsRef<str>, V: AsRef<str>>(pairs: &[(K, V)]) -> String {
     format!("{{{}}}", parts.join(","))
 }
 
-/// A field's value; a link compares as its id.
+/// A field's value (a link's is the target's id); null for a field the row lacks.
 fn get<'r>(rec: &'r Record, field: &str) -> &'r Value {
-    let v = rec
-        .iter()
+    rec.iter()
         .find(|(k, _)| *k == field)
-        .map_or(&Value::Null, |(_, v)| v);
-    v.get("__id").unwrap_or(v)
+        .map_or(&Value::Null, |(_, v)| v)
 }
 
 /// Postgres order: NULLs last ascending (so first descending).

@@ -432,6 +432,23 @@ impl Db {
             }
         }
         let text = |s: &Option<String>| Value::from(s.as_deref());
+        // A release that is no fleet's target belongs to the fleet of its images' services,
+        // else to that of the first device that refers to it: a device that moves to another
+        // fleet does not take the release along.
+        let service_fleets: HashMap<u64, u64> = account
+            .services
+            .iter()
+            .map(|s| (s.id, s.fleet_id))
+            .collect();
+        let install_fleets: HashMap<u64, u64> = account
+            .devices
+            .iter()
+            .flat_map(|d| &d.installs)
+            .filter_map(|i| Some((i.release_id, *service_fleets.get(&i.service_id)?)))
+            .collect();
+        let fleet_of = |release: u64, d: &Device| {
+            Some(install_fleets.get(&release).copied().unwrap_or(d.fleet_id))
+        };
         for d in &account.devices {
             for r in [&d.running_release, &d.pinned_release]
                 .into_iter()
@@ -439,7 +456,7 @@ impl Db {
             {
                 releases
                     .entry(r.id)
-                    .or_insert((Some(d.fleet_id), r.commit.clone()));
+                    .or_insert((fleet_of(r.id, d), r.commit.clone()));
             }
             add(
                 "device",
@@ -488,7 +505,7 @@ impl Db {
                 images.insert((i.service_id, i.release_id));
                 releases
                     .entry(i.release_id)
-                    .or_insert((Some(d.fleet_id), commit(i.release_id)));
+                    .or_insert((fleet_of(i.release_id, d), commit(i.release_id)));
             }
             for (key, value) in &d.tags {
                 add(

@@ -12,7 +12,7 @@
 //! of each (a few failing, some downloading the target release), two tags, an update status
 //! and coordinates (the account has balenaCloud's fields).
 
-use super::fake::{Account, Device, Fleet, Install, Release, Service};
+use super::fake::{timestamp, Account, Device, Fleet, Install, Release, Service};
 
 /// The token a generated account accepts.
 pub const TOKEN: &str = "generated-token";
@@ -289,26 +289,9 @@ fn device(id: u64, fleet: &Fleet, fleet_index: usize) -> Device {
     device
 }
 
-/// `seconds` since the Unix epoch as `2026-11-21T20:27:10.768Z`.
+/// `seconds` since the Unix epoch and `millis` as `2026-11-21T20:27:10.768Z`.
 fn rfc3339(seconds: u64, millis: u64) -> String {
-    let days = seconds / 86_400;
-    let rem = seconds % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60
-    )
+    timestamp((seconds * 1000 + millis) as i64)
 }
 
 /// `fleets` fleets of `devices_per_fleet` devices each, token [`TOKEN`]. Fleet ids are

@@ -1377,3 +1377,106 @@ async fn keyset_paging_by_modified_at_then_id() {
     }
     assert_eq!(seen, order);
 }
+
+/// The largest modified_at of all devices: a watermark.
+async fn watermark(fake: &FakeBalena) -> String {
+    let rows = stamps(fake, "device", "").await;
+    rows.into_iter().map(|(_, at)| at).max().expect("devices")
+}
+
+#[tokio::test]
+async fn churn_changes_a_share_of_the_devices_as_a_live_account_does() {
+    use common::generate::{self, churn, Churn};
+    let mut account = generate::account(4, 50);
+    account.tokens.push(TOKEN.into());
+    let mut again = account.clone();
+    let fake = FakeBalena::start(account.clone()).await;
+    let since = watermark(&fake).await;
+    let changes = churn(&mut account, 1, 0.2);
+    // The same round changes the same way.
+    assert_eq!(churn(&mut again, 1, 0.2), changes);
+    assert_eq!(format!("{again:?}"), format!("{account:?}"));
+    let Churn {
+        metrics,
+        connectivity,
+        installs,
+        tags,
+        deleted,
+        moved,
+        added,
+    } = changes.clone();
+    assert!((1..=2).contains(&deleted) && (1..=2).contains(&moved) && added == 1);
+    let share = metrics + connectivity + installs + tags;
+    assert!((20..=60).contains(&share), "about 40 of 200: {changes:?}");
+    assert!(metrics > connectivity + installs + tags, "{changes:?}");
+    assert!(connectivity > 0 && installs > 0 && tags > 0, "{changes:?}");
+    // Consistent: unique ids, installs of services that exist, moved devices' installs deleted.
+    let mut device_ids: Vec<u64> = account.devices.iter().map(|d| d.id).collect();
+    let mut install_ids: Vec<u64> = account
+        .devices
+        .iter()
+        .flat_map(|d| &d.installs)
+        .map(|i| i.id)
+        .collect();
+    let (devices, all_installs) = (device_ids.len(), install_ids.len());
+    device_ids.sort();
+    device_ids.dedup();
+    install_ids.sort();
+    install_ids.dedup();
+    assert_eq!(
+        (device_ids.len(), install_ids.len()),
+        (devices, all_installs)
+    );
+    assert_eq!(devices, 200 - deleted + added);
+    assert_eq!(
+        device_ids.last(),
+        Some(&201),
+        "the new device has the next id"
+    );
+    for d in &account.devices {
+        for i in &d.installs {
+            let service = account.services.iter().find(|s| s.id == i.service_id);
+            assert!(
+                service.is_some(),
+                "device {}: service {}",
+                d.id,
+                i.service_id
+            );
+        }
+    }
+    // Through the fake: tag and install changes do not bump their device.
+    fake.set_account(account);
+    let count = |filter: String| {
+        let fake = &fake;
+        async move {
+            let a = get(
+                fake,
+                &spaced(&format!("/v7/device/$count?$filter={filter}")),
+            )
+            .await;
+            assert_eq!(a.status, 200, "{filter}: {}", a.body);
+            a.body
+        }
+    };
+    let d = |n: usize| format!(r#"{{"d":{n}}}"#);
+    assert_eq!(count(format!("({VISIBLE})")).await, d(devices));
+    assert_eq!(
+        count(format!("modified_at gt '{since}'")).await,
+        d(changes.rows())
+    );
+    let any_change = format!(
+        "modified_at gt '{since}' or image_install/any(i:i/modified_at gt '{since}') \
+         or device_tag/any(t:t/modified_at gt '{since}')"
+    );
+    assert_eq!(count(any_change).await, d(changes.changed()));
+    assert_eq!(
+        ids_of(&fake, &changed_since(VISIBLE, &since, 0))
+            .await
+            .len(),
+        changes.changed()
+    );
+    // With no share, only the structural changes.
+    let mut account = fake.account();
+    let structural = churn(&mut account, 2, 0.0);
+    assert_eq!(structural.changed(), structural.moved + structural.added);
+}

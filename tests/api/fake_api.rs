@@ -822,3 +822,661 @@ async fn releases_in_use_with_their_restart_policies() {
     let guest = get_with(&fake, query, None).await;
     assert_eq!((guest.status, guest.body.as_str()), (200, r#"{"d":[]}"#));
 }
+
+// ------------------------------------------------------------------ modified_at, incremental reads
+
+/// `path_and_query` with every space sent as `%20`, as the exporter sends it.
+fn spaced(path_and_query: &str) -> String {
+    path_and_query.replace(' ', "%20")
+}
+
+/// The ids and modified_at of the rows of `resource` matching `filter` (all rows if empty).
+async fn stamps(fake: &FakeBalena, resource: &str, filter: &str) -> Vec<(u64, String)> {
+    let filter = if filter.is_empty() {
+        String::new()
+    } else {
+        format!("&$filter={filter}")
+    };
+    let a = get(
+        fake,
+        &spaced(&format!(
+            "/v7/{resource}?$select=id,modified_at&$orderby=id asc{filter}"
+        )),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{resource}: {}", a.body);
+    let v: serde_json::Value = serde_json::from_str(&a.body).expect("JSON");
+    v["d"]
+        .as_array()
+        .expect("d is an array")
+        .iter()
+        .map(|r| {
+            let at = r["modified_at"].as_str().expect("modified_at").to_owned();
+            (r["id"].as_u64().expect("id"), at)
+        })
+        .collect()
+}
+
+/// The modified_at of row `id` of `resource`.
+async fn stamp(fake: &FakeBalena, resource: &str, id: u64) -> String {
+    let rows = stamps(fake, resource, &format!("id eq {id}")).await;
+    assert_eq!(rows.len(), 1, "{resource} {id}");
+    rows[0].1.clone()
+}
+
+/// The rows of `before` and `after` whose modified_at differs (or that are new), by id.
+fn bumped(before: &[(u64, String)], after: &[(u64, String)]) -> Vec<u64> {
+    after
+        .iter()
+        .filter(|row| !before.contains(row))
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+/// The id of the tag `key` of device `device`.
+async fn tag_id(fake: &FakeBalena, device: u64, key: &str) -> u64 {
+    let a = get(
+        fake,
+        &spaced(&format!(
+            "/v7/device_tag?$select=id&$filter=device eq {device} and tag_key eq '{key}'"
+        )),
+    )
+    .await;
+    ids(&a.body)[0]
+}
+
+/// Every resource the fake serves.
+const RESOURCES: &[&str] = &[
+    "device",
+    "image_install",
+    "device_tag",
+    "application",
+    "application_tag",
+    "release",
+    "service",
+    "image",
+    "organization",
+    "device_type",
+];
+
+#[tokio::test]
+async fn every_resource_has_modified_at_to_the_millisecond() {
+    let fake = sample().await;
+    for resource in RESOURCES {
+        let rows = stamps(&fake, resource, "").await;
+        assert!(!rows.is_empty(), "{resource}");
+        for (id, at) in rows {
+            let shape = at.len() == 24
+                && at.char_indices().all(|(i, c)| match i {
+                    4 | 7 => c == '-',
+                    10 => c == 'T',
+                    13 | 16 => c == ':',
+                    19 => c == '.',
+                    23 => c == 'Z',
+                    _ => c.is_ascii_digit(),
+                });
+            assert!(shape, "{resource} {id}: {at}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_device_write_bumps_only_the_device() {
+    let fake = sample().await;
+    let before: Vec<_> = {
+        let mut all = Vec::new();
+        for resource in RESOURCES {
+            all.push(stamps(&fake, resource, "").await);
+        }
+        all
+    };
+    // The same account again: no row changed, none is bumped.
+    fake.set_account(Account::sample());
+    for (resource, rows) in RESOURCES.iter().zip(&before) {
+        assert_eq!(&stamps(&fake, resource, "").await, rows, "{resource}");
+    }
+    let mut account = Account::sample();
+    account.devices[0].cpu_usage = Some(60); // device 1: a metric
+    account.devices[2].overall_status = "operational".into(); // device 3: stored in the fake
+    account.devices[3].fleet_id = 2; // device 4 moves to fleet 2
+    fake.set_account(account);
+    for (resource, rows) in RESOURCES.iter().zip(&before) {
+        let after = stamps(&fake, resource, "").await;
+        let expected: &[u64] = if *resource == "device" {
+            &[1, 3, 4]
+        } else {
+            &[]
+        };
+        assert_eq!(bumped(rows, &after), expected, "{resource}");
+    }
+    let d1 = stamp(&fake, "device", 1).await;
+    assert!(d1 > before[0][0].1, "later than before: {d1}");
+    // All rows of one write share its time.
+    assert_eq!(stamp(&fake, "device", 3).await, d1);
+    assert_eq!(stamp(&fake, "device", 4).await, d1);
+}
+
+#[tokio::test]
+async fn a_computed_field_or_a_fleet_change_does_not_bump_its_devices() {
+    let fake = sample().await;
+    let devices = stamps(&fake, "device", "").await;
+    let fleets = stamps(&fake, "application", "").await;
+    let mut account = Account::sample();
+    // Fleet 1's target moves on: the v7 should_be_running__release of devices 1-3 follows.
+    account.fleets[0].target_release = Some(Release {
+        id: 12,
+        commit: commit(12),
+    });
+    fake.set_account(account);
+    assert_eq!(
+        bumped(&fleets, &stamps(&fake, "application", "").await),
+        [1]
+    );
+    assert_eq!(
+        bumped(&devices, &stamps(&fake, "device", "").await),
+        [0u64; 0]
+    );
+    let target = get(
+        &fake,
+        "/v7/device?$select=should_be_running__release&$filter=id%20eq%201",
+    )
+    .await;
+    assert_eq!(
+        target.body,
+        r#"{"d":[{"should_be_running__release":{"__id":12}}]}"#
+    );
+}
+
+#[tokio::test]
+async fn a_tag_or_install_write_bumps_only_that_row() {
+    let fake = sample().await;
+    let devices = stamps(&fake, "device", "").await;
+    let tags = stamps(&fake, "device_tag", "").await;
+    let installs = stamps(&fake, "image_install", "").await;
+    let site = tag_id(&fake, 1, "site").await;
+    let mut account = Account::sample();
+    account.devices[0].tags[0].1 = "Bonn".into(); // device 1, site
+    account.devices[1].installs[1].status = "Running".into(); // install 4 (was exited)
+    account.devices[5].installs[1].download_progress = Some(40); // install 14 (was 10)
+    fake.set_account(account);
+    assert_eq!(
+        bumped(&devices, &stamps(&fake, "device", "").await),
+        [0u64; 0]
+    );
+    assert_eq!(
+        bumped(&tags, &stamps(&fake, "device_tag", "").await),
+        [site]
+    );
+    assert_eq!(
+        bumped(&installs, &stamps(&fake, "image_install", "").await),
+        [4, 14]
+    );
+}
+
+#[tokio::test]
+async fn tags_keep_their_ids_and_a_new_row_is_stamped_now() {
+    let fake = sample().await;
+    let env = tag_id(&fake, 5, "env").await;
+    let customer = tag_id(&fake, 6, "customer").await;
+    let tags = stamps(&fake, "device_tag", "").await;
+    let mut account = Account::sample();
+    account.devices.retain(|d| d.id != 1); // its two tags go
+    account.devices[3].tags.push(("room".into(), "12".into())); // device 5: a new tag
+    fake.set_account(account);
+    assert_eq!(tag_id(&fake, 5, "env").await, env, "ids do not shift");
+    assert_eq!(tag_id(&fake, 6, "customer").await, customer);
+    let room = tag_id(&fake, 5, "room").await;
+    assert!(room > customer, "a new id: {room}");
+    assert_eq!(
+        bumped(&tags, &stamps(&fake, "device_tag", "").await),
+        [room]
+    );
+}
+
+#[tokio::test]
+async fn writes_get_strictly_later_times() {
+    let fake = sample().await;
+    let mut seen = vec![stamp(&fake, "device", 1).await];
+    for cpu in [1, 2, 3] {
+        let mut account = Account::sample();
+        account.devices[0].cpu_usage = Some(cpu);
+        fake.set_account(account);
+        seen.push(stamp(&fake, "device", 1).await);
+    }
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+}
+
+/// `modified_at` of device 3 shifted by `ms` milliseconds, in the fake's format.
+fn shifted(at: &str, ms: i64) -> String {
+    let millis = |s: &str| s.parse::<i64>().expect("digits");
+    // Within one day: enough for the shifts below.
+    let (day, time) = at.split_once('T').expect("T");
+    let (hms, rest) = time.split_once('.').expect(".");
+    let parts: Vec<i64> = hms.split(':').map(millis).collect();
+    let total = ((parts[0] * 60 + parts[1]) * 60 + parts[2]) * 1000 + millis(&rest[..3]) + ms;
+    assert!(
+        (0..86_400_000).contains(&total),
+        "the test runs near midnight"
+    );
+    format!(
+        "{day}T{:02}:{:02}:{:02}.{:03}Z",
+        total / 3_600_000,
+        total / 60_000 % 60,
+        total / 1000 % 60,
+        total % 1000
+    )
+}
+
+#[tokio::test]
+async fn modified_at_compares_exactly_to_the_millisecond() {
+    let fake = sample().await;
+    let mut account = Account::sample();
+    account.devices[2].cpu_usage = Some(1);
+    fake.set_account(account); // device 3 alone has the newest time
+    let at = stamp(&fake, "device", 3).await;
+    let (day, time) = at.split_once('T').expect("T");
+    let second = &time[..8];
+    let ms = &time[9..12];
+    let hour: i64 = time[..2].parse().expect("hour");
+    let fake = &fake;
+    let count = |filter: String| async move {
+        let a = get(
+            fake,
+            &spaced(&format!("/v7/device/$count?$filter={filter}")),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{filter}: {}", a.body);
+        a.body
+    };
+    let device3 = |filter: String| async move {
+        let q = format!("/v7/device?$select=id&$filter=id eq 3 and {filter}");
+        let a = get(fake, &spaced(&q)).await;
+        assert_eq!(a.status, 200, "{filter}: {}", a.body);
+        ids(&a.body) == [3]
+    };
+    let cases: Vec<(String, bool)> = vec![
+        (format!("modified_at gt '{at}'"), false),
+        (format!("modified_at eq '{at}'"), true),
+        (format!("modified_at ge '{at}'"), true),
+        (format!("modified_at lt '{at}'"), false),
+        (format!("modified_at le '{at}'"), true),
+        (format!("modified_at ne '{at}'"), false),
+        (format!("modified_at gt '{}'", shifted(&at, -1)), true),
+        (format!("modified_at lt '{}'", shifted(&at, 1)), true),
+        // Without milliseconds, the whole second: device 3 is later unless ms is 000.
+        (format!("modified_at gt '{day}T{second}Z'"), ms != "000"),
+        (format!("modified_at ge '{day}T{second}Z'"), true),
+        (format!("modified_at gt '{day} {second}'"), ms != "000"),
+        (format!("modified_at eq '{day}T{second}.{ms}000Z'"), true),
+        (format!("modified_at gt '{day}T{second}.{ms}9Z'"), false),
+        (format!("modified_at lt '{day}T{second}.{ms}1Z'"), true),
+        (format!("modified_at gt '{day}'"), true),
+        ("modified_at gt null".to_string(), false),
+    ];
+    for (filter, holds) in cases {
+        assert_eq!(device3(filter.clone()).await, holds, "{filter}");
+    }
+    // An offset is honoured: the same instant written in +01:00 (or -02:30).
+    if (1..22).contains(&hour) {
+        let plus_one = format!("{day}T{:02}{}+01:00", hour + 1, &time[2..12]);
+        assert!(device3(format!("modified_at eq '{plus_one}'")).await);
+        let minus = format!("{day}T{:02}{}-0100", hour - 1, &time[2..12]);
+        assert!(device3(format!("modified_at eq '{minus}'")).await);
+    }
+    // $count agrees: device 3 alone is after the others.
+    assert_eq!(
+        count(format!("modified_at gt '{}'", shifted(&at, -1))).await,
+        r#"{"d":1}"#
+    );
+    assert_eq!(count(format!("modified_at ge '{at}'")).await, r#"{"d":1}"#);
+    assert_eq!(count(format!("modified_at gt '{at}'")).await, r#"{"d":0}"#);
+    assert_eq!(count(format!("modified_at lt '{at}'")).await, r#"{"d":7}"#);
+    assert_eq!(count(format!("modified_at le '{at}'")).await, r#"{"d":8}"#);
+}
+
+#[tokio::test]
+async fn timestamp_literals_that_are_none_are_500_and_unquoted_ones_400() {
+    let fake = sample().await;
+    for filter in [
+        "modified_at gt 'not-a-date'",
+        "modified_at gt ''",
+        "modified_at gt 1765129364154",
+        "modified_at eq '2026-13-01T00:00:00Z'",
+        "modified_at gt '2026-02-30'",
+        "modified_at gt '2026-12-07T25:00:00Z'",
+        "modified_at gt '2026-12-07T17:42:44.Z'",
+        "modified_at gt true",
+        "image_install/any(i:i/modified_at gt 'yesterday')",
+    ] {
+        for path in [
+            "/v7/device?$select=id&$filter=",
+            "/v7/device/$count?$filter=",
+        ] {
+            let a = get(&fake, &spaced(&format!("{path}{filter}"))).await;
+            assert_eq!(
+                (a.status, a.body.as_str(), a.content_type),
+                (500, "", None),
+                "{path}{filter}"
+            );
+        }
+    }
+    let pq = spaced("/v7/device?$select=id&$filter=modified_at gt 2026-12-07T17:42:44.154Z");
+    let a = get(&fake, &pq).await;
+    assert_eq!((a.status, a.body), (400, malformed(&pq)));
+}
+
+#[tokio::test]
+async fn id_mod_n_is_500_as_recorded() {
+    let fake = sample().await;
+    for pq in [
+        "/v7/device?$select=id&$filter=id mod 4 eq 1",
+        "/v7/device?$select=id&$filter=(id mod 4) eq 1",
+        "/v7/device/$count?$filter=id mod 4 eq 1",
+        "/v7/device?$select=id&$filter=id gt 0 and id mod 2 eq 0",
+    ] {
+        let a = get(&fake, &spaced(pq)).await;
+        assert_eq!((a.status, a.body.as_str()), (500, ""), "{pq}");
+    }
+    // Ranges work.
+    assert_eq!(
+        ids_of(
+            &fake,
+            &spaced("/v7/device?$select=id&$filter=id gt 2 and id le 4")
+        )
+        .await,
+        [3, 4]
+    );
+}
+
+/// The filter of fleets the exporter uses: all visible fleets, or a list of fleet ids.
+const VISIBLE: &str =
+    "belongs_to__application/any(a:a/is_directly_accessible_by__user/any(dau:1 eq 1))";
+const LISTED: &str = "belongs_to__application eq 1 or belongs_to__application eq 3";
+
+/// The exporter's read of devices changed since `since` (request 2 of an incremental crawl).
+fn changed_since(fleets: &str, since: &str, after: u64) -> String {
+    spaced(&format!(
+        "/v7/device?$select=id,uuid,overall_status,modified_at\
+         &$expand=image_install($select=id,status,modified_at),device_tag($select=tag_key,value)\
+         &$filter=({fleets}) and (modified_at gt '{since}' \
+         or image_install/any(i:i/modified_at gt '{since}') \
+         or device_tag/any(t:t/modified_at gt '{since}')) and id gt {after}\
+         &$orderby=id asc&$top=1000"
+    ))
+}
+
+#[tokio::test]
+async fn lambdas_find_devices_whose_only_change_is_a_tag_or_an_install() {
+    let fake = sample().await;
+    let since = stamps(&fake, "device", "")
+        .await
+        .into_iter()
+        .map(|(_, at)| at)
+        .max()
+        .expect("devices");
+    for fleets in [VISIBLE, LISTED] {
+        let a = get(&fake, &changed_since(fleets, &since, 0)).await;
+        assert_eq!(
+            (a.status, a.body.as_str()),
+            (200, r#"{"d":[]}"#),
+            "{fleets}"
+        );
+    }
+    let mut account = Account::sample();
+    account.devices[4].tags[0].1 = "test".into(); // device 5: a tag only
+    account.devices[1].installs[1].status = "Running".into(); // device 2: an install only
+    account.devices[6].cpu_usage = Some(40); // device 7: the device row (was 20)
+    fake.set_account(account);
+    let a = get(&fake, &changed_since(VISIBLE, &since, 0)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(ids(&a.body), [2, 5, 7]);
+    let v: serde_json::Value = serde_json::from_str(&a.body).expect("JSON");
+    assert!(v["d"][0]["modified_at"]
+        .as_str()
+        .is_some_and(|at| at <= since.as_str()));
+    // The fleet filter still applies (devices 5 and 6 are in fleet 2), and so does the keyset.
+    assert_eq!(
+        ids_of(&fake, &changed_since(LISTED, &since, 0)).await,
+        [2, 7]
+    );
+    assert_eq!(
+        ids_of(&fake, &changed_since(VISIBLE, &since, 2)).await,
+        [5, 7]
+    );
+    // The device row alone, or one lambda.
+    let alone = |filter: &str| {
+        spaced(&format!(
+            "/v7/device?$select=id&$filter={filter}&$orderby=id asc"
+        ))
+    };
+    assert_eq!(
+        ids_of(&fake, &alone(&format!("modified_at gt '{since}'"))).await,
+        [7]
+    );
+    assert_eq!(
+        ids_of(
+            &fake,
+            &alone(&format!("device_tag/any(t:t/modified_at gt '{since}')"))
+        )
+        .await,
+        [5]
+    );
+    assert_eq!(
+        ids_of(
+            &fake,
+            &alone(&format!("image_install/any(i:i/modified_at gt '{since}')"))
+        )
+        .await,
+        [2]
+    );
+    // Also inside $expand, and in a lambda over other fields, as recorded.
+    let a = get(&fake, &spaced(&format!("/v7/device?$select=id&$expand=device_tag($select=tag_key;$filter=modified_at gt '{since}')&$filter=id eq 5"))).await;
+    assert_eq!(
+        a.body,
+        r#"{"d":[{"device_tag":[{"tag_key":"Env"}],"id":5}]}"#
+    );
+    assert_eq!(
+        ids_of(
+            &fake,
+            &alone("belongs_to__application/any(a:a/app_name eq 'gateways')")
+        )
+        .await,
+        [7, 8]
+    );
+    // A field inside a lambda without its variable is not implemented: 400.
+    let pq = alone("device_tag/any(t:tag_key eq 'x')");
+    assert_eq!(get(&fake, &pq).await.status, 400);
+}
+
+#[tokio::test]
+async fn count_with_a_filter_and_id_pages() {
+    let fake = sample().await;
+    for (filter, n) in [(VISIBLE, 8), (LISTED, 6), ("is_online eq false", 2)] {
+        let a = get(
+            &fake,
+            &spaced(&format!("/v7/device/$count?$filter=({filter})")),
+        )
+        .await;
+        assert_eq!(
+            (a.status, a.body),
+            (200, format!(r#"{{"d":{n}}}"#)),
+            "{filter}"
+        );
+    }
+    let page = |fleets: &str, after: u64| {
+        spaced(&format!(
+            "/v7/device?$select=id&$filter=({fleets}) and id gt {after}&$orderby=id asc&$top=3"
+        ))
+    };
+    assert_eq!(
+        get(&fake, &page(VISIBLE, 2)).await.body,
+        r#"{"d":[{"id":3},{"id":4},{"id":5}]}"#
+    );
+    assert_eq!(
+        get(&fake, &page(LISTED, 3)).await.body,
+        r#"{"d":[{"id":4},{"id":7},{"id":8}]}"#
+    );
+    assert_eq!(get(&fake, &page(LISTED, 8)).await.body, r#"{"d":[]}"#);
+}
+
+#[tokio::test]
+async fn keyset_paging_by_modified_at_then_id() {
+    let fake = sample().await;
+    // Three writes: devices 5, 2 then 7 and 3 change; the others keep the first time.
+    for changed in [&[5][..], &[2], &[7, 3]] {
+        let mut account = fake.account();
+        for d in account
+            .devices
+            .iter_mut()
+            .filter(|d| changed.contains(&d.id))
+        {
+            d.cpu_usage = Some(d.cpu_usage.unwrap_or(0) + 1);
+        }
+        fake.set_account(account);
+    }
+    let mut expected = stamps(&fake, "device", "").await;
+    expected.sort_by(|a, b| (&a.1, a.0).cmp(&(&b.1, b.0)));
+    let order: Vec<u64> = expected.iter().map(|(id, _)| *id).collect();
+    assert_eq!(order, [1, 4, 6, 8, 5, 2, 3, 7]);
+    let all = spaced("/v7/device?$select=id,modified_at&$orderby=modified_at asc,id asc");
+    assert_eq!(ids_of(&fake, &all).await, order);
+    let desc = spaced("/v7/device?$select=id&$orderby=modified_at,id desc");
+    let mut reversed = order.clone();
+    reversed.reverse();
+    assert_eq!(
+        ids_of(&fake, &desc).await,
+        reversed,
+        "no direction: descending"
+    );
+    let (mut seen, mut key) = (Vec::new(), None::<(String, u64)>);
+    loop {
+        let filter = match &key {
+            None => String::new(),
+            Some((x, n)) => {
+                format!("&$filter=modified_at gt '{x}' or (modified_at eq '{x}' and id gt {n})")
+            }
+        };
+        let a = get(
+            &fake,
+            &spaced(&format!(
+                "/v7/device?$select=id,modified_at{filter}&$orderby=modified_at asc,id asc&$top=3"
+            )),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        let v: serde_json::Value = serde_json::from_str(&a.body).expect("JSON");
+        let rows = v["d"].as_array().expect("rows").clone();
+        for r in &rows {
+            let id = r["id"].as_u64().expect("id");
+            seen.push(id);
+            key = Some((r["modified_at"].as_str().expect("at").to_owned(), id));
+        }
+        if rows.len() < 3 {
+            break;
+        }
+    }
+    assert_eq!(seen, order);
+}
+
+/// The largest modified_at of all devices: a watermark.
+async fn watermark(fake: &FakeBalena) -> String {
+    let rows = stamps(fake, "device", "").await;
+    rows.into_iter().map(|(_, at)| at).max().expect("devices")
+}
+
+#[tokio::test]
+async fn churn_changes_a_share_of_the_devices_as_a_live_account_does() {
+    use common::generate::{self, churn, Churn};
+    let mut account = generate::account(4, 50);
+    account.tokens.push(TOKEN.into());
+    let mut again = account.clone();
+    let fake = FakeBalena::start(account.clone()).await;
+    let since = watermark(&fake).await;
+    let changes = churn(&mut account, 1, 0.2);
+    // The same round changes the same way.
+    assert_eq!(churn(&mut again, 1, 0.2), changes);
+    assert_eq!(format!("{again:?}"), format!("{account:?}"));
+    let Churn {
+        metrics,
+        connectivity,
+        installs,
+        tags,
+        deleted,
+        moved,
+        added,
+    } = changes.clone();
+    assert!((1..=2).contains(&deleted) && (1..=2).contains(&moved) && added == 1);
+    let share = metrics + connectivity + installs + tags;
+    assert!((20..=60).contains(&share), "about 40 of 200: {changes:?}");
+    assert!(metrics > connectivity + installs + tags, "{changes:?}");
+    assert!(connectivity > 0 && installs > 0 && tags > 0, "{changes:?}");
+    // Consistent: unique ids, installs of services that exist, moved devices' installs deleted.
+    let mut device_ids: Vec<u64> = account.devices.iter().map(|d| d.id).collect();
+    let mut install_ids: Vec<u64> = account
+        .devices
+        .iter()
+        .flat_map(|d| &d.installs)
+        .map(|i| i.id)
+        .collect();
+    let (devices, all_installs) = (device_ids.len(), install_ids.len());
+    device_ids.sort();
+    device_ids.dedup();
+    install_ids.sort();
+    install_ids.dedup();
+    assert_eq!(
+        (device_ids.len(), install_ids.len()),
+        (devices, all_installs)
+    );
+    assert_eq!(devices, 200 - deleted + added);
+    assert_eq!(
+        device_ids.last(),
+        Some(&201),
+        "the new device has the next id"
+    );
+    for d in &account.devices {
+        for i in &d.installs {
+            let service = account.services.iter().find(|s| s.id == i.service_id);
+            assert!(
+                service.is_some(),
+                "device {}: service {}",
+                d.id,
+                i.service_id
+            );
+        }
+    }
+    // Through the fake: tag and install changes do not bump their device.
+    fake.set_account(account);
+    let count = |filter: String| {
+        let fake = &fake;
+        async move {
+            let a = get(
+                fake,
+                &spaced(&format!("/v7/device/$count?$filter={filter}")),
+            )
+            .await;
+            assert_eq!(a.status, 200, "{filter}: {}", a.body);
+            a.body
+        }
+    };
+    let d = |n: usize| format!(r#"{{"d":{n}}}"#);
+    assert_eq!(count(format!("({VISIBLE})")).await, d(devices));
+    assert_eq!(
+        count(format!("modified_at gt '{since}'")).await,
+        d(changes.rows())
+    );
+    let any_change = format!(
+        "modified_at gt '{since}' or image_install/any(i:i/modified_at gt '{since}') \
+         or device_tag/any(t:t/modified_at gt '{since}')"
+    );
+    assert_eq!(count(any_change).await, d(changes.changed()));
+    assert_eq!(
+        ids_of(&fake, &changed_since(VISIBLE, &since, 0))
+            .await
+            .len(),
+        changes.changed()
+    );
+    // With no share, only the structural changes.
+    let mut account = fake.account();
+    let structural = churn(&mut account, 2, 0.0);
+    assert_eq!(structural.changed(), structural.moved + structural.added);
+}

@@ -11,8 +11,12 @@
 //! non-ASCII). Each fleet has three services; each device that runs a release has an install
 //! of each (a few failing, some downloading the target release), two tags, an update status
 //! and coordinates (the account has balenaCloud's fields).
+//!
+//! `churn` then changes an account the way a live account changes between two crawls.
 
-use super::fake::{Account, Device, Fleet, Install, Release, Service};
+use std::collections::HashSet;
+
+use super::fake::{timestamp, Account, Device, Fleet, Install, Release, Service};
 
 /// The token a generated account accepts.
 pub const TOKEN: &str = "generated-token";
@@ -289,26 +293,9 @@ fn device(id: u64, fleet: &Fleet, fleet_index: usize) -> Device {
     device
 }
 
-/// `seconds` since the Unix epoch as `2026-11-21T20:27:10.768Z`.
+/// `seconds` since the Unix epoch and `millis` as `2026-11-21T20:27:10.768Z`.
 fn rfc3339(seconds: u64, millis: u64) -> String {
-    let days = seconds / 86_400;
-    let rem = seconds % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60
-    )
+    timestamp((seconds * 1000 + millis) as i64)
 }
 
 /// `fleets` fleets of `devices_per_fleet` devices each, token [`TOKEN`]. Fleet ids are
@@ -460,4 +447,195 @@ pub fn healthy(fleets: usize, devices_per_fleet: usize) -> Account {
         }
     }
     account
+}
+
+/// What one round of [`churn`] changed: how many devices, by kind (each device counts once).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Churn {
+    /// New `cpu_usage`, `cpu_temp` and `memory_usage`: the device row changes.
+    pub metrics: usize,
+    /// Went offline (`is_online` false, heartbeat `offline`, `disconnected`) or came back
+    /// online, with `heartbeat_changed_at` set: the device row changes.
+    pub connectivity: usize,
+    /// Only an image install changed (its status, or its download progress): the device row
+    /// does not.
+    pub installs: usize,
+    /// Only a device tag's value changed: the device row does not.
+    pub tags: usize,
+    /// Deleted, with their installs and tags (the server keeps no trace of them).
+    pub deleted: usize,
+    /// Moved to another fleet: the device row changes; its pin is cleared and its installs are
+    /// marked `deleted`, as the server does.
+    pub moved: usize,
+    /// New devices (ids above any yet), with this round's `modified_at`.
+    pub added: usize,
+}
+
+#[allow(dead_code)] // for the tests that use `churn`
+impl Churn {
+    /// Devices whose own row is new or changed: what `modified_at gt <before>` finds.
+    pub fn rows(&self) -> usize {
+        self.metrics + self.connectivity + self.moved + self.added
+    }
+    /// Devices an incremental read must return: their row, an install or a tag changed.
+    pub fn changed(&self) -> usize {
+        self.rows() + self.installs + self.tags
+    }
+}
+
+/// Changes `account` the way a live account changes between two crawls, the same for the same
+/// `round`: about `share` (0.0–1.0) of the devices change (7 in 10 of them report new metrics,
+/// 1 in 10 goes offline or comes back, 1 in 10 only an image install changes, 1 in 10 only a
+/// tag), and every round 1–2 devices are deleted, 1–2 move to another fleet (one with the same
+/// device type where there is one) and 1 is added. A device that cannot change as drawn (no
+/// installs, no tags, never reported) reports new metrics instead, or nothing.
+#[allow(dead_code)] // tests/api (fake_api.rs) and the tests of incremental crawls
+pub fn churn(account: &mut Account, round: u64, share: f64) -> Churn {
+    let mut out = Churn::default();
+    let mut draw = Draw::new(round ^ 0xc4a2_0000_0000);
+    // The devices' own clock: a minute per round after the generated accounts' "now".
+    let now = rfc3339(1_795_292_830 + round * 60, draw.below(1000));
+    let max_id = account.devices.iter().map(|d| d.id).max().unwrap_or(0);
+    let mut touched = HashSet::new();
+    for _ in 0..1 + draw.below(2) {
+        if account.devices.len() > 1 {
+            account
+                .devices
+                .remove(draw.below(account.devices.len() as u64) as usize);
+            out.deleted += 1;
+        }
+    }
+    for _ in 0..1 + draw.below(2) {
+        let at = draw.below(account.devices.len() as u64) as usize;
+        let Some(device) = account.devices.get_mut(at) else {
+            break;
+        };
+        let fleet_type = |id: u64| {
+            let fleet = account.fleets.iter().find(|f| f.id == id);
+            fleet.map(|f| f.device_type.clone())
+        };
+        let old_type = fleet_type(device.fleet_id);
+        let others: Vec<&Fleet> = account
+            .fleets
+            .iter()
+            .filter(|f| f.id != device.fleet_id)
+            .collect();
+        let alike: Vec<&Fleet> = others
+            .iter()
+            .copied()
+            .filter(|f| Some(&f.device_type) == old_type.as_ref())
+            .collect();
+        let choice = if alike.is_empty() { &others } else { &alike };
+        let Some(fleet) = choice.get(draw.below(choice.len() as u64) as usize) else {
+            break; // one fleet only
+        };
+        if !touched.insert(device.id) {
+            continue;
+        }
+        device.fleet_id = fleet.id;
+        device.pinned_release = None;
+        for install in &mut device.installs {
+            install.status = "deleted".into();
+            install.download_progress = None;
+        }
+        out.moved += 1;
+    }
+    if !account.fleets.is_empty() {
+        let index = draw.below(account.fleets.len() as u64) as usize;
+        let id = max_id + 1;
+        let mut device = device(id, &account.fleets[index], index);
+        // Keep the account consistent: installs of its services only, ids above any yet.
+        let services: HashSet<u64> = account.services.iter().map(|s| s.id).collect();
+        device.installs.retain(|i| services.contains(&i.service_id));
+        let last_install = account
+            .devices
+            .iter()
+            .flat_map(|d| &d.installs)
+            .map(|i| i.id)
+            .max()
+            .unwrap_or(0);
+        for (install, n) in device.installs.iter_mut().zip(1..) {
+            install.id = last_install + n;
+        }
+        account.devices.push(device);
+        touched.insert(id);
+        out.added += 1;
+    }
+    let chosen = (share.clamp(0.0, 1.0) * 1_000_000.0) as u64;
+    for device in &mut account.devices {
+        if touched.contains(&device.id) {
+            continue;
+        }
+        let mut d = Draw::new(mix(round) ^ device.id);
+        if d.below(1_000_000) >= chosen {
+            continue;
+        }
+        let live: Vec<usize> = (0..device.installs.len())
+            .filter(|&i| device.installs[i].status != "deleted")
+            .collect();
+        let kind = match d.below(10) {
+            7 if device.last_connectivity_event.is_some() => 1,
+            8 if !live.is_empty() => 2,
+            9 if !device.tags.is_empty() => 3,
+            _ => 0,
+        };
+        match kind {
+            1 => {
+                if device.api_heartbeat_state == "online" {
+                    device.is_online = false;
+                    device.api_heartbeat_state = "offline".into();
+                    device.overall_status = "disconnected".into();
+                } else {
+                    device.is_online = true;
+                    device.api_heartbeat_state = "online".into();
+                    device.overall_status = "operational".into();
+                    device.last_connectivity_event = Some(now.clone());
+                }
+                device.heartbeat_changed_at = Some(now.clone());
+                out.connectivity += 1;
+            }
+            2 => {
+                let at = live[d.below(live.len() as u64) as usize];
+                let install = &mut device.installs[at];
+                let (status, progress) = match (install.status.as_str(), install.download_progress)
+                {
+                    ("Downloading", Some(p)) if p + 20 < 100 => ("Downloading", Some(p + 20)),
+                    ("Downloading", _) => ("Downloaded", Some(100)),
+                    ("Running", _) => (d.pick(&["exited", "restarting"]), None),
+                    _ => ("Running", None),
+                };
+                install.status = status.into();
+                install.download_progress = progress;
+                out.installs += 1;
+            }
+            3 => {
+                let at = d.below(device.tags.len() as u64) as usize;
+                let (key, value) = &mut device.tags[at];
+                let choices = match key.as_str() {
+                    "site" => SITES,
+                    "customer" => CUSTOMERS,
+                    _ => &[][..],
+                };
+                let mut new = match choices {
+                    [] => format!("round-{round}"),
+                    _ => d.pick(choices).to_owned(),
+                };
+                if new == *value {
+                    new = format!("{value} ({round})");
+                }
+                *value = new;
+                out.tags += 1;
+            }
+            _ => {
+                let (Some(cpu), Some(total)) = (device.cpu_usage, device.memory_total) else {
+                    continue; // never reported
+                };
+                device.cpu_usage = Some((cpu + 1 + d.below(100) as i64) % 101);
+                device.cpu_temp = Some(35 + d.below(50) as i64);
+                device.memory_usage = Some(total * (10 + d.below(85) as i64) / 100);
+                out.metrics += 1;
+            }
+        }
+    }
+    out
 }

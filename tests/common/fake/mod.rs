@@ -23,7 +23,8 @@
 //! be `%27`; inside a quoted string every `%XX` is decoded and `''` is a quote. Any other
 //! percent-encoding outside quoted strings (`%28 %29 %2C %2F %3A %3B %3D`, `%24` elsewhere) is a
 //! 400. In `$filter`, `and` and `or` have the SAME precedence and group left to right, as in
-//! pinejs: `a or b and c` means `(a or b) and c`. Comparisons: `eq ne gt ge lt le`.
+//! pinejs: `a or b and c` means `(a or b) and c`. Comparisons: `eq ne gt ge lt le`; lambdas
+//! `nav/any(v:v/field eq ...)`; `mod` parses and answers 500, as recorded.
 //!
 //! Every row has `modified_at` (`2026-12-07T17:42:44.154Z`), which the fake sets as the server
 //! does: when the account is replaced (`set_account`, or `set_churn` between pages), each row
@@ -34,7 +35,9 @@
 //! or an image install leaves its device's modified_at alone, and so does a change of a
 //! computed field (v7's `should_be_running__release`); but `overall_status` and
 //! `overall_progress` are stored with the fake's devices, so a change of either is a device
-//! change.
+//! change. In `$filter`, modified_at compares as an instant with a quoted timestamp (date,
+//! optional time and fraction, optional zone), exactly (stored values are whole milliseconds);
+//! a literal that is no timestamp answers 500, an unquoted one 400.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -1,6 +1,7 @@
 //! The fake's query parser, after `@balena/odata-parser`: options, `$select`, `$expand` with
-//! nested options, `$filter` (and/or left to right, comparisons, the two access lambdas) and
-//! `$orderby`, from the raw query string, decoding only what the real parser decodes.
+//! nested options, `$filter` (and/or left to right, comparisons, `nav/any(v:...)` lambdas, and
+//! `mod` only to refuse it) and `$orderby`, from the raw query string, decoding only what the
+//! real parser decodes.
 
 use serde_json::{json, Value};
 
@@ -46,12 +47,19 @@ pub(crate) enum Expr {
         op: Op,
         lit: Value,
     },
-    /// `is_directly_accessible_by__user/any(v:1 eq 1)` on application.
+    /// `1 eq 1`, as in the access lambdas.
+    True,
+    /// `field mod n`, compared or not: pinejs accepts the syntax, the query then fails (500,
+    /// as recorded).
+    Modulo,
+    /// `is_directly_accessible_by__user/any(v:1 eq 1)` on application: the caller may read it.
     UserAccess,
-    /// `belongs_to__application/any(a:a/is_directly_accessible_by__user/any(v:1 eq 1))` on device.
-    FleetAccess,
-    /// `nav/any(v:1 eq 1)`: the row reaches at least one row through navigation `nav`.
-    Any(String),
+    /// `nav/any(v:<body>)`: at least one row reached through navigation `nav` passes `body`,
+    /// in which fields are written `v/field` (`v/nav2/any(...)` nests).
+    Any {
+        nav: String,
+        body: Box<Expr>,
+    },
 }
 
 /// Characters reserved by odata-parser's `ResourceName`.
@@ -99,6 +107,7 @@ pub(crate) fn parse_query(raw: &str) -> R<Query> {
         let mut p = Parser {
             toks: lex(value)?,
             at: 0,
+            var: None,
         };
         match option {
             "select" => q.select = p.select()?,
@@ -202,6 +211,8 @@ pub(crate) fn lex(raw: &str) -> R<Vec<Tok>> {
 pub(crate) struct Parser {
     toks: Vec<Tok>,
     at: usize,
+    /// Inside a lambda body: its variable, which every field must start with.
+    var: Option<String>,
 }
 
 impl Parser {
@@ -350,22 +361,61 @@ impl Parser {
             let e = self.filter()?;
             self.skip_space();
             self.expect(Tok::Sym(b')'))?;
+            if matches!(e, Expr::Modulo) {
+                // `(id mod 4) eq 1`
+                self.comparison()?;
+            }
             return Ok(e);
         }
-        let field = self.name()?;
+        let mut field = self.name()?;
+        if field == "1" {
+            // `1 eq 1`; other constant comparisons are valid OData the fake does not implement.
+            return match self.comparison()? {
+                Some((Op::Eq, lit)) if lit == json!(1) => Ok(Expr::True),
+                _ => Err(BadUrl),
+            };
+        }
+        if let Some(var) = &self.var {
+            if field != *var {
+                return Err(BadUrl); // inside a lambda every field starts with its variable
+            }
+            self.expect(Tok::Sym(b'/'))?;
+            field = self.name()?;
+        }
         if self.eat(Tok::Sym(b'/')) {
             return self.lambda(&field);
         }
-        self.skip_space();
-        let op = match self.name()?.as_str() {
-            "eq" => Op::Eq,
-            "ne" => Op::Ne,
-            "gt" => Op::Gt,
-            "ge" => Op::Ge,
-            "lt" => Op::Lt,
-            "le" => Op::Le,
-            _ => return Err(BadUrl), // functions and the rest: valid OData, not implemented here
+        if self.toks.get(self.at) == Some(&Tok::Space)
+            && self.toks.get(self.at + 1) == Some(&Tok::Name("mod".into()))
+        {
+            self.at += 2;
+            self.skip_space();
+            match self.toks.get(self.at) {
+                Some(Tok::Name(n)) if is_digits(n) => self.at += 1,
+                _ => return Err(BadUrl),
+            }
+            self.comparison()?;
+            return Ok(Expr::Modulo);
+        }
+        let (op, lit) = self.comparison()?.ok_or(BadUrl)?;
+        Ok(Expr::Cmp { field, op, lit })
+    }
+    /// ` <op> <literal>` if it comes next (None if no comparison operator follows).
+    fn comparison(&mut self) -> R<Option<(Op, Value)>> {
+        let op = match (self.toks.get(self.at), self.toks.get(self.at + 1)) {
+            (Some(Tok::Space), Some(Tok::Name(op))) => match op.as_str() {
+                "eq" => Op::Eq,
+                "ne" => Op::Ne,
+                "gt" => Op::Gt,
+                "ge" => Op::Ge,
+                "lt" => Op::Lt,
+                "le" => Op::Le,
+                "and" | "or" => return Ok(None),
+                _ => return Err(BadUrl), // functions and the rest: valid OData, not implemented here
+            },
+            _ => return Ok(None),
         };
+        self.at += 2;
         self.skip_space();
         let lit = match self.toks.get(self.at) {
             Some(Tok::Str(s)) => Value::from(s.as_str()),
@@ -378,45 +428,29 @@ impl Parser {
             _ => return Err(BadUrl),
         };
         self.at += 1;
-        Ok(Expr::Cmp { field, op, lit })
+        Ok(Some((op, lit)))
     }
-    /// After `nav/`: the two access lambdas and `nav/any(v:1 eq 1)` (any other lambda → 400).
+    /// After `nav/`: `any(v:<filter on v>)`; the user-access lambda takes only `1 eq 1` (any
+    /// other lambda → 400).
     fn lambda(&mut self, nav: &str) -> R<Expr> {
         self.word("any")?;
         self.expect(Tok::Sym(b'('))?;
         self.skip_space();
         let var = self.name()?;
         self.expect(Tok::Sym(b':'))?;
-        let e = match nav {
-            "is_directly_accessible_by__user" => {
-                self.word("1")?;
-                self.skip_space();
-                self.word("eq")?;
-                self.skip_space();
-                self.word("1")?;
-                Expr::UserAccess
-            }
-            "belongs_to__application" => {
-                self.word(&var)?;
-                self.expect(Tok::Sym(b'/'))?;
-                let inner = self.name()?;
-                self.expect(Tok::Sym(b'/'))?;
-                match self.lambda(&inner)? {
-                    Expr::UserAccess => Expr::FleetAccess,
-                    _ => return Err(BadUrl),
-                }
-            }
-            _ => {
-                self.word("1")?;
-                self.skip_space();
-                self.word("eq")?;
-                self.skip_space();
-                self.word("1")?;
-                Expr::Any(nav.to_string())
-            }
-        };
+        let outer = self.var.replace(var);
+        let body = self.filter();
+        self.var = outer;
+        let body = body?;
         self.skip_space();
         self.expect(Tok::Sym(b')'))?;
-        Ok(e)
+        match (nav, body) {
+            ("is_directly_accessible_by__user", Expr::True) => Ok(Expr::UserAccess),
+            ("is_directly_accessible_by__user", _) => Err(BadUrl),
+            (nav, body) => Ok(Expr::Any {
+                nav: nav.to_owned(),
+                body: Box::new(body),
+            }),
+        }
     }
 }

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::account::*;
 use super::odata::{Expr, Op, Query};
 use super::stamps::{Fx, Rows};
-use super::time::timestamp;
+use super::time::{instant, timestamp};
 
 pub(crate) enum ApiError {
     /// 400 `"Malformed url: '...'"`: the URL does not parse (or uses syntax the fake lacks).
@@ -432,6 +432,23 @@ impl Db {
             }
         }
         let text = |s: &Option<String>| Value::from(s.as_deref());
+        // A release that is no fleet's target belongs to the fleet of its images' services,
+        // else to that of the first device that refers to it: a device that moves to another
+        // fleet does not take the release along.
+        let service_fleets: HashMap<u64, u64> = account
+            .services
+            .iter()
+            .map(|s| (s.id, s.fleet_id))
+            .collect();
+        let install_fleets: HashMap<u64, u64> = account
+            .devices
+            .iter()
+            .flat_map(|d| &d.installs)
+            .filter_map(|i| Some((i.release_id, *service_fleets.get(&i.service_id)?)))
+            .collect();
+        let fleet_of = |release: u64, d: &Device| {
+            Some(install_fleets.get(&release).copied().unwrap_or(d.fleet_id))
+        };
         for d in &account.devices {
             for r in [&d.running_release, &d.pinned_release]
                 .into_iter()
@@ -439,7 +456,7 @@ impl Db {
             {
                 releases
                     .entry(r.id)
-                    .or_insert((Some(d.fleet_id), r.commit.clone()));
+                    .or_insert((fleet_of(r.id, d), r.commit.clone()));
             }
             add(
                 "device",
@@ -488,7 +505,7 @@ impl Db {
                 images.insert((i.service_id, i.release_id));
                 releases
                     .entry(i.release_id)
-                    .or_insert((Some(d.fleet_id), commit(i.release_id)));
+                    .or_insert((fleet_of(i.release_id, d), commit(i.release_id)));
             }
             for (key, value) in &d.tags {
                 add(
@@ -810,6 +827,8 @@ enum Kind {
     Bool,
     Text,
     Link,
+    /// A timestamp: compared as an instant, to the microsecond, with a quoted literal.
+    Date,
 }
 
 fn kind(schema: &Schema, field: &str) -> Kind {
@@ -823,6 +842,7 @@ fn kind(schema: &Schema, field: &str) -> Kind {
         }
         "id" | "cpu_usage" | "cpu_temp" | "memory_usage" | "memory_total" | "storage_usage"
         | "storage_total" | "overall_progress" | "download_progress" => Kind::Int,
+        "modified_at" => Kind::Date,
         "is_online"
         | "is_web_accessible"
         | "is_undervolted"
@@ -859,21 +879,27 @@ fn check_filter(db: &Db, e: &Expr, schema: &Schema) -> R<()> {
         Expr::And(a, b) | Expr::Or(a, b) => {
             return check_filter(db, a, schema).and(check_filter(db, b, schema))
         }
+        Expr::True => true,
+        Expr::Modulo => false,
         Expr::UserAccess => schema.name == "application",
-        Expr::FleetAccess => schema.name == "device",
         // An unknown navigation is a 500, as in `$expand`.
-        Expr::Any(nav) => link(schema, nav).is_some(),
+        Expr::Any { nav, body } => {
+            let link = link(schema, nav).ok_or(ServerError)?;
+            return check_filter(db, body, schema_of(link.target));
+        }
         Expr::Cmp { field, op, lit } => {
             db.known_field(schema, field)
-                && matches!(
-                    (kind(schema, field), lit),
-                    (_, Value::Null)
-                        | (Kind::Bool, Value::Bool(_))
-                        | (Kind::Text, Value::String(_))
-                        | (Kind::Int | Kind::Link, Value::Number(_))
-                )
-                // Order comparisons with null or booleans are not valid SQL for pinejs.
-                && (matches!(op, Op::Eq | Op::Ne) || !matches!(lit, Value::Null | Value::Bool(_)))
+                && match (kind(schema, field), lit) {
+                    (_, Value::Null) => true,
+                    // Postgres casts the text: one that is no timestamp fails the query.
+                    (Kind::Date, Value::String(s)) => instant(s).is_some(),
+                    (Kind::Bool, Value::Bool(_)) | (Kind::Text, Value::String(_)) => true,
+                    (Kind::Int | Kind::Link, Value::Number(_)) => true,
+                    _ => false,
+                }
+                // Order comparisons with booleans are not valid SQL for pinejs (with null
+                // they are, and hold for no row: `modified_at gt null` → `{"d":[]}`).
+                && (matches!(op, Op::Eq | Op::Ne) || !matches!(lit, Value::Bool(_)))
         }
     };
     ok.then_some(()).ok_or(ServerError)
@@ -883,21 +909,39 @@ fn eval(db: &Db, schema: &Schema, e: &Expr, rec: &Record) -> bool {
     match e {
         Expr::And(a, b) => eval(db, schema, a, rec) && eval(db, schema, b, rec),
         Expr::Or(a, b) => eval(db, schema, a, rec) || eval(db, schema, b, rec),
-        // Every fleet and device of the account is the authorized caller's.
-        Expr::UserAccess | Expr::FleetAccess => true,
-        Expr::Any(nav) => link(schema, nav).is_some_and(|l| !db.follow(l, rec).is_empty()),
+        // Every fleet of the account is the authorized caller's.
+        Expr::True | Expr::UserAccess => true,
+        Expr::Modulo => false, // refused by check_filter
+        Expr::Any { nav, body } => link(schema, nav).is_some_and(|l| {
+            let target = schema_of(l.target);
+            db.follow(l, rec).iter().any(|t| eval(db, target, body, t))
+        }),
         Expr::Cmp { field, op, lit } => {
             let value = get(rec, field);
-            match op {
-                // SQL: null equals nothing but `eq null`; `ne` treats null as different.
-                Op::Eq => value == lit,
-                Op::Ne => value != lit,
-                _ if value.is_null() || lit.is_null() => false,
-                Op::Gt => compare(value, lit) == Ordering::Greater,
-                Op::Ge => compare(value, lit) != Ordering::Less,
-                Op::Lt => compare(value, lit) == Ordering::Less,
-                Op::Le => compare(value, lit) != Ordering::Greater,
+            if kind(schema, field) == Kind::Date {
+                // As instants: `'…17:42:44.154Z'` and `'…18:42:44.154+01:00'` are one moment.
+                let at = |v: &Value| {
+                    v.as_str()
+                        .and_then(instant)
+                        .map_or(Value::Null, Value::from)
+                };
+                return holds(*op, &at(value), &at(lit));
             }
+            holds(*op, value, lit)
         }
+    }
+}
+
+/// Whether `value <op> lit` holds, as SQL has it: null equals nothing but `eq null`, `ne`
+/// treats null as different, and an order comparison with null holds for no row.
+fn holds(op: Op, value: &Value, lit: &Value) -> bool {
+    match op {
+        Op::Eq => value == lit,
+        Op::Ne => value != lit,
+        _ if value.is_null() || lit.is_null() => false,
+        Op::Gt => compare(value, lit) == Ordering::Greater,
+        Op::Ge => compare(value, lit) != Ordering::Less,
+        Op::Lt => compare(value, lit) == Ordering::Less,
+        Op::Le => compare(value, lit) != Ordering::Greater,
     }
 }

@@ -273,7 +273,14 @@ impl Rendering {
             }
             return None;
         };
-        let modified = device.modified_at.as_deref().and_then(unix_millis);
+        // The newest write read: the device's, or (read by incremental crawls) an install's or
+        // a tag's, which leave the device's `modified_at` as it was.
+        let stamps = device.installs.iter().map(|i| &i.modified_at);
+        let stamps = stamps.chain(device.tags.iter().map(|t| &t.modified_at));
+        let modified = std::iter::once(&device.modified_at)
+            .chain(stamps)
+            .filter_map(|m| m.as_deref().and_then(unix_millis))
+            .max();
         Some((i, modified, self.converter.device(device)))
     }
 

@@ -8,12 +8,12 @@ pub mod query;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use reqwest::header::{
-    HeaderMap, HeaderValue, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, ETAG, IF_NONE_MATCH,
-    RETRY_AFTER,
+    HeaderMap, HeaderValue, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, DATE, ETAG,
+    IF_NONE_MATCH, RETRY_AFTER,
 };
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
@@ -315,6 +315,8 @@ pub struct Client {
     /// The last answer to each page of a resource that rarely changes, with its ETag: asked
     /// again with `If-None-Match`, a 304 gives it back without the body crossing the link.
     kept: Mutex<HashMap<String, (HeaderValue, Bytes)>>,
+    /// The server's clock: the `Date` of its last answer, in Unix seconds (0: none yet).
+    server_time: AtomicU64,
 }
 
 /// Pages kept for conditional requests at most: fleets, services and releases take a few
@@ -364,7 +366,16 @@ impl Client {
             max_retry_after,
             stats: Arc::new(ApiStats::default()),
             kept: Mutex::default(),
+            server_time: AtomicU64::new(0),
         })
+    }
+
+    /// The server's clock as of its last answer (its `Date`, to the second); None before any.
+    pub fn server_time(&self) -> Option<SystemTime> {
+        match self.server_time.load(Ordering::Relaxed) {
+            0 => None,
+            s => Some(UNIX_EPOCH + Duration::from_secs(s)),
+        }
     }
 
     /// The request and error counts, shared.
@@ -557,6 +568,11 @@ impl Client {
             request = request.header(IF_NONE_MATCH, etag.clone());
         }
         let response = request.send().await.map_err(transport)?;
+        let date = response.headers().get(DATE).and_then(|d| d.to_str().ok());
+        if let Some(t) = date.and_then(|d| httpdate::parse_http_date(d).ok()) {
+            let seconds = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            self.server_time.store(seconds, Ordering::Relaxed);
+        }
         let status = response.status();
         if status == StatusCode::NOT_MODIFIED {
             if let Some((_, body)) = kept {

@@ -222,6 +222,9 @@ pub struct Install<'a> {
     pub release: Option<Reference>,
     #[serde(rename = "installs__image", default, deserialize_with = "expanded")]
     pub image: Option<Image<'a>>,
+    /// Read by incremental crawls: a write to an install leaves its device's as it was.
+    #[serde(borrow, default)]
+    pub modified_at: Option<Text<'a>>,
 }
 
 /// The expanded image of an install: which service it builds.
@@ -240,6 +243,9 @@ pub struct Tag<'a> {
     pub tag_key: Text<'a>,
     #[serde(borrow, default)]
     pub value: Option<Text<'a>>,
+    /// Read by incremental crawls: a write to a tag leaves its device's as it was.
+    #[serde(borrow, default)]
+    pub modified_at: Option<Text<'a>>,
 }
 
 /// A `service` row.

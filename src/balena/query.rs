@@ -22,10 +22,14 @@ modified_at";
 const DEVICE_EXPAND: &str =
     "is_of__device_type($select=slug),is_running__release($select=id,commit)";
 /// Each device's installs that are not deleted, with the release and the image's service
-/// as references (service names come from the `service` pages).
-const DEVICE_INSTALLS: &str = "image_install($select=status,download_progress,\
-is_provided_by__release;$expand=installs__image($select=is_a_build_of__service);\
-$filter=status ne 'deleted';$orderby=id asc)";
+/// as references (service names come from the `service` pages); `{}`: more fields.
+const DEVICE_INSTALLS: [&str; 2] = [
+    "image_install($select=status,download_progress,is_provided_by__release",
+    ";$expand=installs__image($select=is_a_build_of__service);\
+$filter=status ne 'deleted';$orderby=id asc)",
+];
+/// Selected in the expansions of changed devices: the newest write read, to the watermark.
+const STAMP: &str = ",modified_at";
 /// balenaCloud's coordinates (openBalena answers 500 when they are asked for).
 const DEVICE_LOCATION: &str = "latitude,longitude";
 const DEVICES_VISIBLE: &str =
@@ -51,7 +55,7 @@ pub struct DeviceReads<'a> {
 /// One page of the fleets the token can see: the first `top` with an id above `after`.
 pub fn fleets(tags: &TagFilter, top: u32, after: u64) -> String {
     let mut expand = FLEET_EXPAND.to_string();
-    if let Some(tags) = tag_expansion("application_tag", tags) {
+    if let Some(tags) = tag_expansion("application_tag", tags, "") {
         expand.push(',');
         expand.push_str(&tags);
     }
@@ -79,7 +83,7 @@ fn device_filter(fleet_ids: Option<&[u64]>) -> String {
 
 /// One page of devices; `fleet_ids` limits them to those fleets (None: every visible fleet).
 pub fn devices(fleet_ids: Option<&[u64]>, reads: &DeviceReads, top: u32, after: u64) -> String {
-    device_page(&device_filter(fleet_ids), reads, top, after)
+    device_page(&device_filter(fleet_ids), reads, "", top, after)
 }
 
 /// One page of the devices written since `since` (Unix milliseconds, the server's clock),
@@ -99,11 +103,19 @@ pub fn changed_devices(
             " or image_install/any(i:i/modified_at gt {since})"
         ));
     }
-    if *reads.tags != TagFilter::None {
-        changed.push_str(&format!(" or device_tag/any(t:t/modified_at gt {since})"));
+    match reads.tags {
+        TagFilter::None => {}
+        TagFilter::Keys(keys) if keys.is_empty() => {}
+        TagFilter::All => {
+            changed.push_str(&format!(" or device_tag/any(t:t/modified_at gt {since})"));
+        }
+        TagFilter::Keys(keys) => changed.push_str(&format!(
+            " or device_tag/any(t:t/modified_at gt {since} and ({}))",
+            key_filter("t/", keys)
+        )),
     }
     let filter = format!("({}) and ({changed})", device_filter(fleet_ids));
-    device_page(&filter, reads, top, after)
+    device_page(&filter, reads, STAMP, top, after)
 }
 
 /// How many devices there are now: `{"d":N}`.
@@ -118,7 +130,8 @@ pub fn device_ids(fleet_ids: Option<&[u64]>, top: u32, after: u64) -> String {
     page("/v7/device", "id", "", Some(&filter), top, after)
 }
 
-fn device_page(filter: &str, reads: &DeviceReads, top: u32, after: u64) -> String {
+/// A page of devices: `filter`, and `more` fields selected in each expanded install and tag.
+fn device_page(filter: &str, reads: &DeviceReads, more: &str, top: u32, after: u64) -> String {
     let mut select = DEVICE_SELECT.to_string();
     if reads.location {
         select.push(',');
@@ -126,10 +139,10 @@ fn device_page(filter: &str, reads: &DeviceReads, top: u32, after: u64) -> Strin
     }
     let mut expand = DEVICE_EXPAND.to_string();
     if reads.services {
-        expand.push(',');
-        expand.push_str(DEVICE_INSTALLS);
+        let [head, tail] = DEVICE_INSTALLS;
+        expand.push_str(&format!(",{head}{more}{tail}"));
     }
-    if let Some(tags) = tag_expansion("device_tag", reads.tags) {
+    if let Some(tags) = tag_expansion("device_tag", reads.tags, more) {
         expand.push(',');
         expand.push_str(&tags);
     }
@@ -162,23 +175,27 @@ pub fn releases(top: u32, after: u64) -> String {
     )
 }
 
-/// `device_tag($select=tag_key,value)`, limited to the allowed keys; None when tags are off.
-fn tag_expansion(nav: &str, tags: &TagFilter) -> Option<String> {
+/// `device_tag($select=tag_key,value)` (and `more` fields), limited to the allowed keys;
+/// None when tags are off.
+fn tag_expansion(nav: &str, tags: &TagFilter, more: &str) -> Option<String> {
     match tags {
         TagFilter::None => None,
-        TagFilter::All => Some(format!("{nav}($select=tag_key,value)")),
+        TagFilter::All => Some(format!("{nav}($select=tag_key,value{more})")),
         TagFilter::Keys(keys) if keys.is_empty() => None,
-        TagFilter::Keys(keys) => {
-            let any: Vec<String> = keys
-                .iter()
-                .map(|k| format!("tag_key eq {}", literal(k)))
-                .collect();
-            Some(format!(
-                "{nav}($select=tag_key,value;$filter={})",
-                any.join(" or ")
-            ))
-        }
+        TagFilter::Keys(keys) => Some(format!(
+            "{nav}($select=tag_key,value{more};$filter={})",
+            key_filter("", keys)
+        )),
     }
+}
+
+/// `tag_key eq 'a' or tag_key eq 'b'`, each `tag_key` after `prefix` (a lambda's `t/`).
+fn key_filter(prefix: &str, keys: &[String]) -> String {
+    let any: Vec<String> = keys
+        .iter()
+        .map(|k| format!("{prefix}tag_key eq {}", literal(k)))
+        .collect();
+    any.join(" or ")
 }
 
 /// An OData string literal: quotes doubled; inside it the server decodes `%XX`, so the
@@ -335,6 +352,21 @@ mod tests {
              %20or%20device_tag/any(t:t/modified_at%20gt%20'2026-12-07T17:42:44.154Z')))%20and%20id%20gt%209&"
         ), "{q}");
         assert!(q.contains(",overall_progress,modified_at&"), "{q}");
+        // The installs' and tags' own writes are read too (for the watermark).
+        assert!(q.contains("image_install($select=status,download_progress,is_provided_by__release,modified_at;"), "{q}");
+        assert!(
+            q.contains("device_tag($select=tag_key,value,modified_at)"),
+            "{q}"
+        );
+        assert!(!devices(None, &reads, 1, 0).contains(",modified_at;"));
+        let keys = TagFilter::Keys(vec!["site".into()]);
+        let only_site = DeviceReads {
+            tags: &keys,
+            ..reads
+        };
+        assert!(changed_devices(None, &only_site, 0, 1, 0).contains(
+            "device_tag/any(t:t/modified_at%20gt%20'1970-01-01T00:00:00.000Z'%20and%20(t/tag_key%20eq%20'site'))"
+        ));
         // Without services and tags, only the device's own writes.
         let q = changed_devices(None, &BASIC, 0, 100, 0);
         assert!(

@@ -15,7 +15,7 @@
 //! on `modified_at` gets full crawls, said once, and is asked again at each scheduled one.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::on_blocking;
 use crate::balena::{self, model, query, ApiError, Client, CrawlKind, Resource};
@@ -46,6 +46,8 @@ struct Kept {
     full_at: Instant,
     /// How long the crawl that kept them took: part of the next one's overlap.
     duration: Duration,
+    /// The server's clock when that crawl started (Unix milliseconds, to the second).
+    server_start: Option<u64>,
 }
 
 /// The fleet, service and release pages a crawl read, as one number: when it changes, kept
@@ -73,6 +75,8 @@ pub(super) struct Read<'a> {
     pub only: Option<&'a [u64]>,
     pub reads: query::DeviceReads<'a>,
     pub started: Instant,
+    /// The server's clock as the crawl started (the `Date` of its first answer).
+    pub server_start: Option<SystemTime>,
 }
 
 impl Devices {
@@ -117,6 +121,7 @@ impl Devices {
             Some(kept) => match incremental(&read, rendering, kept).await? {
                 Ok((rendering, mut kept)) => {
                     kept.duration = read.started.elapsed();
+                    kept.server_start = read.server_millis();
                     let now = SystemTime::now();
                     let (rendered, kept) =
                         on_blocking(move || (rendering.finish_kept(&kept.store, now), kept)).await;
@@ -137,6 +142,7 @@ impl Devices {
             fingerprint: pages.value(location),
             full_at: read.started,
             duration: read.started.elapsed(),
+            server_start: read.server_millis(),
         });
         let now = SystemTime::now();
         let rendered = on_blocking(move || rendering.finish(now)).await;
@@ -157,16 +163,40 @@ impl Devices {
     }
 }
 
-/// The devices changed since the newest `modified_at` kept (less the overlap) read into
-/// `kept`, and those gone forgotten; Err with the rendering when the server refused the
-/// first page (it cannot filter on `modified_at`).
+impl Read<'_> {
+    fn server_millis(&self) -> Option<u64> {
+        let since_epoch = self.server_start?.duration_since(UNIX_EPOCH).ok()?;
+        Some(millis(since_epoch))
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The time an incremental crawl reads changes after (Unix milliseconds, the server's
+/// clock). A change the last crawl did not read was written after that crawl started, so
+/// after both the newest write it read less its duration and the margin, and the server's
+/// clock at its start less the margin; when the server has been quiet for longer than the
+/// margin, after the newest write itself (re-reading nothing).
+fn since(kept: &Kept) -> u64 {
+    let newest = kept.store.newest().unwrap_or(0);
+    let overlapped = newest.saturating_sub(millis(kept.duration + OVERLAP_MARGIN));
+    match kept.server_start {
+        Some(start) => overlapped.max(newest.min(start.saturating_sub(millis(OVERLAP_MARGIN)))),
+        None => overlapped,
+    }
+}
+
+/// The devices changed since `since(kept)` read into `kept`, and those gone forgotten; Err
+/// with the rendering when the server refused the first page (it cannot filter on
+/// `modified_at`).
 async fn incremental(
     read: &Read<'_>,
     rendering: Rendering,
     kept: Kept,
 ) -> Result<Result<(Rendering, Kept), (Rendering, ApiError)>, ApiError> {
-    let overlap = u64::try_from((kept.duration + OVERLAP_MARGIN).as_millis()).unwrap_or(u64::MAX);
-    let since = kept.store.newest().unwrap_or(0).saturating_sub(overlap);
+    let since = since(&kept);
     let Kept { store, .. } = kept;
     Ok(match changed(read, rendering, store, since).await? {
         Changed::Read(rendering, store) => {
@@ -299,6 +329,7 @@ mod tests {
             fingerprint,
             full_at,
             duration: Duration::from_secs(1),
+            server_start: None,
         }
     }
 
@@ -340,5 +371,23 @@ mod tests {
             ..config
         };
         assert_eq!(kind(&mut devices, &always, true), CrawlKind::Full);
+    }
+
+    #[test]
+    fn changes_are_read_from_an_overlap_before_the_newest_write_unless_the_server_was_quiet() {
+        let mut kept = kept(0, Instant::now(), Some(100_000));
+        kept.duration = Duration::from_secs(2);
+        // Without the server's clock: the newest write less the duration and 10 s.
+        assert_eq!(since(&kept), 88_000);
+        // Writes up to the crawl's start: the same overlap (and never before it).
+        kept.server_start = Some(100_000);
+        assert_eq!(since(&kept), 90_000);
+        kept.server_start = Some(101_000);
+        assert_eq!(since(&kept), 91_000);
+        // Nothing written in the 10 s before the crawl started: from the newest write on.
+        kept.server_start = Some(111_000);
+        assert_eq!(since(&kept), 100_000);
+        kept.server_start = Some(5_000_000);
+        assert_eq!(since(&kept), 100_000);
     }
 }

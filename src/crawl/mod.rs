@@ -128,6 +128,7 @@ impl Crawler {
     async fn crawl(&mut self, settings: &render::Settings) -> Result<Rendered, ApiError> {
         let started = Instant::now();
         self.whoami().await?;
+        let server_start = self.client.server_time();
         let location = self.config.location && self.detect_location().await;
         let mut pages = Fingerprint::default();
         let mut rows = Vec::new();
@@ -144,6 +145,7 @@ impl Crawler {
                 location,
             },
             started,
+            server_start,
         };
         let rendering = reading.devices();
         let (rendered, kind) = if ids.is_empty() {

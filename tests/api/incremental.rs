@@ -10,8 +10,6 @@ use common::exporter::{start_ready, wait_for, Exporter};
 use common::generate;
 use common::promtext::Sample;
 
-const FAST: [(&str, &str); 2] = [("CRAWL_INTERVAL", "1"), ("REQUEST_TIMEOUT", "0.5")];
-
 fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     samples
         .iter()
@@ -92,13 +90,13 @@ fn fleets_part(page: &str) -> String {
 async fn after_rounds_of_churn_an_incremental_exporter_publishes_what_a_fresh_one_does() {
     let mut account = generate::account(4, 40);
     let devices = account.devices.len() as f64;
-    let (fake, long) = start_ready(account.clone(), &FAST).await;
+    let (fake, long) = start_ready(account.clone(), &[]).await;
     assert_eq!(device_rows(&long, "full").await, devices);
     for round in 1..=4 {
         let churn = generate::churn(&mut account, round, 0.1);
         fake.set_account(account.clone());
         crawled_since_now(&long).await;
-        let fresh = Exporter::ready_on(&fake, &FAST).await;
+        let fresh = Exporter::ready_on(&fake, &[]).await;
         let (lines, sd, page) = published(&long).await;
         let (fresh_lines, fresh_sd, fresh_page) = published(&fresh).await;
         let missing: Vec<&String> = fresh_lines.iter().filter(|l| !lines.contains(l)).collect();
@@ -115,14 +113,55 @@ async fn after_rounds_of_churn_an_incremental_exporter_publishes_what_a_fresh_on
         assert_eq!(page, fresh_page, "round {round}: the status page");
         fresh.stop().await.unwrap();
     }
-    // After the first, no crawl read every device, and the incremental ones read a fraction.
+    // After the first, no crawl read every device; the incremental ones read the devices
+    // changed within the overlap (the last crawl's duration and 10 s: here, several rounds).
     assert_eq!(device_rows(&long, "full").await, devices);
-    let incremental = device_rows(&long, "incremental").await;
-    assert!(incremental > 0.0, "no incremental crawl read a device");
-    let crawls = value(&long.metrics().await, "balena_crawls_total", &[]);
-    assert!(
-        incremental < devices * (crawls - 1.0) / 2.0,
-        "{incremental} device rows in {crawls} crawls of {devices} devices"
-    );
+    assert!(device_rows(&long, "incremental").await > 0.0);
+    // Once the overlap has passed with nothing changed, a crawl reads no device row.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    loop {
+        let before = device_rows(&long, "incremental").await;
+        crawled_since_now(&long).await;
+        if device_rows(&long, "incremental").await == before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "incremental crawls still read devices 40 s after the last change"
+        );
+    }
+    assert_eq!(device_rows(&long, "full").await, devices);
     long.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_server_that_cannot_filter_on_modified_at_gets_full_crawls_said_once() {
+    let mut account = generate::account(2, 10);
+    account.no_modified_at_filter = true;
+    // (API_RETRIES=0, as in every test: the refused read is not asked again.)
+    let (fake, exporter) = start_ready(account.clone(), &[]).await;
+    crawled_since_now(&exporter).await;
+    generate::churn(&mut account, 1, 0.3);
+    fake.set_account(account.clone());
+    crawled_since_now(&exporter).await;
+    // Every crawl read every device, and published the change.
+    assert_eq!(device_rows(&exporter, "incremental").await, 0.0);
+    let crawls = value(&exporter.metrics().await, "balena_crawls_total", &[]);
+    let full = device_rows(&exporter, "full").await;
+    assert!(
+        full >= 20.0 * (crawls - 1.0),
+        "{full} device rows in {crawls} crawls"
+    );
+    let fresh = Exporter::ready_on(&fake, &[]).await;
+    assert_eq!(published(&exporter).await, published(&fresh).await);
+    fresh.stop().await.unwrap();
+    // The refused incremental read was asked once: not again until the next full crawl.
+    let refused: Vec<u16> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/v7/device" && r.raw_query.contains("modified_at%20gt"))
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(refused, [500]);
+    exporter.stop().await.unwrap();
 }

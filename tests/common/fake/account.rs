@@ -13,6 +13,9 @@ pub struct Account {
     /// Whether the server has balenaCloud's device fields (`latitude`, `longitude`, `location`,
     /// `is_active`). openBalena has not: selecting one answers 500 with an empty body.
     pub cloud_fields: bool,
+    /// A server that cannot filter on `modified_at` (selecting it still works): such a
+    /// `$filter` answers 500 with an empty body, as an unknown field does.
+    pub no_modified_at_filter: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -282,6 +282,7 @@ pub(crate) struct Db {
     /// order: what `Via::Reverse` follows.
     children: HashMap<(&'static str, &'static str), HashMap<u64, Vec<usize>>>,
     cloud_fields: bool,
+    no_modified_at_filter: bool,
 }
 
 /// A link field as a row holds it: the target's id, or null.
@@ -631,6 +632,7 @@ impl Db {
             tables,
             children,
             cloud_fields: account.cloud_fields,
+            no_modified_at_filter: account.no_modified_at_filter,
         }
     }
 
@@ -889,6 +891,7 @@ fn check_filter(db: &Db, e: &Expr, schema: &Schema) -> R<()> {
         }
         Expr::Cmp { field, op, lit } => {
             db.known_field(schema, field)
+                && !(db.no_modified_at_filter && field == "modified_at")
                 && match (kind(schema, field), lit) {
                     (_, Value::Null) => true,
                     // Postgres casts the text: one that is no timestamp fails the query.

@@ -5,7 +5,8 @@
 //! - [`config`]: the table of environment variables → one validated `Config`; errors name the variable.
 //! - [`balena`]: the API client (literal OData queries, keyset paging, retry, typed errors,
 //!   request counts) and its serde models.
-//! - [`crawl`]: the crawl loop: API pages → the render path, one log line per outcome, backoff.
+//! - [`crawl`]: the crawl loop: API pages → the render path, one log line per outcome, backoff;
+//!   which devices each crawl reads (every one, or those changed since the last) and keeps.
 //! - [`definitions`]: what the words mean (inactive, configuring, offline, updating, failing
 //!   service, offline since), once, for every surface.
 //! - [`snapshot`]: plain rows about fleets and devices, converted from the API's rows, and

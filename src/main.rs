@@ -100,6 +100,10 @@ async fn start(demo: bool) -> anyhow::Result<()> {
         vars.retain(|(k, _)| !matches!(k.as_str(), "BALENA_TOKEN" | "API_KEY" | "BALENA_API_URL"));
         vars.push(("BALENA_TOKEN".into(), demo::TOKEN.into()));
         vars.push(("BALENA_API_URL".into(), format!("http://{addr}")));
+        // The simulated account changes with the clock and has no `modified_at` to read
+        // changes by: every crawl reads it whole.
+        vars.retain(|(k, _)| k != "FULL_CRAWL_INTERVAL");
+        vars.push(("FULL_CRAWL_INTERVAL".into(), "0".into()));
         // A simulated account reveals nothing: open unless credentials or a choice are set.
         let chosen = |name: &str| vars.iter().any(|(k, v)| k == name && !v.trim().is_empty());
         if !["PUBLIC_METRICS", "METRICS_TOKEN", "METRICS_USERNAME"]

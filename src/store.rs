@@ -4,15 +4,22 @@
 //! newest `modified_at` read is the watermark the next crawl reads changes from. Records
 //! decode back to exactly the `snapshot::Device` they were made from.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::snapshot::{Device, Service, Text};
 
-/// Kept devices by id (so in the order a full crawl reads them), each with its fleet.
+/// Kept devices by id (so in the order a full crawl reads them), each with its fleet. The
+/// records lie one after another in one buffer: thousands of small allocations that outlive
+/// every crawl would pin the allocator's pages between the crawl's own, and cost more memory
+/// than they hold.
 #[derive(Default)]
 pub struct Store {
-    rows: BTreeMap<u64, Box<[u8]>>,
+    records: Vec<u8>,
+    /// (device id, offset of its record, length), by id.
+    index: Vec<(u64, u32, u32)>,
+    /// Bytes of `records` no record uses any more (replaced or forgotten).
+    garbage: usize,
     strings: Strings,
     /// The newest `modified_at` of the rows put here, in Unix milliseconds.
     newest: Option<u64>,
@@ -20,11 +27,11 @@ pub struct Store {
 
 impl Store {
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.index.is_empty()
     }
 
     /// The newest `modified_at` of the rows put here (Unix milliseconds), as the server wrote it.
@@ -33,30 +40,78 @@ impl Store {
     }
 
     /// Keeps `device` of fleet `fleet`, replacing what was kept of it; `modified` is its row's
-    /// `modified_at` in Unix milliseconds.
+    /// newest `modified_at` in Unix milliseconds.
     pub fn put(&mut self, fleet: u64, device: &Device, modified: Option<u64>) {
         self.newest = self.newest.max(modified);
-        let record = encode(fleet, device, &mut self.strings);
-        self.rows.insert(device.id, record);
+        let start = self.records.len();
+        encode(fleet, device, &mut self.strings, &mut self.records);
+        let (Ok(offset), Ok(len)) = (
+            u32::try_from(start),
+            u32::try_from(self.records.len() - start),
+        ) else {
+            // Beyond 4 GiB of records: not kept (a full crawl is then needed for it).
+            self.records.truncate(start);
+            self.remove(device.id);
+            return;
+        };
+        // Devices mostly come in id order (pages are): the last place is the common one.
+        let at = match self.index.last() {
+            Some(&(last, _, _)) if last < device.id => Err(self.index.len()),
+            _ => self.index.binary_search_by_key(&device.id, |r| r.0),
+        };
+        match at {
+            Ok(i) => {
+                self.garbage += self.index[i].2 as usize;
+                self.index[i] = (device.id, offset, len);
+            }
+            Err(i) => self.index.insert(i, (device.id, offset, len)),
+        }
+        self.compact_if_wasteful();
     }
 
     /// Forgets device `id` (deleted, moved to a fleet not watched, or no longer visible).
     pub fn remove(&mut self, id: u64) {
-        self.rows.remove(&id);
+        if let Ok(i) = self.index.binary_search_by_key(&id, |r| r.0) {
+            self.garbage += self.index.remove(i).2 as usize;
+        }
     }
 
     /// Keeps only the devices whose ids are in `ids` (ascending); how many were forgotten.
     pub fn retain_sorted(&mut self, ids: &[u64]) -> usize {
-        let before = self.rows.len();
-        self.rows.retain(|id, _| ids.binary_search(id).is_ok());
-        before - self.rows.len()
+        let before = self.index.len();
+        let mut garbage = 0;
+        self.index.retain(|(id, _, len)| {
+            let keep = ids.binary_search(id).is_ok();
+            garbage += if keep { 0 } else { *len as usize };
+            keep
+        });
+        self.garbage += garbage;
+        self.compact_if_wasteful();
+        before - self.index.len()
     }
 
     /// Every kept device with its fleet id, in id order.
     pub fn devices(&self) -> impl Iterator<Item = (u64, Device)> + '_ {
-        self.rows
-            .iter()
-            .filter_map(|(id, record)| decode(*id, record, &self.strings))
+        self.index.iter().filter_map(|&(id, offset, len)| {
+            let record = self.records.get(offset as usize..(offset + len) as usize)?;
+            decode(id, record, &self.strings)
+        })
+    }
+
+    /// Copies the records in use into a buffer of their size once more than half of the
+    /// buffer is garbage.
+    fn compact_if_wasteful(&mut self) {
+        if self.garbage < 64 * 1024 || self.garbage * 2 < self.records.len() {
+            return;
+        }
+        let mut records = Vec::with_capacity(self.records.len() - self.garbage);
+        for (_, offset, len) in &mut self.index {
+            let start = records.len() as u32;
+            records.extend_from_slice(&self.records[*offset as usize..(*offset + *len) as usize]);
+            *offset = start;
+        }
+        self.records = records;
+        self.garbage = 0;
     }
 }
 
@@ -126,9 +181,9 @@ fn repeated(d: &Device) -> [&Text; 8] {
     ]
 }
 
-fn encode(fleet: u64, d: &Device, strings: &mut Strings) -> Box<[u8]> {
-    let mut out = Vec::with_capacity(160);
-    varint(&mut out, fleet);
+/// Appends the record of `d` to `out`.
+fn encode(fleet: u64, d: &Device, strings: &mut Strings, out: &mut Vec<u8>) {
+    varint(out, fleet);
     let flag = |on: bool, bit: u8| if on { bit } else { 0 };
     out.push(
         flag(d.online, ONLINE)
@@ -147,30 +202,29 @@ fn encode(fleet: u64, d: &Device, strings: &mut Strings) -> Box<[u8]> {
     for n in numbers.into_iter().flatten() {
         out.extend_from_slice(&n.to_le_bytes());
     }
-    text(&mut out, &d.uuid);
-    text(&mut out, &d.name);
-    varint(&mut out, d.addresses.len() as u64);
+    text(out, &d.uuid);
+    text(out, &d.name);
+    varint(out, d.addresses.len() as u64);
     for address in &d.addresses {
-        text(&mut out, address);
+        text(out, address);
     }
     for t in repeated(d) {
-        varint(&mut out, u64::from(strings.index(t)));
+        varint(out, u64::from(strings.index(t)));
     }
-    varint(&mut out, d.services.len() as u64);
+    varint(out, d.services.len() as u64);
     for s in &d.services {
-        varint(&mut out, u64::from(strings.index(&s.name)));
-        varint(&mut out, u64::from(strings.index(&s.status)));
+        varint(out, u64::from(strings.index(&s.name)));
+        varint(out, u64::from(strings.index(&s.status)));
         out.push(flag(s.failing, FAILING) | flag(s.download_progress.is_some(), HAS_PROGRESS));
         if let Some(p) = s.download_progress {
             out.extend_from_slice(&p.to_le_bytes());
         }
     }
-    varint(&mut out, d.tags.len() as u64);
+    varint(out, d.tags.len() as u64);
     for (key, value) in &d.tags {
-        varint(&mut out, u64::from(strings.index(key)));
-        varint(&mut out, u64::from(strings.index(value)));
+        varint(out, u64::from(strings.index(key)));
+        varint(out, u64::from(strings.index(value)));
     }
-    out.into_boxed_slice()
 }
 
 /// A record back as the device it was made from; None only if the record is not one
@@ -391,7 +445,7 @@ mod tests {
         for id in 0..1000 {
             store.put(1, &device(id, "operational"), None);
         }
-        let bytes: usize = store.rows.values().map(|r| r.len()).sum();
+        let bytes = store.records.len();
         // uuid (32), name, two addresses, 12 numbers' mask and 5 values, ids of repeated text.
         assert!(bytes / 1000 < 140, "{} bytes a device", bytes / 1000);
         assert_eq!(store.strings.all.len(), 12, "{:?}", store.strings.all);

@@ -18,13 +18,13 @@
 //!   steady crawl requests (by shape), device rows, bytes, CPU, and peak RSS.
 //!   `churn-full`: the same at 10,000 devices with full crawls only (`FULL_CRAWL_INTERVAL=0`:
 //!   gzip and ETags without incremental reads); `churn-all`: every device changed before
-//!   every crawl, at 10,000. Tables in `target/bench/churn-<label>.md`.
+//!   every crawl, at 10,000 (`churn-all-full`: the same with full crawls only). Tables in `target/bench/churn-<label>.md`.
 //! - inflate: writes the gzip device pages of a full crawl (`target/bench/inflate-<n>.bin`)
 //!   for `benches/inflate`, which times inflating them.
 //!
 //! `cargo build --release && cargo bench --bench crawl`; `scripts/bench` runs everything.
 //! Settings: `BENCH_SIZES=10,1000` (default all four), `BENCH_PARTS=crawl,scrape,idle` (the
-//! default; also `churn`, `churn-full`, `churn-all`, `inflate`), `BENCH_LOAD_SECONDS` (5 per
+//! default; also `churn`, `churn-full`, `churn-all`, `churn-all-full`, `inflate`), `BENCH_LOAD_SECONDS` (5 per
 //! point), `BENCH_IDLE_SECONDS` (20), `BALENA_EXPORTER_BIN` (default
 //! `target/release/balena-exporter`), `BENCH_WRAPPER` (a program that runs the binary, such as
 //! `qemu-aarch64-static`: the figures are then the emulator's), `BENCH_LABEL` (the tables go
@@ -588,6 +588,7 @@ struct Mark {
     bytes: u64,
     rows: u64,
     shapes: [u64; SHAPES],
+    shape_bytes: [u64; SHAPES],
 }
 
 #[derive(Default)]
@@ -598,6 +599,8 @@ struct Counters {
     /// Device rows served in device pages.
     rows: AtomicU64,
     shapes: [AtomicU64; SHAPES],
+    /// Bytes sent by shape.
+    shape_bytes: [AtomicU64; SHAPES],
     /// The exporter's pid once it runs (0 before).
     pid: AtomicU32,
     crawl_starts: Mutex<Vec<Mark>>,
@@ -644,6 +647,9 @@ impl Replay {
                             bytes: seen.bytes.load(Ordering::Relaxed),
                             rows: seen.rows.load(Ordering::Relaxed),
                             shapes: std::array::from_fn(|i| seen.shapes[i].load(Ordering::Relaxed)),
+                            shape_bytes: std::array::from_fn(|i| {
+                                seen.shape_bytes[i].load(Ordering::Relaxed)
+                            }),
                         };
                         let mut starts =
                             seen.crawl_starts.lock().unwrap_or_else(|p| p.into_inner());
@@ -676,6 +682,8 @@ impl Replay {
                     seen.requests.fetch_add(1, Ordering::Relaxed);
                     seen.shapes[answer.shape.index()].fetch_add(1, Ordering::Relaxed);
                     seen.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+                    seen.shape_bytes[answer.shape.index()]
+                        .fetch_add(body.len() as u64, Ordering::Relaxed);
                     seen.rows.fetch_add(answer.rows as u64, Ordering::Relaxed);
                     if answer.shape == Shape::Unknown {
                         eprintln!("replay: no answer for {path}?{query}");
@@ -810,6 +818,7 @@ struct Window {
     bytes: f64,
     rows: f64,
     shapes: [f64; SHAPES],
+    shape_bytes: [f64; SHAPES],
 }
 
 impl Window {
@@ -821,6 +830,7 @@ impl Window {
             bytes: (b.bytes - a.bytes) as f64 / n,
             rows: (b.rows - a.rows) as f64 / n,
             shapes: std::array::from_fn(|i| (b.shapes[i] - a.shapes[i]) as f64 / n),
+            shape_bytes: std::array::from_fn(|i| (b.shape_bytes[i] - a.shape_bytes[i]) as f64 / n),
         }
     }
 
@@ -840,7 +850,11 @@ impl Window {
         names
             .iter()
             .filter(|(s, _)| self.shapes[s.index()] > 0.0)
-            .map(|(s, name)| format!("{name} {}", trim(self.shapes[s.index()])))
+            .map(|(s, name)| {
+                let bytes = self.shape_bytes[s.index()].round() as u64;
+                let n = trim(self.shapes[s.index()]);
+                format!("{name} {n} ({} B)", support::thousands(bytes))
+            })
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -863,6 +877,8 @@ struct ChurnFigures {
     first: Window,
     first_cpu: f64,
     first_wall: f64,
+    /// `VmHWM` when the first crawl was published.
+    first_peak_rss: u64,
     steady: Window,
     steady_cpu: f64,
     steady_crawls: usize,
@@ -894,9 +910,11 @@ async fn churn(recorded: &Recorded, churn: Churn, full_interval: &str) -> ChurnF
     let first = replay.wait_starts(1, limit).await[0];
     let ready = exporter.wait_ready(limit).await;
     let first_cpu = cpu_seconds(exporter.pid()) - first.cpu;
+    let first_peak_rss = status_bytes(exporter.pid(), "VmHWM");
     let starts = replay.wait_starts(crawls + 2, limit).await;
     let (a, b) = (starts[1], starts[crawls + 1]);
     let figures = ChurnFigures {
+        first_peak_rss,
         devices: recorded.devices,
         churn,
         vars: vars.iter().map(|(k, v)| format!(" {k}={v}")).collect(),
@@ -940,12 +958,12 @@ fn bytes(n: f64) -> String {
 
 fn churn_table(runs: &[ChurnFigures]) -> String {
     let mut out = String::from(
-        "| devices | changed per crawl | first crawl: requests | bytes | CPU | wall | steady crawls | requests per crawl | device rows per crawl | bytes per crawl | CPU per crawl | peak RSS | RSS after |\n\
-         |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| devices | changed per crawl | first crawl: requests | bytes | CPU | wall | peak RSS | steady crawls | requests per crawl | device rows per crawl | bytes per crawl | CPU per crawl | peak RSS | RSS after |\n\
+         |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for c in runs {
         out.push_str(&format!(
-            "| {}{} | {} % and {} deleted, {} moved | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {}{} | {} % and {} deleted, {} moved | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             support::thousands(c.devices as u64),
             c.vars,
             trim(c.churn.share * 100.0),
@@ -955,6 +973,7 @@ fn churn_table(runs: &[ChurnFigures]) -> String {
             bytes(c.first.bytes),
             cpu(c.first_cpu, 1),
             support::duration(c.first_wall),
+            support::size(c.first_peak_rss),
             c.steady_crawls,
             trim(c.steady.requests),
             support::thousands(c.steady.rows.round() as u64),
@@ -983,14 +1002,17 @@ fn churn_table(runs: &[ChurnFigures]) -> String {
 fn write_inflate_input(recorded: &Recorded) -> PathBuf {
     let mut table = Table::new(recorded);
     let mut out = Vec::new();
-    let (mut after, mut plain, mut gzipped) = (0, 0, 0);
+    let (mut after, mut plain, mut gzipped, mut pages) = (0, 0, 0, 0);
     loop {
         let (answer, last) = table.full_page(after, recorded.page_size as usize, true, true);
-        let body = answer.gzipped.unwrap_or(answer.body.clone());
-        plain += answer.body.len();
-        gzipped += body.len();
-        out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes());
-        out.extend_from_slice(&body);
+        // The empty page that ends the crawl is under 1 KiB: sent plain, not inflated.
+        if let Some(body) = &answer.gzipped {
+            plain += answer.body.len();
+            gzipped += body.len();
+            pages += 1;
+            out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes());
+            out.extend_from_slice(body);
+        }
         match last {
             Some(last) if answer.rows > 0 => after = last,
             _ => break,
@@ -999,8 +1021,7 @@ fn write_inflate_input(recorded: &Recorded) -> PathBuf {
     let file = support::results_dir().join(format!("inflate-{}.bin", recorded.devices));
     std::fs::write(&file, out).expect("write the inflate input");
     eprintln!(
-        "inflate input: {} device pages of {} devices, {} gzipped, {} plain: {}",
-        recorded.pages.len() + 1,
+        "inflate input: {pages} gzip device pages of {} devices, {} gzipped, {} plain: {}",
         recorded.devices,
         support::size(gzipped as u64),
         support::size(plain as u64),
@@ -1240,6 +1261,14 @@ fn main() {
                     moves: 2,
                 };
                 churns.push(churn(&recorded, all, "3600").await);
+            }
+            if part("churn-all-full") && n == 10_000 {
+                let all = Churn {
+                    share: 1.0,
+                    deletes: 2,
+                    moves: 2,
+                };
+                churns.push(churn(&recorded, all, "0").await);
             }
             if part("crawl") {
                 crawls.push(crawl(&recorded, &[]).await);

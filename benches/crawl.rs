@@ -43,7 +43,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use support::{Recorded, PAGE_SIZE, SIZES};
+use support::{Recorded, Row, PAGE_SIZE, SIZES};
 use warp::http::{Response, StatusCode};
 use warp::Filter;
 
@@ -466,8 +466,15 @@ impl Table {
             "/v7/service" => listing(&self.service_list),
             "/v7/release" => listing(&self.release_list),
             "/v7/device/$count" => {
-                let body = format!("{{\"d\":{}}}", self.devices.len());
-                Answer::ok(Shape::Count, Bytes::from(body))
+                // Every device, or (`query::changed_count`) those changed since a time.
+                let since = ask.since.unwrap_or(0);
+                let n = self.devices.iter().filter(|d| d.changed_at > since).count();
+                let n = if ask.since.is_some() {
+                    n
+                } else {
+                    self.devices.len()
+                };
+                Answer::ok(Shape::Count, Bytes::from(format!("{{\"d\":{n}}}")))
             }
             "/v7/device" => {
                 let top = ask.top.unwrap_or(usize::MAX);
@@ -491,7 +498,20 @@ impl Table {
                             .take(top)
                             .collect();
                         let modified = ask.modified();
-                        let body = support::envelope(changed.iter().map(|d| &d.row), |r| {
+                        // A changed read selects its installs' and tags' `modified_at` too.
+                        let stamps =
+                            query.contains(",modified_at;") || query.contains(",modified_at)");
+                        let rows: Vec<Row> = changed
+                            .iter()
+                            .map(|d| {
+                                if stamps {
+                                    d.row.stamped(d.changed_at)
+                                } else {
+                                    d.row.clone()
+                                }
+                            })
+                            .collect();
+                        let body = support::envelope(&rows, |r| {
                             let d = changed.iter().find(|d| d.row.id == r.id);
                             d.filter(|_| modified).map(|d| d.changed_at)
                         });

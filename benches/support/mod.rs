@@ -78,6 +78,22 @@ pub struct Row {
 }
 
 impl Row {
+    /// The row with `"modified_at":"<at>"` in each of its image installs and tags, as a
+    /// changed read selects them (`query::changed_devices`).
+    pub fn stamped(&self, at: u64) -> Row {
+        let mut value: serde_json::Value =
+            serde_json::from_str(&self.text).expect("a recorded row is JSON");
+        for nav in ["image_install", "device_tag"] {
+            for child in value[nav].as_array_mut().into_iter().flatten() {
+                child["modified_at"] = iso_millis(at).into();
+            }
+        }
+        Row {
+            text: value.to_string(),
+            ..*self
+        }
+    }
+
     /// The row's JSON with `"modified_at":"<at>"` as its last field when `modified`.
     pub fn write(&self, out: &mut Vec<u8>, modified: Option<u64>) {
         match modified {

@@ -96,6 +96,17 @@ pub fn changed_devices(
     top: u32,
     after: u64,
 ) -> String {
+    let filter = changed_filter(fleet_ids, reads, since);
+    device_page(&filter, reads, STAMP, top, after)
+}
+
+/// How many devices `changed_devices` would read: `{"d":N}`.
+pub fn changed_count(fleet_ids: Option<&[u64]>, reads: &DeviceReads, since: u64) -> String {
+    let filter = changed_filter(fleet_ids, reads, since);
+    build("/v7/device/$count", &[("$filter", &filter)])
+}
+
+fn changed_filter(fleet_ids: Option<&[u64]>, reads: &DeviceReads, since: u64) -> String {
     let since = timestamp(since);
     let mut changed = format!("modified_at gt {since}");
     if reads.services {
@@ -114,8 +125,7 @@ pub fn changed_devices(
             key_filter("t/", keys)
         )),
     }
-    let filter = format!("({}) and ({changed})", device_filter(fleet_ids));
-    device_page(&filter, reads, STAMP, top, after)
+    format!("({}) and ({changed})", device_filter(fleet_ids))
 }
 
 /// How many devices there are now: `{"d":N}`.
@@ -376,6 +386,11 @@ mod tests {
             "{q}"
         );
         assert_eq!(
+            changed_count(None, &BASIC, 0),
+            "/v7/device/$count?$filter=(belongs_to__application/any(a:a/is_directly_accessible_by__user/any(dau:1%20eq%201)))\
+             %20and%20(modified_at%20gt%20'1970-01-01T00:00:00.000Z')"
+        );
+        assert_eq!(
             device_count(Some(&[1, 2])),
             "/v7/device/$count?$filter=belongs_to__application%20eq%201%20or%20belongs_to__application%20eq%202"
         );
@@ -400,6 +415,7 @@ mod tests {
             devices(None, &all, 1, 0),
             devices(Some(&[1]), &BASIC, 1, 9),
             changed_devices(None, &all, 1_796_665_364_154, 1, 9),
+            changed_count(Some(&[2]), &all, 1_796_665_364_154),
             device_count(None),
             device_ids(Some(&[1]), 1, 9),
             services(7, 0),

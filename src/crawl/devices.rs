@@ -1,7 +1,8 @@
 //! Which devices a crawl reads, and what it keeps of them for the next one. A full crawl reads
 //! every device; between full crawls (`FULL_CRAWL_INTERVAL`), an incremental crawl reads only
-//! the devices written since a watermark, and those whose service installs or tags were, into
-//! the devices kept from the last crawl (`Store`), then asks how many devices there are and,
+//! the devices written since a watermark, and those whose service installs or tags were (when
+//! they are not most of them: counted first), into the devices kept from the last crawl
+//! (`Store`), then asks how many devices there are and,
 //! when that is not how many are kept, which, to forget the deleted, the moved away and the
 //! no longer visible. Every crawl then renders every kept device, so it publishes what a full
 //! crawl would.
@@ -31,8 +32,8 @@ const OVERLAP_MARGIN: Duration = Duration::from_secs(10);
 #[derive(Default)]
 pub(super) struct Devices {
     kept: Option<Kept>,
-    /// When incremental reads were last refused by the server; until the next scheduled
-    /// full crawl, every crawl is full.
+    /// When the server last refused to count changed devices; until the next scheduled full
+    /// crawl, every crawl is full.
     refused: Option<Instant>,
     /// The fallback to full crawls was said (it is said once).
     said: bool,
@@ -119,7 +120,7 @@ impl Devices {
         let kept = self.kept.take().filter(|_| kind == CrawlKind::Incremental);
         let rendering = match kept {
             Some(kept) => match incremental(&read, rendering, kept).await? {
-                Ok((rendering, mut kept)) => {
+                Incremental::Read(rendering, mut kept) => {
                     kept.duration = read.started.elapsed();
                     kept.server_start = read.server_millis();
                     let now = SystemTime::now();
@@ -128,7 +129,8 @@ impl Devices {
                     self.kept = Some(kept);
                     return Ok((rendered, CrawlKind::Incremental));
                 }
-                Err((rendering, error)) => {
+                Incremental::MostChanged(rendering) => rendering,
+                Incremental::Refused(rendering, error) => {
                     self.refuse(&error);
                     rendering
                 }
@@ -188,23 +190,44 @@ fn since(kept: &Kept) -> u64 {
     }
 }
 
-/// The devices changed since `since(kept)` read into `kept`, and those gone forgotten; Err
-/// with the rendering when the server refused the first page (it cannot filter on
-/// `modified_at`).
+/// What an incremental read came to.
+enum Incremental {
+    /// The changed devices, read into what was kept (and the gone forgotten).
+    Read(Rendering, Kept),
+    /// Most devices changed: reading them all costs less than reading them as changes (the
+    /// pages would be as many, their installs and tags longer, and the ids read on top).
+    MostChanged(Rendering),
+    /// The server refused to count changed devices: it cannot filter on `modified_at`.
+    Refused(Rendering, ApiError),
+}
+
+/// Counts the devices changed since `since(kept)`; unless most did, reads them into `kept`
+/// and forgets those gone.
 async fn incremental(
     read: &Read<'_>,
     rendering: Rendering,
     kept: Kept,
-) -> Result<Result<(Rendering, Kept), (Rendering, ApiError)>, ApiError> {
+) -> Result<Incremental, ApiError> {
     let since = since(&kept);
-    let Kept { store, .. } = kept;
-    Ok(match changed(read, rendering, store, since).await? {
-        Changed::Read(rendering, store) => {
-            let store = forget_gone(read, store).await?;
-            Ok((rendering, Kept { store, ..kept }))
+    let count = query::changed_count(read.only, &read.reads, since);
+    let changed = match read.client.count(&count).await {
+        Ok(n) => n,
+        Err(e @ (ApiError::Server { .. } | ApiError::Client { .. })) => {
+            return Ok(Incremental::Refused(rendering, e))
         }
-        Changed::Refused(rendering, error) => Err((rendering, error)),
-    })
+        Err(e) => return Err(e),
+    };
+    if changed.saturating_mul(2) > kept.store.len() as u64 {
+        log::debug!(
+            "most devices changed, reading every one changed={changed} kept={}",
+            kept.store.len()
+        );
+        return Ok(Incremental::MostChanged(rendering));
+    }
+    let Kept { store, .. } = kept;
+    let (rendering, store) = changed_devices(read, rendering, store, since).await?;
+    let store = forget_gone(read, store).await?;
+    Ok(Incremental::Read(rendering, Kept { store, ..kept }))
 }
 
 /// Every device, in pages rendered as they arrive and kept in a new store when `keep`.
@@ -233,37 +256,20 @@ async fn every(
     Ok((rendering, store))
 }
 
-/// The outcome of reading changed devices.
-enum Changed {
-    Read(Rendering, Store),
-    /// The server refused the first page (it cannot filter on `modified_at`).
-    Refused(Rendering, ApiError),
-}
-
 /// The devices changed since `since` (Unix milliseconds), kept in `store`.
-async fn changed(
+async fn changed_devices(
     read: &Read<'_>,
     mut rendering: Rendering,
     mut store: Store,
     since: u64,
-) -> Result<Changed, ApiError> {
+) -> Result<(Rendering, Store), ApiError> {
     let (only, reads) = (read.only, &read.reads);
     let mut pages = read
         .client
         .pages(Resource::Device, read.config.page_size, |top, after| {
             query::changed_devices(only, reads, since, top, after)
         });
-    let mut first = true;
-    loop {
-        let body = match pages.next().await {
-            Ok(Some(body)) => body,
-            Ok(None) => return Ok(Changed::Read(rendering, store)),
-            Err(e @ (ApiError::Server { .. } | ApiError::Client { .. })) if first => {
-                return Ok(Changed::Refused(rendering, e))
-            }
-            Err(e) => return Err(e),
-        };
-        first = false;
+    while let Some(body) = pages.next().await? {
         let (back, kept, ids) = on_blocking(move || {
             let ids = rendering.changed_page(&body, &mut store);
             (rendering, store, ids)
@@ -273,6 +279,7 @@ async fn changed(
         count(read, CrawlKind::Incremental, &ids);
         pages.advance(ids)?;
     }
+    Ok((rendering, store))
 }
 
 /// Forgets kept devices that are gone: asks how many devices there are, and when that is not

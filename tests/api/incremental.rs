@@ -159,9 +159,27 @@ async fn a_server_that_cannot_filter_on_modified_at_gets_full_crawls_said_once()
     let refused: Vec<u16> = fake
         .requests()
         .iter()
-        .filter(|r| r.path == "/v7/device" && r.raw_query.contains("modified_at%20gt"))
+        .filter(|r| r.path.starts_with("/v7/device") && r.raw_query.contains("modified_at%20gt"))
         .map(|r| r.status)
         .collect();
     assert_eq!(refused, [500]);
+    exporter.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn when_most_devices_changed_a_crawl_reads_them_all_as_a_full_one() {
+    let mut account = generate::account(2, 30);
+    let (fake, exporter) = start_ready(account.clone(), &[]).await;
+    let full = device_rows(&exporter, "full").await;
+    generate::churn(&mut account, 1, 1.0);
+    fake.set_account(account.clone());
+    crawled_since_now(&exporter).await;
+    // The changed devices were counted, found to be most, and read as a full crawl reads them.
+    assert_eq!(device_rows(&exporter, "incremental").await, 0.0);
+    let now = account.devices.len() as f64;
+    assert!(device_rows(&exporter, "full").await >= full + now);
+    let fresh = Exporter::ready_on(&fake, &[]).await;
+    assert_eq!(published(&exporter).await, published(&fresh).await);
+    fresh.stop().await.unwrap();
     exporter.stop().await.unwrap();
 }

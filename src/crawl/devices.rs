@@ -233,50 +233,71 @@ async fn incremental(
 /// Every device, in pages rendered as they arrive and kept in a new store when `keep`.
 async fn every(
     read: &Read<'_>,
-    mut rendering: Rendering,
+    rendering: Rendering,
     keep: bool,
 ) -> Result<(Rendering, Option<Store>), ApiError> {
     let (only, reads) = (read.only, &read.reads);
-    let mut pages = read
-        .client
-        .pages(Resource::Device, read.config.page_size, |top, after| {
-            query::devices(only, reads, top, after)
-        });
-    let mut store = keep.then(Store::default);
-    while let Some(body) = pages.next().await? {
-        let (back, kept, ids) = on_blocking(move || {
-            let ids = rendering.device_page(&body, store.as_mut());
-            (rendering, store, ids)
-        })
-        .await;
-        (rendering, store) = (back, kept);
-        count(read, CrawlKind::Full, &ids);
-        pages.advance(ids)?;
-    }
-    Ok((rendering, store))
+    let query = |top, after| query::devices(only, reads, top, after);
+    let store = keep.then(Store::default);
+    device_pages(
+        read,
+        CrawlKind::Full,
+        query,
+        rendering,
+        store,
+        |r, body, store| r.device_page(body, store.as_mut()),
+    )
+    .await
 }
 
 /// The devices changed since `since` (Unix milliseconds), kept in `store`.
 async fn changed_devices(
     read: &Read<'_>,
-    mut rendering: Rendering,
-    mut store: Store,
+    rendering: Rendering,
+    store: Store,
     since: u64,
 ) -> Result<(Rendering, Store), ApiError> {
     let (only, reads) = (read.only, &read.reads);
+    let query = |top, after| query::changed_devices(only, reads, since, top, after);
+    device_pages(
+        read,
+        CrawlKind::Incremental,
+        query,
+        rendering,
+        store,
+        |r, body, store| r.changed_page(body, store),
+    )
+    .await
+}
+
+/// How a device page goes into the rendering and `S` (the store, if any): the ids of its rows.
+type PageInto<S> = fn(&mut Rendering, &[u8], &mut S) -> Result<Vec<u64>, serde_json::Error>;
+
+/// The device pages `query` writes, each handed to `page` with the rendering and `store` on
+/// the blocking pool as it arrives, its rows counted as read by a crawl of `kind`.
+async fn device_pages<S: Send + 'static>(
+    read: &Read<'_>,
+    kind: CrawlKind,
+    query: impl Fn(u32, u64) -> String,
+    mut rendering: Rendering,
+    mut store: S,
+    page: PageInto<S>,
+) -> Result<(Rendering, S), ApiError> {
     let mut pages = read
         .client
-        .pages(Resource::Device, read.config.page_size, |top, after| {
-            query::changed_devices(only, reads, since, top, after)
-        });
+        .pages(Resource::Device, read.config.page_size, query);
     while let Some(body) = pages.next().await? {
         let (back, kept, ids) = on_blocking(move || {
-            let ids = rendering.changed_page(&body, &mut store);
+            let ids = page(&mut rendering, &body, &mut store);
             (rendering, store, ids)
         })
         .await;
         (rendering, store) = (back, kept);
-        count(read, CrawlKind::Incremental, &ids);
+        if let Ok(ids) = &ids {
+            read.client
+                .stats()
+                .read_rows(Resource::Device, kind, ids.len());
+        }
         pages.advance(ids)?;
     }
     Ok((rendering, store))
@@ -308,14 +329,6 @@ async fn forget_gone(read: &Read<'_>, mut store: Store) -> Result<Store, ApiErro
         store.len()
     );
     Ok(store)
-}
-
-fn count(read: &Read<'_>, kind: CrawlKind, ids: &Result<Vec<u64>, serde_json::Error>) {
-    if let Ok(ids) = ids {
-        read.client
-            .stats()
-            .read_rows(Resource::Device, kind, ids.len());
-    }
 }
 
 #[cfg(test)]

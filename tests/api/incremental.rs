@@ -183,3 +183,37 @@ async fn when_most_devices_changed_a_crawl_reads_them_all_as_a_full_one() {
     fresh.stop().await.unwrap();
     exporter.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_server_that_caps_pages_loses_no_change_and_no_deletion() {
+    let mut account = generate::account(2, 150);
+    let fake = common::fake::FakeBalena::start(account.clone()).await;
+    // Shorter pages than asked for, ids included (asked for ten times PAGE_SIZE).
+    fake.set_max_top(Some(40));
+    let vars = [("PAGE_SIZE", "100")];
+    let exporter = Exporter::ready_on(&fake, &vars).await;
+    for round in 1..=2 {
+        generate::churn(&mut account, round, 0.2);
+        fake.set_account(account.clone());
+        crawled_since_now(&exporter).await;
+        let fresh = Exporter::ready_on(&fake, &vars).await;
+        assert_eq!(
+            published(&exporter).await,
+            published(&fresh).await,
+            "round {round}"
+        );
+        fresh.stop().await.unwrap();
+    }
+    assert!(device_rows(&exporter, "incremental").await > 0.0);
+    let ids: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.raw_query.starts_with("$select=id&"))
+        .map(|r| r.raw_query.clone())
+        .collect();
+    assert!(
+        ids.iter().any(|q| q.ends_with("&$top=1000")),
+        "id pages ask for ten times PAGE_SIZE: {ids:?}"
+    );
+    exporter.stop().await.unwrap();
+}

@@ -45,9 +45,10 @@ impl Store {
         self.newest = self.newest.max(modified);
         let start = self.records.len();
         encode(fleet, device, &mut self.strings, &mut self.records);
-        let (Ok(offset), Ok(len)) = (
+        let (Ok(offset), Ok(len), Ok(_)) = (
             u32::try_from(start),
             u32::try_from(self.records.len() - start),
+            u32::try_from(self.records.len()),
         ) else {
             // Beyond 4 GiB of records: not kept (a full crawl is then needed for it).
             self.records.truncate(start);
@@ -93,7 +94,7 @@ impl Store {
     /// Every kept device with its fleet id, in id order.
     pub fn devices(&self) -> impl Iterator<Item = (u64, Device)> + '_ {
         self.index.iter().filter_map(|&(id, offset, len)| {
-            let record = self.records.get(offset as usize..(offset + len) as usize)?;
+            let record = self.records.get(span(offset, len))?;
             decode(id, record, &self.strings)
         })
     }
@@ -107,12 +108,17 @@ impl Store {
         let mut records = Vec::with_capacity(self.records.len() - self.garbage);
         for (_, offset, len) in &mut self.index {
             let start = records.len() as u32;
-            records.extend_from_slice(&self.records[*offset as usize..(*offset + *len) as usize]);
+            records.extend_from_slice(self.records.get(span(*offset, *len)).unwrap_or_default());
             *offset = start;
         }
         self.records = records;
         self.garbage = 0;
     }
+}
+
+/// The bytes of a record at `offset`, `len` long.
+fn span(offset: u32, len: u32) -> std::ops::Range<usize> {
+    offset as usize..offset as usize + len as usize
 }
 
 /// Texts kept once, by index.
@@ -449,5 +455,32 @@ mod tests {
         // uuid (32), name, two addresses, 12 numbers' mask and 5 values, ids of repeated text.
         assert!(bytes / 1000 < 140, "{} bytes a device", bytes / 1000);
         assert_eq!(store.strings.all.len(), 12, "{:?}", store.strings.all);
+    }
+
+    #[test]
+    fn records_replaced_again_and_again_are_compacted_and_still_read_back() {
+        let mut store = Store::default();
+        for id in 0..500 {
+            store.put(1, &device(id, "operational"), Some(id));
+        }
+        let size = store.records.len();
+        for round in 0..10 {
+            for id in (0..500).step_by(2) {
+                store.put(2, &device(id, &format!("round-{round}")), None);
+            }
+        }
+        // Five rounds' worth of replaced records would be garbage without compaction.
+        assert!(
+            store.records.len() < size * 2,
+            "{} bytes",
+            store.records.len()
+        );
+        let back: Vec<(u64, Device)> = store.devices().collect();
+        assert_eq!(back.len(), 500);
+        assert_eq!(back[0], (2, device(0, "round-9")));
+        assert_eq!(back[1], (1, device(1, "operational")));
+        assert_eq!(store.retain_sorted(&[1, 2]), 498);
+        let back: Vec<u64> = store.devices().map(|(_, d)| d.id).collect();
+        assert_eq!(back, [1, 2]);
     }
 }

@@ -7,8 +7,8 @@
 //! recorded a page at a time, each from a fake that holds every fleet but only that page's
 //! devices, with the exporter's own device query, and each page is split into its rows: one
 //! row per device, as the fake renders it (`Row`). The crawl bench serves pages assembled from
-//! those rows (`benches/crawl.rs`, `Table`), so that it can answer full, changed-since and id
-//! pages and change devices between crawls.
+//! those rows (`benches/crawl/table.rs`, `Table`), so that it can answer full, changed-since
+//! and id pages and change devices between crawls.
 //!
 //! `modified_at`: the fake has no such field yet, so rows are recorded without it (the
 //! exporter's query less `modified_at`, and any `modified_at` a fake renders is dropped) and

@@ -231,7 +231,7 @@ impl Rendering {
     ) -> Result<Vec<u64>, serde_json::Error> {
         balena::page(body, |page| {
             for device in page {
-                if let Some((i, modified, d)) = self.convert(device, keep.as_deref_mut()) {
+                if let Some((i, modified, d)) = self.convert(device) {
                     if let Some(store) = keep.as_deref_mut() {
                         store.put(self.fleets[i].id, &d, modified);
                     }
@@ -248,10 +248,13 @@ impl Rendering {
         body: &[u8],
         store: &mut Store,
     ) -> Result<Vec<u64>, serde_json::Error> {
-        balena::page(body, |page| {
+        balena::page(body, |page: Vec<model::Device>| {
             for device in page {
-                if let Some((i, modified, d)) = self.convert(device, Some(store)) {
-                    store.put(self.fleets[i].id, &d, modified);
+                let id = device.id;
+                match self.convert(device) {
+                    Some((i, modified, d)) => store.put(self.fleets[i].id, &d, modified),
+                    // Moved to a fleet not watched: no longer kept.
+                    None => store.remove(id),
                 }
             }
         })
@@ -259,18 +262,11 @@ impl Rendering {
 
     /// The device converted, with the index of its fleet and its `modified_at` (Unix
     /// milliseconds); None for a device of a fleet not watched (or created after the fleets
-    /// were read), which is counted as an orphan and forgotten by `store`.
-    fn convert(
-        &mut self,
-        device: model::Device,
-        store: Option<&mut Store>,
-    ) -> Option<(usize, Option<u64>, Device)> {
+    /// were read), which is counted as an orphan.
+    fn convert(&mut self, device: model::Device) -> Option<(usize, Option<u64>, Device)> {
         let fleet = device.fleet.as_ref().and_then(|r| self.index.get(&r.__id));
         let Some(&i) = fleet else {
             self.orphans += 1;
-            if let Some(store) = store {
-                store.remove(device.id);
-            }
             return None;
         };
         // The newest write read: the device's, or (read by incremental crawls) an install's or

@@ -1,19 +1,19 @@
 //! Which devices a crawl reads, and what it keeps of them for the next one. A full crawl reads
-//! every device; between full crawls (`FULL_CRAWL_INTERVAL`), an incremental crawl reads only
-//! the devices written since a watermark, and those whose service installs or tags were (when
-//! they are not most of them: counted first), into the devices kept from the last crawl
-//! (`Store`), then asks how many devices there are and,
-//! when that is not how many are kept, which, to forget the deleted, the moved away and the
-//! no longer visible. Every crawl then renders every kept device, so it publishes what a full
-//! crawl would.
+//! every device; between full crawls (`FULL_CRAWL_INTERVAL`), an incremental crawl counts the
+//! devices written since a watermark and those whose service installs or tags were, reads them
+//! (or every device, when most changed) into the devices kept from the last crawl (`Store`),
+//! then asks how many devices there are and, when that is not how many are kept, which, to
+//! forget the deleted, the moved away and the no longer visible. Every crawl then renders
+//! every kept device, so it publishes what a full crawl would.
 //!
-//! The watermark comes from the server's own data, never this machine's clock: the newest
+//! The watermark comes from the server, never this machine's clock (`since`): the newest
 //! `modified_at` read, less an overlap of the last crawl's duration and a margin, so a row
-//! written while the last crawl was reading (after its page was read, but before a newer row
-//! was) is read again. A full crawl runs first, on schedule, after any failed crawl (nothing
-//! is kept then), and when the fleets, service names or releases changed (a fleet's target
-//! release changes its devices' targets without a write to them). A server that cannot filter
-//! on `modified_at` gets full crawls, said once, and is asked again at each scheduled one.
+//! written while the last crawl was reading is read again; and once the server's clock (the
+//! `Date` of its answers) is past the newest write by more than the margin, that write
+//! itself. A full crawl runs first, on schedule, after any failed crawl (nothing is kept
+//! then), and when the fleets, service names or releases changed (a fleet's target release
+//! changes its devices' targets without a write to them). A server that cannot filter on
+//! `modified_at` gets full crawls, said once, and is asked again at each scheduled one.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -64,7 +64,8 @@ impl Fingerprint {
         body.hash(&mut self.0);
     }
 
-    fn value(&self, location: bool) -> u64 {
+    /// The pages' number, for a crawl that reads coordinates or not (what device pages select).
+    pub(super) fn value(&self, location: bool) -> u64 {
         let mut h = self.0.clone();
         location.hash(&mut h);
         h.finish()
@@ -79,19 +80,17 @@ pub(super) struct Read<'a> {
     pub only: Option<&'a [u64]>,
     pub reads: query::DeviceReads<'a>,
     pub started: Instant,
-    /// The server's clock as the crawl started (the `Date` of its first answer).
-    pub server_start: Option<SystemTime>,
+    /// The server's clock as the crawl started (the `Date` of its first answer), in Unix
+    /// milliseconds.
+    pub server_start: Option<u64>,
+    /// `Fingerprint::value` of the crawl's fleet, service and release pages.
+    pub fingerprint: u64,
 }
 
 impl Devices {
     /// The kind of the coming crawl: full unless devices are kept, the pages they were
     /// converted with are the same, no full crawl is due and the server filters.
-    pub(super) fn kind(
-        &mut self,
-        config: &CrawlConfig,
-        pages: &Fingerprint,
-        location: bool,
-    ) -> CrawlKind {
+    fn kind(&mut self, config: &CrawlConfig, fingerprint: u64) -> CrawlKind {
         let (Some(every), Some(kept)) = (config.full_interval, &self.kept) else {
             return CrawlKind::Full;
         };
@@ -99,7 +98,7 @@ impl Devices {
             log::warn!("the API sent devices without modified_at: every crawl reads every device");
             self.said = true;
         }
-        let incremental = kept.fingerprint == pages.value(location)
+        let incremental = kept.fingerprint == fingerprint
             && kept.full_at.elapsed() < every
             && kept.store.newest().is_some()
             && self.refused.is_none_or(|at| at.elapsed() >= every);
@@ -110,22 +109,21 @@ impl Devices {
         }
     }
 
-    /// Reads the devices as `kind` says into `rendering`, and renders; the kind it was. What
-    /// is kept is taken now: a crawl that fails leaves nothing, so the next one is full.
+    /// Reads the devices into `rendering`, as a full or an incremental crawl (`kind`), and
+    /// renders; the kind it was. What is kept is taken now: a crawl that fails leaves
+    /// nothing, so the next one is full.
     pub(super) async fn read(
         &mut self,
-        kind: CrawlKind,
         read: Read<'_>,
         rendering: Rendering,
-        pages: &Fingerprint,
-        location: bool,
     ) -> Result<(Rendered, CrawlKind), ApiError> {
+        let kind = self.kind(read.config, read.fingerprint);
         let kept = self.kept.take().filter(|_| kind == CrawlKind::Incremental);
         let rendering = match kept {
             Some(kept) => match incremental(&read, rendering, kept).await? {
                 Incremental::Read(rendering, mut kept) => {
                     kept.duration = read.started.elapsed();
-                    kept.server_start = read.server_millis();
+                    kept.server_start = read.server_start;
                     let now = SystemTime::now();
                     let (rendered, kept) =
                         on_blocking(move || (rendering.finish_kept(&kept.store, now), kept)).await;
@@ -144,10 +142,10 @@ impl Devices {
         let (rendering, store) = every(&read, rendering, keep).await?;
         self.kept = store.map(|store| Kept {
             store,
-            fingerprint: pages.value(location),
+            fingerprint: read.fingerprint,
             full_at: read.started,
             duration: read.started.elapsed(),
-            server_start: read.server_millis(),
+            server_start: read.server_start,
         });
         let now = SystemTime::now();
         let rendered = on_blocking(move || rendering.finish(now)).await;
@@ -168,11 +166,9 @@ impl Devices {
     }
 }
 
-impl Read<'_> {
-    fn server_millis(&self) -> Option<u64> {
-        let since_epoch = self.server_start?.duration_since(UNIX_EPOCH).ok()?;
-        Some(millis(since_epoch))
-    }
+/// `time` in Unix milliseconds.
+pub(super) fn epoch_millis(time: SystemTime) -> Option<u64> {
+    time.duration_since(UNIX_EPOCH).ok().map(millis)
 }
 
 fn millis(d: Duration) -> u64 {
@@ -367,7 +363,7 @@ mod tests {
         let same = pages.value(true);
         let now = Instant::now();
         let kind = |devices: &mut Devices, config: &CrawlConfig, location: bool| {
-            devices.kind(config, &pages, location)
+            devices.kind(config, pages.value(location))
         };
         // Nothing kept: the first crawl, or the one after a failure.
         let mut devices = Devices::default();

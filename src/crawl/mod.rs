@@ -128,12 +128,11 @@ impl Crawler {
     async fn crawl(&mut self, settings: &render::Settings) -> Result<Rendered, ApiError> {
         let started = Instant::now();
         self.whoami().await?;
-        let server_start = self.client.server_time();
+        let server_start = self.client.server_time().and_then(devices::epoch_millis);
         let location = self.config.location && self.detect_location().await;
         let mut pages = Fingerprint::default();
         let mut rows = Vec::new();
         let reading = self.read_fleets(settings, &mut pages, &mut rows).await?;
-        let kind = self.devices.kind(&self.config, &pages, location);
         let ids = reading.fleet_ids();
         let read = Read {
             client: &self.client,
@@ -146,15 +145,14 @@ impl Crawler {
             },
             started,
             server_start,
+            fingerprint: pages.value(location),
         };
         let rendering = reading.devices();
         let (rendered, kind) = if ids.is_empty() {
             let rendered = on_blocking(move || rendering.finish(SystemTime::now())).await;
             (rendered, CrawlKind::Full)
         } else {
-            self.devices
-                .read(kind, read, rendering, &pages, location)
-                .await?
+            self.devices.read(read, rendering).await?
         };
         for (resource, n) in rows {
             self.stats.read_rows(resource, kind, n);

@@ -1,12 +1,11 @@
 //! The churn parts: the binary crawls an account that changes before every crawl, and the
 //! table of what its first and steady crawls read.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::child::{cpu_seconds, status_bytes, Exporter};
+use crate::child::status_bytes;
 use crate::cpu;
-use crate::replay::{Mark, Replay};
+use crate::replay::{Mark, Replay, LIMIT};
 use crate::support::{self, Recorded};
 use crate::table::{Churn, Shape, SHAPES};
 
@@ -103,14 +102,10 @@ pub(crate) async fn churn(recorded: &Recorded, churn: Churn, full_interval: &str
     let replay = Replay::start(recorded, Some(churn)).await;
     let (interval, crawls) = churn_plan(recorded.devices);
     let vars = [("FULL_CRAWL_INTERVAL", full_interval)];
-    let exporter = Exporter::start(&replay.url, interval, &vars);
-    replay.counters.pid.store(exporter.pid(), Ordering::Relaxed);
-    let limit = Duration::from_secs(300);
-    let first = replay.wait_starts(1, limit).await[0];
-    let ready = exporter.wait_ready(limit).await;
-    let first_cpu = cpu_seconds(exporter.pid()) - first.cpu;
+    let first = replay.first_crawl(interval, &vars).await;
+    let exporter = first.exporter;
     let first_peak_rss = status_bytes(exporter.pid(), "VmHWM");
-    let starts = replay.wait_starts(crawls + 2, limit).await;
+    let starts = replay.wait_starts(crawls + 2, LIMIT).await;
     let (a, b) = (starts[1], starts[crawls + 1]);
     let figures = ChurnFigures {
         first_peak_rss,
@@ -118,8 +113,8 @@ pub(crate) async fn churn(recorded: &Recorded, churn: Churn, full_interval: &str
         churn,
         vars: vars.iter().map(|(k, v)| format!(" {k}={v}")).collect(),
         first: Window::between(&starts[0], &starts[1], 1),
-        first_cpu,
-        first_wall: (ready - first.at).as_secs_f64(),
+        first_cpu: first.cpu,
+        first_wall: first.wall,
         steady: Window::between(&a, &b, crawls),
         steady_cpu: (b.cpu - a.cpu) / crawls as f64,
         steady_crawls: crawls,

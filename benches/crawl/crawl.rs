@@ -1,11 +1,10 @@
 //! The crawl part: the binary crawls the replay, every crawl a full one; wall time and CPU of
 //! the first crawl, CPU, requests and bytes of the steady ones, and RSS.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::child::{cpu_seconds, status_bytes, Exporter};
-use crate::replay::Replay;
+use crate::child::status_bytes;
+use crate::replay::{Replay, LIMIT};
 use crate::support::Recorded;
 use crate::CrawlFigures;
 
@@ -27,22 +26,18 @@ pub(crate) async fn crawl(recorded: &Recorded, vars: &[(&str, &str)]) -> CrawlFi
     // those); the binary of an earlier commit ignores the variable.
     let mut all = vec![("FULL_CRAWL_INTERVAL", "0")];
     all.extend_from_slice(vars);
-    let exporter = Exporter::start(&replay.url, interval, &all);
-    replay.counters.pid.store(exporter.pid(), Ordering::Relaxed);
-    let limit = Duration::from_secs(300);
-    let first = replay.wait_starts(1, limit).await[0];
-    let ready = exporter.wait_ready(limit).await;
-    let first_cpu = cpu_seconds(exporter.pid()) - first.cpu;
+    let first = replay.first_crawl(interval, &all).await;
+    let exporter = first.exporter;
     // Crawls 2 ..= crawls + 1 run back to back; each costs the CPU between two starts.
-    let starts = replay.wait_starts(crawls + 2, limit).await;
+    let starts = replay.wait_starts(crawls + 2, LIMIT).await;
     let (a, b) = (starts[1], starts[crawls + 1]);
     let n = crawls as f64;
     let figures = CrawlFigures {
         devices: recorded.devices,
         vars: vars.iter().map(|(k, v)| format!(" {k}={v}")).collect(),
         fleets: recorded.fleets,
-        first_wall: (ready - first.at).as_secs_f64(),
-        first_cpu,
+        first_wall: first.wall,
+        first_cpu: first.cpu,
         steady_cpu: (b.cpu - a.cpu) / n,
         steady_crawls: crawls,
         requests: (b.requests - a.requests) / crawls as u64,

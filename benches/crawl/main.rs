@@ -130,38 +130,18 @@ fn main() {
                 write_inflate_input(&recorded);
             }
             if part("churn") {
-                let steady = Churn {
-                    share: 0.02,
-                    deletes: 2,
-                    moves: 2,
-                };
-                churns.push(churn(&recorded, steady, "3600").await);
+                churns.push(churn(&recorded, Churn::STEADY, "3600").await);
             }
             // The same with full crawls only: what gzip and ETags alone read (and hold).
             if part("churn-full") {
-                let steady = Churn {
-                    share: 0.02,
-                    deletes: 2,
-                    moves: 2,
-                };
-                churns.push(churn(&recorded, steady, "0").await);
+                churns.push(churn(&recorded, Churn::STEADY, "0").await);
             }
-            // Every device changed before every crawl: incremental reads at their worst.
+            // Every device changed before every crawl, incremental and full crawls only.
             if part("churn-all") && n == 10_000 {
-                let all = Churn {
-                    share: 1.0,
-                    deletes: 2,
-                    moves: 2,
-                };
-                churns.push(churn(&recorded, all, "3600").await);
+                churns.push(churn(&recorded, Churn::ALL, "3600").await);
             }
             if part("churn-all-full") && n == 10_000 {
-                let all = Churn {
-                    share: 1.0,
-                    deletes: 2,
-                    moves: 2,
-                };
-                churns.push(churn(&recorded, all, "0").await);
+                churns.push(churn(&recorded, Churn::ALL, "0").await);
             }
             if part("crawl") {
                 crawls.push(crawl(&recorded, &[]).await);

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use warp::http::{Response, StatusCode};
 use warp::Filter;
 
-use crate::child::cpu_seconds;
+use crate::child::{cpu_seconds, Exporter};
 use crate::support::Recorded;
 use crate::table::{gzip, Churn, Shape, Table, SHAPES};
 
@@ -21,6 +21,18 @@ fn matches_etag(if_none_match: &str, tag: &str) -> bool {
         .map(str::trim)
         .any(|t| t == "*" || t.trim_start_matches("W/") == tag.trim_start_matches("W/"))
 }
+/// The longest wait for a crawl of the bench.
+pub(crate) const LIMIT: Duration = Duration::from_secs(300);
+
+/// An exporter started on the replay, after its first crawl.
+pub(crate) struct FirstCrawl {
+    pub(crate) exporter: Exporter,
+    /// Seconds from the crawl's first request to `/-/ready`.
+    pub(crate) wall: f64,
+    /// CPU seconds of the crawl.
+    pub(crate) cpu: f64,
+}
+
 /// Counters at the moment a crawl started (its `whoami` arrived).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Mark {
@@ -160,6 +172,20 @@ impl Replay {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Starts the exporter (`interval`, `vars`) on this replay and waits for its first crawl:
+    /// the exporter, with the first crawl's wall time (first request to ready) and CPU.
+    pub(crate) async fn first_crawl(&self, interval: f64, vars: &[(&str, &str)]) -> FirstCrawl {
+        let exporter = Exporter::start(&self.url, interval, vars);
+        self.counters.pid.store(exporter.pid(), Ordering::Relaxed);
+        let first = self.wait_starts(1, LIMIT).await[0];
+        let ready = exporter.wait_ready(LIMIT).await;
+        FirstCrawl {
+            wall: (ready - first.at).as_secs_f64(),
+            cpu: cpu_seconds(exporter.pid()) - first.cpu,
+            exporter,
+        }
     }
 
     pub(crate) async fn wait_starts(&self, n: usize, limit: Duration) -> Vec<Mark> {

@@ -2,7 +2,6 @@
 //! connections.
 
 use std::process::Command;
-use std::time::Duration;
 
 use crate::child::{cpu_seconds, Exporter};
 use crate::replay::Replay;
@@ -106,7 +105,7 @@ fn scrape_point(url: &str, pid: u32, connections: u32, gzip: bool, seconds: u64)
 pub(crate) async fn scrape(recorded: &Recorded, seconds: u64) -> Vec<ScrapeFigures> {
     let replay = Replay::start(recorded, None).await;
     let exporter = Exporter::start(&replay.url, 3600.0, &[]);
-    exporter.wait_ready(Duration::from_secs(300)).await;
+    exporter.wait_ready(crate::replay::LIMIT).await;
     let (url, pid) = (exporter.url.clone(), exporter.pid());
     let mut points = Vec::new();
     for gzip in [false, true] {

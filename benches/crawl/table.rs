@@ -19,6 +19,20 @@ pub(crate) struct Churn {
     pub(crate) moves: usize,
 }
 
+impl Churn {
+    /// The steady account: 2 % changed, 2 deleted, 2 moved before every crawl.
+    pub(crate) const STEADY: Churn = Churn {
+        share: 0.02,
+        deletes: 2,
+        moves: 2,
+    };
+    /// Every device changed before every crawl: incremental reads at their worst.
+    pub(crate) const ALL: Churn = Churn {
+        share: 1.0,
+        ..Churn::STEADY
+    };
+}
+
 /// The server's time between two rounds of changes: the exporter's default `CRAWL_INTERVAL`.
 /// The bench crawls every 2 s at 10,000 devices, but the server's clock says a minute went by,
 /// so the overlap of an incremental read (the last crawl's duration and 10 s, on the server's

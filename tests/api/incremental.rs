@@ -135,7 +135,7 @@ async fn after_rounds_of_churn_an_incremental_exporter_publishes_what_a_fresh_on
 }
 
 #[tokio::test]
-async fn a_server_that_cannot_filter_on_modified_at_gets_full_crawls_said_once() {
+async fn a_server_that_cannot_filter_on_modified_at_gets_full_crawls_asked_once() {
     let mut account = generate::account(2, 10);
     account.no_modified_at_filter = true;
     // (API_RETRIES=0, as in every test: the refused read is not asked again.)
